@@ -1,0 +1,1 @@
+"""The ``hlvm`` command line: thin typer commands over the :mod:`hlvm` library."""

@@ -1,0 +1,34 @@
+"""What every command shares: consoles and the bad-input contract.
+
+Bad input of any kind ends with a one-line ``error: ...`` on stderr and exit
+code 2, never a traceback. Library code raises :class:`hlvm.errors.HlvmError`
+for such input; :func:`user_errors` turns it into that line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+
+from hlvm.errors import HlvmError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``error: message`` on one line to stderr; return the exit-2 exception to raise."""
+    err_console.print(f"error: {' '.join(str(message).split())}", markup=False)
+    return typer.Exit(code=2)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn :class:`HlvmError` raised inside the block into a one-line error and exit 2."""
+    try:
+        yield
+    except HlvmError as e:
+        raise fail(str(e)) from None

@@ -1,0 +1,294 @@
+"""Masks: one object shared by the theory (Algorithm 1) and the MAE models.
+
+A mask marks pixels of an ``H x W`` image as masked (``True`` / 1) or visible
+(``False`` / 0), always in whole ``unit x unit`` masking units (MAE's "patch
+size" in Kong et al.; the ViT's token patch size is separate and divides it).
+
+Three spec forms (DESIGN.md), exactly one per spec:
+
+- ``{"masked": ["x_0_0", ...]}``: observed node ids;
+- ``{"grid": [[0, 1, ...], ...]}``: ``H x W``, 1 = masked;
+- ``{"ratio": 0.75, "patch_size": 2, "seed": 0}``: an MAE-style random mask of
+  whole ``patch_size x patch_size`` units, ``num_masked(units, ratio)`` of them.
+
+Random masks follow MAE: per mask, a uniform random permutation of the units,
+whose first ``n`` are masked. Nothing here imports networkx or torch: a graph
+enters only as its ``(H, W)`` grid of observed node ids.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hlvm.errors import MaskError
+
+__all__ = [
+    "Mask",
+    "num_masked",
+    "check_unit",
+    "random_unit_masks",
+    "unit_to_pixel",
+    "pixel_to_unit",
+    "load_spec",
+    "mask_from_spec",
+    "SPEC_FORMS",
+]
+
+SPEC_FORMS = ("masked", "grid", "ratio")
+
+
+def num_masked(units: int, ratio: float) -> int:
+    """Number of masked units: ``ratio * units`` rounded half up, validated.
+
+    Raises :class:`MaskError` if the ratio is outside (0, 1) or rounds to an
+    empty or full mask.
+
+    >>> num_masked(16, 0.75), num_masked(64, 0.1)
+    (12, 6)
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float | np.floating) or not math.isfinite(ratio):
+        raise MaskError(f"mask ratio must be a number in (0, 1), got {ratio!r}")
+    if not 0.0 < ratio < 1.0:
+        raise MaskError(f"mask ratio must be in (0, 1), got {ratio}")
+    n = int(math.floor(ratio * units + 0.5))
+    if n == 0 or n == units:
+        what = "no" if n == 0 else "every"
+        raise MaskError(f"mask ratio {ratio} of {units} units masks {what} unit; use a ratio nearer 0.5 or smaller units")
+    return n
+
+
+def check_unit(height: int, width: int, unit: int) -> None:
+    """Raise :class:`MaskError` unless ``unit`` is a positive integer dividing ``height`` and ``width``."""
+    if isinstance(unit, bool) or not isinstance(unit, int | np.integer) or unit < 1:
+        raise MaskError(f"mask unit (patch_size) must be a positive integer, got {unit!r}")
+    if height % unit or width % unit:
+        raise MaskError(f"mask unit {unit} does not divide the {height}x{width} image")
+
+
+def random_unit_masks(
+    k: int, height: int, width: int, ratio: float, unit: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``k`` MAE-style random masks of whole units, as a ``(k, H, W)`` bool array.
+
+    Each mask masks exactly ``num_masked(units, ratio)`` of the
+    ``(H/unit) * (W/unit)`` units, chosen by a uniform random permutation.
+    """
+    check_unit(height, width, unit)
+    hu, wu = height // unit, width // unit
+    n = num_masked(hu * wu, ratio)
+    order = np.argsort(rng.random((k, hu * wu)), axis=1)  # (k, U)
+    units = np.zeros((k, hu * wu), dtype=bool)
+    np.put_along_axis(units, order[:, :n], True, axis=1)
+    return unit_to_pixel(units.reshape(k, hu, wu), unit)
+
+
+def unit_to_pixel(units: np.ndarray, unit: int) -> np.ndarray:
+    """Expand ``(..., h, w)`` unit masks to ``(..., h*unit, w*unit)`` pixel masks."""
+    units = np.asarray(units, dtype=bool)
+    return np.repeat(np.repeat(units, unit, axis=-2), unit, axis=-1)
+
+
+def pixel_to_unit(grid: np.ndarray, unit: int) -> np.ndarray:
+    """Reduce ``(..., H, W)`` pixel masks to ``(..., H/unit, W/unit)`` unit masks.
+
+    Raises :class:`MaskError` if a unit is partly masked.
+    """
+    grid = np.asarray(grid, dtype=bool)
+    h, w = grid.shape[-2:]
+    check_unit(h, w, unit)
+    blocks = grid.reshape(*grid.shape[:-2], h // unit, unit, w // unit, unit)  # (..., h/u, u, w/u, u)
+    anyv, allv = blocks.any(axis=(-3, -1)), blocks.all(axis=(-3, -1))
+    if (anyv != allv).any():
+        raise MaskError(f"mask is not made of whole {unit}x{unit} units")
+    return allv
+
+
+@dataclass(frozen=True, eq=False)
+class Mask:
+    """A mask over an ``H x W`` image, made of whole ``unit x unit`` units.
+
+    ``grid`` is ``(H, W)`` bool, ``True`` = masked; it is copied and made
+    read-only. A mask must be non-empty and proper (some pixel visible).
+
+    Examples
+    --------
+    >>> m = Mask.random(4, 4, ratio=0.5, unit=2, seed=0)
+    >>> m.n_masked, m.ratio, m.units.shape
+    (8, 0.5, (2, 2))
+    >>> m.tokens(1).shape
+    (16,)
+    """
+
+    grid: np.ndarray
+    unit: int = 1
+    _key: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        grid = np.array(self.grid)
+        if grid.ndim != 2 or 0 in grid.shape:
+            raise MaskError(f"mask grid must be a non-empty 2-D array, got shape {grid.shape}")
+        if grid.dtype != bool:
+            if not np.isin(grid, (0, 1)).all():
+                raise MaskError("mask grid values must be 0 (visible) or 1 (masked)")
+            grid = grid.astype(bool)
+        pixel_to_unit(grid, self.unit)  # whole units, unit divides the image
+        if not grid.any():
+            raise MaskError("mask is empty: mask at least one pixel")
+        if grid.all():
+            raise MaskError("mask is full: leave at least one pixel visible")
+        grid.setflags(write=False)
+        object.__setattr__(self, "grid", grid)
+        object.__setattr__(self, "unit", int(self.unit))
+        object.__setattr__(self, "_key", grid.tobytes() + bytes(str(grid.shape), "ascii"))
+
+    # -- constructors
+    @classmethod
+    def from_units(cls, units: np.ndarray, unit: int) -> Mask:
+        """Mask from an ``(H/unit, W/unit)`` unit grid."""
+        return cls(unit_to_pixel(units, unit), unit)
+
+    @classmethod
+    def random(
+        cls,
+        height: int,
+        width: int,
+        ratio: float,
+        unit: int = 1,
+        seed: int | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Mask:
+        """MAE-style random mask; the same ``seed`` gives the same mask (first of :func:`random_unit_masks`)."""
+        if (seed is None) == (rng is None):
+            raise TypeError("pass exactly one of seed or rng")
+        rng = np.random.default_rng(seed) if rng is None else rng
+        return cls(random_unit_masks(1, height, width, ratio, unit, rng)[0], unit)
+
+    @classmethod
+    def from_nodes(cls, masked: Collection[str], ids: np.ndarray, latents: Collection[str] = ()) -> Mask:
+        """Mask the observed nodes ``masked``; ``ids`` is the ``(H, W)`` grid of node ids."""
+        where = {v: rc for rc, v in np.ndenumerate(ids)}
+        latents = set(latents)
+        grid = np.zeros(ids.shape, dtype=bool)
+        for v in masked:
+            if v in latents:
+                raise MaskError(f"{v!r} is a latent node; a mask names observed nodes only")
+            if v not in where:
+                raise MaskError(f"unknown node {v!r} in mask")
+            grid[where[v]] = True
+        return cls(grid)
+
+    # -- views
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.grid.shape  # type: ignore[return-value]
+
+    @property
+    def n_masked(self) -> int:
+        """Number of masked pixels."""
+        return int(self.grid.sum())
+
+    @property
+    def ratio(self) -> float:
+        """Fraction of pixels masked."""
+        return self.n_masked / self.grid.size
+
+    @property
+    def visible(self) -> np.ndarray:
+        """``(H, W)`` bool, ``True`` = visible."""
+        return ~self.grid
+
+    @property
+    def units(self) -> np.ndarray:
+        """``(H/unit, W/unit)`` bool unit grid."""
+        return pixel_to_unit(self.grid, self.unit)
+
+    def tokens(self, patch: int) -> np.ndarray:
+        """Flattened row-major ``(H/patch * W/patch,)`` bool token mask for a ViT of token size ``patch``.
+
+        Raises :class:`MaskError` if a token would be partly masked.
+        """
+        return pixel_to_unit(self.grid, patch).reshape(-1)
+
+    def masked_ids(self, ids: np.ndarray) -> list[str]:
+        """Sorted ids of the masked observed nodes; ``ids`` is the ``(H, W)`` id grid."""
+        if ids.shape != self.shape:
+            raise MaskError(f"mask is {self.shape[0]}x{self.shape[1]} but the image is {ids.shape[0]}x{ids.shape[1]}")
+        return sorted(ids[self.grid].tolist())
+
+    def to_spec(self) -> dict[str, Any]:
+        """The ``grid`` spec form of this mask."""
+        return {"grid": self.grid.astype(int).tolist()}
+
+    def render(self, masked: str = "x", visible: str = ".") -> str:
+        """Text picture of the grid, one row per line."""
+        return "\n".join(" ".join(masked if m else visible for m in row) for row in self.grid)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mask) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+
+# ----------------------------------------------------------------------------- specs
+
+
+def load_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a mask spec file; missing or malformed files raise :class:`MaskError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise MaskError(f"mask spec not found: {path}")
+    try:
+        spec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MaskError(f"mask spec {path} is not valid JSON: {e}") from None
+    if not isinstance(spec, dict):
+        raise MaskError(f"mask spec {path} must be a JSON object, got {type(spec).__name__}")
+    return spec
+
+
+def mask_from_spec(spec: Mapping[str, Any], ids: np.ndarray, latents: Collection[str] = ()) -> Mask:
+    """Build the :class:`Mask` a spec describes, for the image whose id grid is ``ids``.
+
+    ``latents`` (the graph's latent ids) lets a latent named in ``masked`` be
+    reported as such rather than as unknown.
+    """
+    forms = [f for f in SPEC_FORMS if f in spec]
+    if len(forms) != 1:
+        found = " and ".join(repr(f) for f in forms) if forms else "none"
+        raise MaskError(f"a mask spec needs exactly one of 'masked', 'grid', 'ratio'; found {found}")
+    allowed = {"masked": {"masked"}, "grid": {"grid"}, "ratio": {"ratio", "patch_size", "seed"}}[forms[0]]
+    unknown = sorted(set(spec) - allowed - {"graph"})
+    if unknown:
+        raise MaskError(f"unknown key {unknown[0]!r} in a {forms[0]!r} mask spec")
+    h, w = ids.shape
+    if forms[0] == "masked":
+        masked = spec["masked"]
+        if not isinstance(masked, list) or not all(isinstance(v, str) for v in masked):
+            raise MaskError("'masked' must be a list of observed node ids")
+        return Mask.from_nodes(masked, ids, latents)
+    if forms[0] == "grid":
+        grid = spec["grid"]
+        if not isinstance(grid, list) or not all(isinstance(r, list) for r in grid):
+            raise MaskError("'grid' must be a list of rows of 0/1")
+        if len(grid) == 0:
+            raise MaskError("'grid' is empty")
+        if len(grid) != h or any(len(r) != w for r in grid):
+            widths = sorted({len(r) for r in grid})
+            raise MaskError(f"'grid' must be {h}x{w} for this image, got {len(grid)} rows of width {widths}")
+        if not all(x in (0, 1) and not isinstance(x, float) for r in grid for x in r):
+            raise MaskError("'grid' values must be 0 (visible) or 1 (masked)")
+        return Mask(np.array(grid, dtype=bool))
+    patch = spec.get("patch_size", 1)
+    seed = spec.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise MaskError(f"'seed' must be a non-negative integer, got {seed!r}")
+    return Mask.random(h, w, ratio=spec["ratio"], unit=patch, seed=seed)
