@@ -1,0 +1,163 @@
+"""hlvm.data: ImageFolder with MAE's transforms on real photos; bad files reported by path."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from _imagetree import build_tree, imagenet_jpegs
+from PIL import Image
+
+from hlvm.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    channel_stats,
+    check_images,
+    denormalize,
+    eval_dataset,
+    load_image,
+    pretrain_dataset,
+)
+from hlvm.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return build_tree(tmp_path_factory.mktemp("imgs"))
+
+
+def _bounds(in_chans):
+    mean, std = (np.array(v) for v in channel_stats(in_chans))
+    return (0 - mean) / std, (1 - mean) / std
+
+
+@pytest.mark.parametrize("in_chans", [1, 3])
+@pytest.mark.parametrize("img_size", [224, 32])
+def test_pretrain_pipeline_shapes_and_value_range(tree, img_size, in_chans):
+    ds = pretrain_dataset(tree, img_size=img_size, in_chans=in_chans)
+    assert len(ds) == 26 and ds.classes == ["even", "odd", "skimage"]
+    lo, hi = _bounds(in_chans)
+    torch.manual_seed(0)
+    for i in (0, 13, 25):  # an ImageNet JPEG of each class, and camera.png (grayscale source)
+        x, y = ds[i]
+        assert x.shape == (in_chans, img_size, img_size) and x.dtype == torch.float32
+        # Bicubic resampling overshoots; ToTensor clamps to [0, 1] before normalising, so the bounds are exact.
+        for c in range(in_chans):
+            assert x[c].min() >= lo[c] - 1e-5 and x[c].max() <= hi[c] + 1e-5
+        assert y == ds.targets[i]
+
+
+def test_pretrain_pipeline_is_random_and_seeded(tree):
+    ds = pretrain_dataset(tree, img_size=64)
+    torch.manual_seed(7)
+    a = ds[3][0]
+    torch.manual_seed(7)
+    b = ds[3][0]
+    torch.manual_seed(8)
+    c = ds[3][0]
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_eval_pipeline_is_deterministic_resize_then_centre_crop(tree):
+    from torchvision.transforms import functional as F
+    from torchvision.transforms import InterpolationMode
+
+    ds = eval_dataset(tree, img_size=224)
+    x, _ = ds[0]
+    assert x.shape == (3, 224, 224)
+    assert torch.equal(x, ds[0][0])
+    # Oracle: resize the short side to 256 (bicubic), crop the central 224, normalise.
+    img = Image.open(ds.samples[0][0]).convert("RGB")
+    ref = F.to_tensor(F.center_crop(F.resize(img, 256, InterpolationMode.BICUBIC), 224))
+    ref = F.normalize(ref, IMAGENET_MEAN, IMAGENET_STD)
+    torch.testing.assert_close(x, ref)
+    # Scaled to other sizes: resize 256/224 * 112 = 128.
+    x112 = eval_dataset(tree, img_size=112)[0][0]
+    ref112 = F.to_tensor(F.center_crop(F.resize(img, 128, InterpolationMode.BICUBIC), 112))
+    torch.testing.assert_close(denormalize(x112, 3), ref112, atol=1e-6, rtol=0)
+
+
+def test_grayscale_is_luma_with_one_channel_stats(tree):
+    ds = eval_dataset(tree, img_size=32, in_chans=1)
+    x, _ = ds[0]
+    img = Image.open(ds.samples[0][0]).convert("L")
+    from torchvision.transforms import functional as F
+    from torchvision.transforms import InterpolationMode
+
+    ref = F.to_tensor(F.center_crop(F.resize(img, 36, InterpolationMode.BICUBIC), 32))
+    torch.testing.assert_close(denormalize(x, 1), ref, atol=1e-6, rtol=0)
+    mean, std = channel_stats(1)
+    assert mean[0] == pytest.approx(0.299 * 0.485 + 0.587 * 0.456 + 0.114 * 0.406)
+    assert std[0] == pytest.approx(0.299 * 0.229 + 0.587 * 0.224 + 0.114 * 0.225)
+
+
+def test_unsupported_channel_count_and_size_are_config_errors(tree):
+    with pytest.raises(ConfigError, match="in_chans"):
+        pretrain_dataset(tree, in_chans=2)
+    with pytest.raises(ConfigError, match="img_size"):
+        eval_dataset(tree, img_size=0)
+
+
+def test_missing_and_empty_folders_are_one_line_data_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist") as e:
+        pretrain_dataset(tmp_path / "nope")
+    assert "\n" not in str(e.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty image folder") as e:
+        eval_dataset(tmp_path / "empty")
+    assert "\n" not in str(e.value)
+    (tmp_path / "noimgs" / "cls").mkdir(parents=True)
+    (tmp_path / "noimgs" / "cls" / "readme.txt").write_text("x")
+    with pytest.raises(DataError, match="empty image folder"):
+        eval_dataset(tmp_path / "noimgs")
+
+
+@pytest.fixture()
+def corrupt_tree(tmp_path):
+    root = tmp_path / "t"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    src = imagenet_jpegs()
+    shutil.copy(src[0], root / "a" / "good.jpg")
+    shutil.copy(src[1], root / "b" / "good2.jpg")
+    data = src[2].read_bytes()
+    (root / "a" / "truncated.jpg").write_bytes(data[: len(data) // 3])  # a JPEG cut off mid-scan
+    (root / "b" / "garbage.jpg").write_bytes(b"not an image at all" * 10)
+    return root
+
+
+def test_corrupt_jpeg_raises_data_error_naming_the_file(corrupt_tree):
+    ds = pretrain_dataset(corrupt_tree, img_size=32)
+    names = [p for p, _ in ds.samples]
+    assert len(names) == 4  # nothing silently dropped
+    i = names.index(str(corrupt_tree / "a" / "truncated.jpg"))
+    with pytest.raises(DataError, match="truncated.jpg") as e:
+        ds[i]
+    assert str(corrupt_tree / "a" / "truncated.jpg") in str(e.value)
+    ds[names.index(str(corrupt_tree / "a" / "good.jpg"))]  # good files still load
+
+
+def test_corrupt_file_error_crosses_dataloader_workers(corrupt_tree):
+    ds = eval_dataset(corrupt_tree, img_size=32)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1)
+    with pytest.raises(DataError, match="(truncated|garbage).jpg"):
+        next(iter(loader))
+
+
+def test_check_images_lists_every_bad_file(corrupt_tree, tree):
+    bad = check_images(corrupt_tree)
+    assert sorted(b.path for b in bad) == sorted(
+        [str(corrupt_tree / "a" / "truncated.jpg"), str(corrupt_tree / "b" / "garbage.jpg")]
+    )
+    assert all(b.reason for b in bad)
+    assert check_images(tree) == []
+    with pytest.raises(DataError, match="2 unreadable image"):
+        pretrain_dataset(corrupt_tree, check=True)
+
+
+def test_load_image_on_a_missing_file_names_it(tmp_path):
+    with pytest.raises(DataError, match="missing.png"):
+        load_image(tmp_path / "missing.png")
