@@ -35,6 +35,7 @@ __all__ = [
     "num_masked",
     "check_unit",
     "random_unit_masks",
+    "aligned_unit_masks",
     "unit_to_pixel",
     "pixel_to_unit",
     "load_spec",
@@ -85,6 +86,48 @@ def random_unit_masks(
     hu, wu = height // unit, width // unit
     n = num_masked(hu * wu, ratio)
     order = np.argsort(rng.random((k, hu * wu)), axis=1)  # (k, U)
+    units = np.zeros((k, hu * wu), dtype=bool)
+    np.put_along_axis(units, order[:, :n], True, axis=1)
+    return unit_to_pixel(units.reshape(k, hu, wu), unit)
+
+
+def aligned_unit_masks(
+    k: int, height: int, width: int, ratio: float, unit: int, branching: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``k`` hierarchy-aligned random masks of whole units, as a ``(k, H, W)`` bool array.
+
+    Same count as :func:`random_unit_masks` (``num_masked(units, ratio)``
+    units), but the units are taken in a random depth-first order of a grid
+    hierarchy of ``branching x branching`` blocks: a random order of the
+    top-level blocks, inside each a random order of its sub-blocks, and so on
+    down to single units. The masked set is thus a union of as few whole
+    subtrees as the count allows (the paper's Figure 4 regime), where uniform
+    masks scatter units over many blocks.
+
+    The unit grid must be square with a side that is a power of ``branching``.
+    """
+    check_unit(height, width, unit)
+    if isinstance(branching, bool) or not isinstance(branching, int | np.integer) or branching < 2:
+        raise MaskError(f"branching must be an integer >= 2, got {branching!r}")
+    hu, wu = height // unit, width // unit
+    levels = 0
+    while branching**levels < hu:
+        levels += 1
+    if hu != wu or branching**levels != hu:
+        raise MaskError(
+            f"aligned masks need a square unit grid whose side is a power of {branching}; got {hu}x{wu} units of {unit}"
+        )
+    n = num_masked(hu * wu, ratio)
+    # One uniform key per block per level; sorting units by their blocks' keys,
+    # coarsest level first, visits the hierarchy depth-first in random order.
+    keys = []
+    for level in range(levels, 0, -1):  # finest first: np.lexsort's last key is primary
+        side = branching**level
+        vals = rng.random((k, side, side))  # (k, side, side): one key per block of this level
+        keys.append(np.repeat(np.repeat(vals, hu // side, axis=1), wu // side, axis=2).reshape(k, hu * wu))
+    if not keys:  # a single unit: num_masked has already refused it
+        raise MaskError("one unit cannot be partly masked")  # pragma: no cover
+    order = np.lexsort(keys, axis=-1)  # (k, U): units in depth-first random order
     units = np.zeros((k, hu * wu), dtype=bool)
     np.put_along_axis(units, order[:, :n], True, axis=1)
     return unit_to_pixel(units.reshape(k, hu, wu), unit)
