@@ -1,0 +1,43 @@
+"""Masked autoencoders: a ViT MAE on timm blocks, an MLP MAE, named configs, official checkpoints.
+
+>>> import torch
+>>> from hlvm.masks import Mask
+>>> model = build_model(get_config("mlp", img_size=8, in_chans=1, bottleneck=2))
+>>> out = model(torch.zeros(3, 1, 8, 8), mask=Mask.random(8, 8, ratio=0.5, seed=0))
+>>> out.pred.shape, out.mask.shape, out.features.shape
+(torch.Size([3, 64, 1]), torch.Size([3, 64]), torch.Size([3, 2]))
+"""
+
+from __future__ import annotations
+
+from .base import MAE, MAEOutput, patchify, unpatchify
+from .checkpoint import load_official_checkpoint
+from .configs import MODEL_CONFIGS, MAEConfig, get_config
+from .masking import random_token_mask, resolve_mask
+from .mlp_mae import MLPMAE
+from .vit_mae import ViTMAE
+
+__all__ = [
+    "MAE",
+    "MAEConfig",
+    "MAEOutput",
+    "MLPMAE",
+    "MODEL_CONFIGS",
+    "ViTMAE",
+    "build_model",
+    "get_config",
+    "load_official_checkpoint",
+    "patchify",
+    "random_token_mask",
+    "resolve_mask",
+    "unpatchify",
+]
+
+
+def build_model(cfg: MAEConfig | str) -> MAE:
+    """The model a config (or a config name) describes, freshly initialised."""
+    if isinstance(cfg, str):
+        cfg = get_config(cfg)
+    if not isinstance(cfg, MAEConfig):
+        raise TypeError(f"build_model takes an MAEConfig or a config name, got {type(cfg).__name__}")
+    return ViTMAE(cfg) if cfg.arch == "vit" else MLPMAE(cfg)

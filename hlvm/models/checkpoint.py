@@ -1,0 +1,94 @@
+"""Loading the official MAE checkpoints (facebookresearch/mae) into our ViT encoder.
+
+The released pretraining checkpoints are ``{"model": state_dict}`` with timm
+key names: ``cls_token``, ``pos_embed``, ``patch_embed.proj.*``,
+``blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*`` and
+``norm.*``; the "visualize" checkpoints also hold the decoder
+(``decoder_*``, ``mask_token``). Our encoder uses the same names, so loading
+is a strict, checked copy of the encoder keys. Decoder keys are skipped
+unless ``decoder=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hlvm.errors import ConfigError, DataError
+
+from .vit_mae import ViTMAE
+
+__all__ = ["load_official_checkpoint", "encoder_keys"]
+
+_DECODER_PREFIXES = ("decoder_", "mask_token")
+
+
+def _is_decoder_key(k: str) -> bool:
+    return k.startswith(_DECODER_PREFIXES)
+
+
+def encoder_keys(model: ViTMAE) -> list[str]:
+    """State-dict keys of ``model``'s encoder (what an official checkpoint must provide)."""
+    return [k for k in model.state_dict() if not _is_decoder_key(k) and not k.startswith("bottleneck_proj")]
+
+
+def _read(src: str | os.PathLike[str] | Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(src, Mapping):
+        return src
+    path = Path(src)
+    if not path.is_file():
+        raise DataError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad file; all mean the same to a user
+        raise DataError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    if not isinstance(obj, Mapping):
+        raise DataError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
+    return obj
+
+
+def load_official_checkpoint(
+    model: ViTMAE, path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any], *, decoder: bool = False
+) -> list[str]:
+    """Copy an official MAE checkpoint's weights into ``model``'s encoder (and decoder if asked).
+
+    ``path_or_state_dict`` is a checkpoint file, ``{"model": state_dict}``, or
+    a bare state dict. Every encoder key of ``model`` must be present with the
+    same shape; keys the encoder does not have (other than decoder keys)
+    raise too. Raises :class:`DataError` for a missing or unreadable file and
+    :class:`ConfigError` naming the first mismatched keys or shapes (build
+    the model with the checkpoint's config: patch size, image size, widths).
+
+    Returns the sorted list of keys loaded.
+    """
+    if not isinstance(model, ViTMAE):
+        raise ConfigError(f"official MAE checkpoints load into a ViT MAE, not {type(model).__name__}")
+    obj = _read(path_or_state_dict)
+    sd = obj["model"] if "model" in obj and isinstance(obj["model"], Mapping) else obj
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise DataError("checkpoint state dict must map names to tensors")
+    ours = model.state_dict()
+    wanted = set(encoder_keys(model))
+    if decoder:
+        wanted |= {k for k in ours if _is_decoder_key(k)}
+    theirs = {k for k in sd if decoder or not _is_decoder_key(k)}
+    missing, unexpected = sorted(wanted - theirs), sorted(theirs - wanted)
+    if missing:
+        more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise ConfigError(f"checkpoint lacks keys the model needs: {', '.join(missing[:3])}{more}")
+    if unexpected:
+        more = f" (+{len(unexpected) - 3} more)" if len(unexpected) > 3 else ""
+        raise ConfigError(f"checkpoint has keys the model lacks: {', '.join(unexpected[:3])}{more}")
+    for k in sorted(wanted):
+        if tuple(sd[k].shape) != tuple(ours[k].shape):
+            raise ConfigError(
+                f"checkpoint key {k} has shape {tuple(sd[k].shape)}, the model needs {tuple(ours[k].shape)}"
+            )
+    with torch.no_grad():
+        for k in sorted(wanted):
+            ours[k].copy_(sd[k].to(ours[k].dtype))
+    return sorted(wanted)

@@ -1,0 +1,81 @@
+"""The MLP masked autoencoder: THEORY.md's encoder and decoder taken literally.
+
+Encoder ``E``: the visible pixels (masked ones zeroed) and the pixel mask,
+flattened, through an MLP to the code ``c_hat`` (width ``bottleneck``, or
+``embed_dim`` without one). Decoder ``g``: the code and the mask through an
+MLP to every pixel; the loss counts the masked ones only, so the decoder is
+the theory's ``x_m = g(c, mask)``. Small enough to train in seconds on CPU,
+so wide sweeps can use it while the ViT shows the same on the real
+architecture.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import MAE, MAEOutput, patchify
+from .configs import MAEConfig
+from .masking import shuffle_indices
+
+__all__ = ["MLPMAE"]
+
+
+def _mlp(widths: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers.append(nn.GELU())
+    return nn.Sequential(*layers)
+
+
+class MLPMAE(MAE):
+    """MLP MAE; see the module docstring. Build with :func:`hlvm.models.build_model`."""
+
+    def __init__(self, cfg: MAEConfig) -> None:
+        super().__init__(cfg)
+        h, w = cfg.img_hw
+        n_pix, n_in = h * w, cfg.in_chans * h * w
+        self.encoder = _mlp([n_in + n_pix, *cfg.mlp_hidden, cfg.code_dim])
+        self.decoder = _mlp([cfg.code_dim + n_pix, *cfg.mlp_decoder_hidden, n_in])
+
+    def _pixel_mask(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, L)`` bool token mask -> ``(B, H, W)`` float pixel mask."""
+        gh, gw = self.cfg.token_grid
+        p = self.cfg.patch_size
+        grid = tokens.reshape(-1, gh, gw)  # (B, H/p, W/p)
+        return grid.repeat_interleave(p, dim=1).repeat_interleave(p, dim=2).float()  # (B, H, W)
+
+    def _encode(self, imgs: torch.Tensor, pix: torch.Tensor) -> torch.Tensor:
+        visible = imgs * (1.0 - pix).unsqueeze(1).to(imgs.dtype)  # (B, C, H, W) masked pixels zeroed
+        x = torch.cat([visible.flatten(1), pix.flatten(1).to(imgs.dtype)], dim=1)  # (B, C*H*W + H*W)
+        return self.encoder(x)  # (B, d)
+
+    def forward(
+        self,
+        imgs: torch.Tensor,
+        mask_ratio: float = 0.75,
+        mask: Any = None,
+        generator: torch.Generator | None = None,
+    ) -> MAEOutput:
+        """As :meth:`hlvm.models.ViTMAE.forward`; ``latent`` and ``features`` are the code (B, d)."""
+        imgs = self._check_imgs(imgs)
+        tokens = self.token_mask(imgs, mask_ratio, mask, generator)  # (B, L) bool
+        pix = self._pixel_mask(tokens)  # (B, H, W)
+        code = self._encode(imgs, pix)  # (B, d)
+        out = self.decoder(torch.cat([code, pix.flatten(1).to(code.dtype)], dim=1))  # (B, C*H*W)
+        c, (h, w) = self.cfg.in_chans, self.cfg.img_hw
+        pred = patchify(out.reshape(-1, c, h, w), self.cfg.patch_size)  # (B, L, p*p*C)
+        mask_f = tokens.to(pred.dtype)
+        loss = self.masked_loss(imgs, pred, mask_f)
+        _, ids_restore, _ = shuffle_indices(tokens)
+        return MAEOutput(loss=loss, pred=pred, mask=mask_f, ids_restore=ids_restore, latent=code, features=code)
+
+    def encode(self, imgs: torch.Tensor, mask: Any) -> torch.Tensor:
+        """The code ``c_hat`` (B, d) of the visible pixels of ``imgs`` under ``mask``."""
+        imgs = self._check_imgs(imgs)
+        tokens = self.token_mask(imgs, mask=mask)
+        return self._encode(imgs, self._pixel_mask(tokens))
