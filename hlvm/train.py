@@ -1,0 +1,840 @@
+"""Training MAEs: :class:`TrainConfig`, :func:`train`, :func:`load_run`.
+
+The recipe is MAE's pre-training recipe (He et al. 2022, ``main_pretrain.py``
+and ``engine_pretrain.py``), made reproducible and resumable:
+
+- AdamW with betas (0.9, 0.95) and weight decay 0.05, none on norms, biases,
+  and the position / cls / mask tokens;
+- ``lr = blr * effective_batch / 256``, the effective batch counting gradient
+  accumulation and every process; linear warmup per optimizer step, then a
+  cosine decay to ``min_lr``;
+- bf16 autocast on CUDA only (no loss scaling is needed for bf16; the CPU path
+  stays in fp32 so that a resumed run is bit-for-bit the uninterrupted one);
+- optional ``torch.compile``; DDP under ``torchrun`` (process group from the
+  environment, gloo on CPU, nccl on CUDA; a ``DistributedSampler`` shards
+  folder data; every rank draws its own online samples; only rank 0 writes).
+
+Data (``TrainConfig.data``), one of:
+
+- a ``hlvm simulate`` output folder, memory-mapped through
+  :func:`hlvm.simulate.load_dataset` (its ``.images`` is ``(N, C, H, W)``);
+- ``online`` or ``online:path/to/simulate_config.json``: fresh samples from a
+  :class:`hlvm.simulate.Simulator` at every step (default graph ``GridSpec()``);
+- ``imagefolder:PATH``: real images through :func:`hlvm.data.pretrain_dataset`.
+
+A run folder holds ``config.json`` (the resolved :class:`TrainConfig`, the
+model's ``MAEConfig`` and provenance), ``checkpoint.pt`` (model, optimizer,
+step, config, every RNG state and the data position; written atomically every
+``ckpt_every`` steps, at the end, and on Ctrl-C) and ``metrics.jsonl`` (one row
+per logged step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from hlvm.errors import ConfigError, DataError, HlvmError
+from hlvm.io import provenance, write_json
+
+__all__ = [
+    "TrainConfig",
+    "train",
+    "load_run",
+    "resume",
+    "TrainingInterrupted",
+    "lr_at",
+    "param_groups",
+    "resolve_model_config",
+    "mask_generator",
+    "open_data",
+    "DataStream",
+    "CHECKPOINT",
+    "CONFIG",
+    "METRICS",
+]
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+
+# Parameters MAE keeps out of weight decay besides norms and biases.
+NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token")
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run; validates itself and round-trips through JSON.
+
+    Parameters
+    ----------
+    model : a name of ``hlvm.models.MODEL_CONFIGS`` or an ``MAEConfig``. A
+        name gets ``img_size`` and ``in_chans`` from the data (simulated data)
+        and the overrides below.
+    data : data spec string (module docstring).
+    objective : one of ``hlvm.objectives.OBJECTIVES``; ``objective_coefs``
+        are passed to ``build_objective``.
+    mask_ratio : fraction of masking units masked per sample, in (0, 1).
+    patch_size, mask_unit, bottleneck, norm_pix_loss : overrides of the
+        named model config (``None`` keeps the config's value).
+    steps : optimizer steps; ``epochs`` instead sets them from a folder's size.
+    batch_size : images per process per micro-step; ``accum`` micro-steps make
+        an optimizer step, so the effective batch is ``batch_size * accum * world``.
+    blr : base learning rate; ``lr = blr * effective_batch / 256``.
+    warmup : linear warmup length in optimizer steps.
+    weight_decay, min_lr : AdamW decay; floor of the cosine schedule.
+    seed : seeds model init, masks and data order.
+    ckpt_every : checkpoint every this many steps (0: only at the end).
+    log_every : write a metrics row every this many steps.
+    compile : wrap the model in ``torch.compile``.
+    num_workers : DataLoader workers (image folders only).
+    device : ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
+    out : the run folder; ``None`` makes ``runs/train-<time>``.
+    """
+
+    model: Any = "vit_small_synth"
+    data: str = "online"
+    objective: str = "mae"
+    objective_coefs: Mapping[str, float] | None = None
+    mask_ratio: float = 0.75
+    patch_size: int | None = None
+    mask_unit: int | None = None
+    bottleneck: int | None = None
+    norm_pix_loss: bool | None = None
+    steps: int | None = 1000
+    epochs: int | None = None
+    batch_size: int = 64
+    accum: int = 1
+    blr: float = 1.5e-4
+    warmup: int = 100
+    weight_decay: float = 0.05
+    min_lr: float = 0.0
+    seed: int = 0
+    ckpt_every: int = 500
+    log_every: int = 10
+    compile: bool = False
+    num_workers: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        from hlvm.models import MAEConfig
+
+        if isinstance(self.model, Mapping):
+            object.__setattr__(self, "model", MAEConfig.from_dict(dict(self.model)))
+        if not isinstance(self.model, str | MAEConfig):
+            raise ConfigError(f"model must be a config name or an MAEConfig, got {type(self.model).__name__}")
+        if self.objective_coefs is not None:
+            object.__setattr__(self, "objective_coefs", dict(self.objective_coefs))
+        if self.out is not None:
+            object.__setattr__(self, "out", str(self.out))
+        if isinstance(self.mask_ratio, bool) or not isinstance(self.mask_ratio, int | float):
+            raise ConfigError(f"mask ratio must be a number in (0, 1), got {self.mask_ratio!r}")
+        if not (math.isfinite(self.mask_ratio) and 0.0 < self.mask_ratio < 1.0):
+            raise ConfigError(f"mask ratio must be in (0, 1), got {self.mask_ratio}")
+        if (self.steps is None) == (self.epochs is None):
+            raise ConfigError("give exactly one of steps and epochs")
+        ints = {
+            "steps": (self.steps, 1),
+            "epochs": (self.epochs, 1),
+            "batch_size": (self.batch_size, 1),
+            "accum": (self.accum, 1),
+            "warmup": (self.warmup, 0),
+            "seed": (self.seed, 0),
+            "ckpt_every": (self.ckpt_every, 0),
+            "log_every": (self.log_every, 1),
+            "num_workers": (self.num_workers, 0),
+            "patch_size": (self.patch_size, 1),
+            "mask_unit": (self.mask_unit, 1),
+            "bottleneck": (self.bottleneck, 1),
+        }
+        for name, (value, low) in ints.items():
+            if value is None and name in ("steps", "epochs", "patch_size", "mask_unit", "bottleneck"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("blr", "weight_decay", "min_lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.blr == 0:
+            raise ConfigError("blr must be > 0")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if not isinstance(self.data, str) or not self.data:
+            raise ConfigError("data must be a non-empty spec string (a folder, 'online[:config.json]' or 'imagefolder:PATH')")
+        from hlvm.objectives import OBJECTIVES
+
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"unknown objective {self.objective!r}; choose from {', '.join(sorted(OBJECTIVES))}")
+
+    def lr(self, world_size: int = 1) -> float:
+        """Peak learning rate: ``blr * batch_size * accum * world_size / 256``."""
+        return self.blr * self.effective_batch(world_size) / 256
+
+    def effective_batch(self, world_size: int = 1) -> int:
+        """Images per optimizer step over all processes."""
+        return self.batch_size * self.accum * world_size
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if not isinstance(self.model, str):
+            d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown train config key {unknown[0]!r}")
+        return cls(**dict(d))
+
+
+# ----------------------------------------------------------------------------- schedule and optimizer
+
+
+def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float = 0.0) -> float:
+    """Learning rate for optimizer step ``step`` (0-based) of ``total``: linear warmup, then cosine.
+
+    As MAE's ``adjust_learning_rate``, but per step: step ``s < warmup`` gets
+    ``lr * (s + 1) / warmup``, so the first step already learns; after the
+    warmup the rate falls along a half cosine from ``lr`` to ``min_lr``.
+
+    >>> [round(lr_at(s, 10, 2, 1.0), 3) for s in (0, 1, 2, 9)]
+    [0.5, 1.0, 1.0, 0.03]
+    """
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices; none on norms, biases and position/cls/mask tokens.
+
+    Norm weights and biases are the 1-D parameters; a model may name more in
+    ``no_weight_decay()`` (timm's convention). Frozen parameters (MAE's fixed
+    sin-cos position embeddings) are left out.
+    """
+    skip = set(getattr(model, "no_weight_decay", lambda: ())())
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or name in skip or any(n in name.split(".")[-1] for n in NO_DECAY_NAMES):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [
+        {"params": no_decay, "weight_decay": 0.0},
+        {"params": decay, "weight_decay": weight_decay},
+    ]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class _Source:
+    """Where images come from: an array (memory-mapped), a simulator, or a torch Dataset."""
+
+    kind: Literal["array", "online", "dataset"]
+    shape: tuple[int, int, int] | None  # (C, H, W); None until the model config fixes it (image folders)
+    images: Any = None  # (N, C, H, W) array-like, kind "array"
+    simulator: Any = None  # kind "online"
+    dataset: Any = None  # kind "dataset"
+    root: str | None = None  # image folder root
+
+    def __len__(self) -> int:
+        if self.kind == "array":
+            return int(self.images.shape[0])
+        if self.kind == "dataset":
+            return len(self.dataset)
+        raise TypeError("online data has no length")
+
+
+def _simulator_from_spec(spec: str) -> Any:
+    from hlvm import simulate
+
+    if spec == "online":
+        return simulate.Simulator.from_config(simulate.SimulateConfig())
+    path = Path(spec.split(":", 1)[1])
+    if not path.is_file():
+        raise DataError(f"simulate config not found: {path}")
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"simulate config {path} is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"simulate config {path} must be a JSON object")
+    return simulate.Simulator.from_config(simulate.SimulateConfig.from_dict(raw))
+
+
+def open_data(spec: str) -> _Source:
+    """Open the data a spec names (module docstring); bad specs raise :class:`DataError`.
+
+    Image folders are opened later (:func:`_open_imagefolder`), once the model
+    config fixes the image size.
+    """
+    if spec == "online" or spec.startswith("online:"):
+        sim = _simulator_from_spec(spec)
+        shape = tuple(int(s) for s in sim.image_shape)  # (C, H, W)
+        return _Source("online", shape, simulator=sim)  # type: ignore[arg-type]
+    if spec.startswith("imagefolder:"):
+        root = spec.split(":", 1)[1]
+        if not Path(root).is_dir():
+            raise DataError(f"image folder not found: {root}")
+        return _Source("dataset", None, root=root)
+    path = Path(spec)
+    if not path.exists():
+        raise DataError(f"data folder not found: {spec} (give a 'hlvm simulate' folder, 'online[:config.json]' or 'imagefolder:PATH')")
+    if not path.is_dir():
+        raise DataError(f"data {spec} is not a folder")
+    from hlvm.simulate import load_dataset
+
+    try:
+        ds = load_dataset(path, mmap=True)
+    except HlvmError:
+        raise
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"cannot read simulated data in {path}: {e}") from None
+    images = ds.images
+    if getattr(images, "ndim", 0) != 4:
+        raise DataError(f"images in {path} must be (N, C, H, W), got shape {tuple(getattr(images, 'shape', ()))}")
+    n, c, h, w = (int(s) for s in images.shape)
+    if n == 0 or c == 0 or h == 0 or w == 0:
+        raise DataError(f"images in {path} are empty: shape {tuple(images.shape)}")
+    return _Source("array", (c, h, w), images=images)
+
+
+def _open_imagefolder(src: _Source, img_size: int, in_chans: int) -> None:
+    try:
+        from hlvm.data import pretrain_dataset
+    except ImportError:
+        raise DataError("imagefolder data needs hlvm.data.pretrain_dataset, which is not available in this install") from None
+    src.dataset = pretrain_dataset(src.root, img_size, in_chans)
+    src.shape = (in_chans, img_size, img_size)
+
+
+class DataStream:
+    """One process's endless stream of ``(B, C, H, W)`` float32 batches, resumable exactly.
+
+    Finite data (folders) is read in epochs: epoch ``e`` is the shuffled,
+    rank-sharded order of ``DistributedSampler(seed=seed).set_epoch(e)``,
+    cut into full batches; the state is ``(epoch, batch position)``. Online
+    data draws each batch from the simulator with this rank's own
+    ``numpy.random.Generator``; the state is the generator's state.
+    """
+
+    def __init__(self, src: _Source, batch_size: int, *, rank: int, world: int, seed: int, num_workers: int = 0):
+        self.src, self.batch_size, self.rank, self.world, self.seed = src, batch_size, rank, world, seed
+        self.num_workers = num_workers
+        self.epoch, self.pos = 0, 0
+        # Distinct, reproducible streams per rank: SeedSequence entropy (seed, rank, purpose).
+        self.rng = np.random.default_rng([seed, rank, 1])
+        self._iter: Iterator[torch.Tensor] | None = None
+        if src.kind != "online" and self.batches_per_epoch() == 0:
+            raise DataError(
+                f"{len(src)} images cannot fill one batch of {batch_size} on each of {world} process(es); "
+                "lower --batch-size or simulate more images"
+            )
+
+    def batches_per_epoch(self) -> int:
+        # DistributedSampler(drop_last=True) gives floor(N / world) indices per rank.
+        return (len(self.src) // self.world) // self.batch_size
+
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        from torch.utils.data import DistributedSampler
+
+        sampler = DistributedSampler(
+            range(len(self.src)), num_replicas=self.world, rank=self.rank, shuffle=True, seed=self.seed, drop_last=True
+        )
+        sampler.set_epoch(epoch)
+        idx = list(sampler)
+        b = self.batch_size
+        return [idx[i * b : (i + 1) * b] for i in range(len(idx) // b)]
+
+    def _finite(self) -> Iterator[torch.Tensor]:
+        while True:
+            batches = self._epoch_batches(self.epoch)[self.pos :]
+            if self.src.kind == "array":
+                for ids in batches:
+                    x = np.asarray(self.src.images[np.asarray(ids)], dtype=np.float32)  # (B, C, H, W)
+                    self.pos += 1
+                    yield torch.from_numpy(x)
+            else:
+                from torch.utils.data import DataLoader
+
+                loader = DataLoader(
+                    self.src.dataset,
+                    batch_sampler=batches,
+                    num_workers=self.num_workers,
+                    pin_memory=torch.cuda.is_available(),
+                    persistent_workers=False,
+                )
+                for x, _ in loader:
+                    self.pos += 1
+                    yield x.float()
+            self.epoch, self.pos = self.epoch + 1, 0
+
+    def __iter__(self) -> DataStream:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.src.kind == "online":
+            ds = self.src.simulator.sample(self.batch_size, self.rng)
+            return torch.from_numpy(np.asarray(ds.images, dtype=np.float32))  # (B, C, H, W)
+        if self._iter is None:
+            self._iter = self._finite()
+        return next(self._iter)
+
+    def state_dict(self) -> dict[str, Any]:
+        epoch, pos = self.epoch, self.pos
+        if self.src.kind != "online" and pos == self.batches_per_epoch():
+            epoch, pos = epoch + 1, 0  # an epoch just ended: the same place, said canonically
+        return {"epoch": epoch, "pos": pos, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        self.rng.bit_generator.state = state["rng"]
+        self._iter = None
+
+
+# ----------------------------------------------------------------------------- model config
+
+
+def resolve_model_config(cfg: TrainConfig, shape: tuple[int, int, int] | None) -> Any:
+    """The ``MAEConfig`` a run trains: the named config with the run's overrides and the data's image shape.
+
+    ``shape`` is the data's ``(C, H, W)``, or ``None`` for image folders (the
+    model config then fixes the size). Mismatches raise :class:`DataError`;
+    invalid combinations (unit not a multiple of the patch, size not divisible)
+    raise :class:`ConfigError` from the model config.
+    """
+    from hlvm.models import MAEConfig, get_config
+
+    overrides: dict[str, Any] = {}
+    for name in ("patch_size", "mask_unit", "bottleneck", "norm_pix_loss"):
+        if getattr(cfg, name) is not None:
+            overrides[name] = getattr(cfg, name)
+    if isinstance(cfg.model, MAEConfig):
+        mcfg = dataclasses.replace(cfg.model, **overrides) if overrides else cfg.model
+    else:
+        if shape is not None:
+            c, h, w = shape
+            overrides.update(img_size=h if h == w else (h, w), in_chans=c)
+        mcfg = get_config(cfg.model, **overrides)
+    if shape is not None and (mcfg.in_chans, *mcfg.img_hw) != tuple(shape):
+        want = "x".join(map(str, (mcfg.in_chans, *mcfg.img_hw)))
+        raise DataError(f"model expects {want} (C x H x W) images but the data is {'x'.join(map(str, shape))}")
+    return mcfg
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: torch.device) -> _Dist:
+    """Join the process group ``torchrun`` describes in the environment (if any)."""
+    if dist.is_available() and dist.is_initialized():
+        return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), False)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), True)
+
+
+def mask_generator(seed: int, rank: int = 0) -> torch.Generator:
+    """The CPU generator of a rank's random masks: a distinct, reproducible stream per (seed, rank)."""
+    entropy = np.random.SeedSequence([seed, rank, 2]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator(device="cpu").manual_seed(int(entropy) & ((1 << 63) - 1))
+
+
+def _pick_device(name: str, local_rank: int) -> torch.device:
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' asked for but CUDA is not available")
+    return torch.device("cuda", local_rank)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _rng_state(gen: torch.Generator, stream: DataStream) -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "mask_generator": gen.get_state(),
+        "data": stream.state_dict(),
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any], gen: torch.Generator, stream: DataStream) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    gen.set_state(state["mask_generator"])
+    stream.load_state_dict(state["data"])
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_checkpoint(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / CHECKPOINT
+    if not run_dir.is_dir():
+        raise DataError(f"run folder not found: {run_dir}")
+    if not path.is_file():
+        raise DataError(f"no checkpoint in {run_dir} (expected {CHECKPOINT})")
+    try:
+        # Our own file, holding numpy RNG states beside tensors: not weights-only.
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a data problem
+        raise DataError(f"cannot read checkpoint {path}: {e}") from None
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> tuple[nn.Module, TrainConfig]:
+    """The trained model (eval mode, on CPU) and the config of a run folder.
+
+    Raises :class:`DataError` if the folder or its checkpoint is missing or unreadable.
+    """
+    from hlvm.models import MAEConfig, build_model
+
+    run_dir = Path(run_dir)
+    ckpt = _read_checkpoint(run_dir)
+    cfg = TrainConfig.from_dict(ckpt["config"]["train"])
+    model = build_model(MAEConfig.from_dict(ckpt["config"]["model"]))
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return model, cfg
+
+
+# ----------------------------------------------------------------------------- training
+
+
+StepCallback = Callable[[int, dict[str, Any]], None]
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: a checkpoint of ``step`` was written to ``run_dir`` first."""
+
+    def __init__(self, run_dir: Path, step: int):
+        super().__init__(f"interrupted at step {step}; checkpoint saved in {run_dir}")
+        self.run_dir, self.step = run_dir, step
+
+
+class _StopFlag:
+    """SIGINT sets the flag; the loop saves a checkpoint at the next step boundary, then stops.
+
+    A second Ctrl-C restores the previous handler's behaviour and interrupts at once.
+    """
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old: Any = None
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[ips]:.0f} img/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def train(
+    cfg: TrainConfig,
+    progress: bool = True,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_step: StepCallback | None = None,
+) -> Path:
+    """Train the MAE ``cfg`` describes; return the run folder.
+
+    With ``resume`` the run in ``cfg.out`` continues from its checkpoint, and on
+    CPU the result is bit-for-bit that of an uninterrupted run. Ctrl-C (SIGINT)
+    finishes the current step, writes a checkpoint, and raises
+    ``KeyboardInterrupt``. ``on_step(step, info)`` is called on every rank
+    after each optimizer step (``info`` holds this rank's ``loss`` and loss
+    ``parts``, the ``lr``, the last micro-batch ``batch`` and the unwrapped
+    ``model``).
+
+    Bad input raises an :class:`HlvmError` before anything is written.
+    """
+    from hlvm.models import build_model
+    from hlvm.objectives import build_objective
+
+    if cfg.out is None:
+        from hlvm.io import new_run_dir
+
+        cfg = dataclasses.replace(cfg, out=str(new_run_dir("runs", "train")))
+    run_dir = Path(cfg.out)  # type: ignore[arg-type]
+    ckpt = None
+    if resume:
+        ckpt = _read_checkpoint(run_dir)
+        saved = TrainConfig.from_dict(ckpt["config"]["train"])
+        # The saved config is the run; only where it lives may differ (a moved folder).
+        cfg = dataclasses.replace(saved, out=str(run_dir))
+    elif run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not overwrite:
+        raise ConfigError(f"--out {run_dir} exists and is not empty; pass --resume {run_dir} to continue it")
+
+    # Everything that can be wrong with the input is found before the first write.
+    src = open_data(cfg.data)
+    mcfg = resolve_model_config(cfg, src.shape)
+    if src.kind == "dataset":
+        _open_imagefolder(src, mcfg.img_hw[0], mcfg.in_chans)
+    from hlvm.masks import num_masked
+
+    try:
+        num_masked(mcfg.num_units, cfg.mask_ratio)
+    except HlvmError as e:
+        raise ConfigError(str(e)) from None
+    objective = build_objective(cfg.objective, **(cfg.objective_coefs or {}))
+
+    device = _pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)))
+    dd = _init_distributed(device)
+    try:
+        return _train_loop(cfg, mcfg, src, objective, device, dd, ckpt, progress, on_step, build_model)
+    finally:
+        if dd.owns_group:
+            dist.destroy_process_group()
+
+
+def _train_loop(cfg, mcfg, src, objective, device, dd, ckpt, progress, on_step, build_model) -> Path:  # noqa: ANN001
+    run_dir = Path(cfg.out)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    stream = DataStream(src, cfg.batch_size, rank=dd.rank, world=dd.world, seed=cfg.seed, num_workers=cfg.num_workers)
+    total = cfg.steps if cfg.steps is not None else cfg.epochs * math.ceil(stream.batches_per_epoch() / cfg.accum)
+    peak_lr = cfg.lr(dd.world)
+
+    # Same init on every rank (DDP also broadcasts rank 0's weights).
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = build_model(mcfg).to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak_lr, betas=(0.9, 0.95))
+    mask_gen = mask_generator(cfg.seed, dd.rank)
+
+    start = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start = int(ckpt["step"])
+        if len(ckpt["rng"]) != dd.world:
+            raise ConfigError(
+                f"checkpoint was written by {len(ckpt['rng'])} process(es); resume it with the same number, not {dd.world}"
+            )
+        _set_rng_state(ckpt["rng"][dd.rank], mask_gen, stream)
+
+    full_config = {"train": cfg.to_dict(), "model": mcfg.to_dict()}
+    if dd.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        info = {
+            **full_config,
+            "world_size": dd.world,
+            "effective_batch": cfg.effective_batch(dd.world),
+            "lr": peak_lr,
+            "total_steps": total,
+            "device": str(device),
+            "provenance": provenance(),
+        }
+        if ckpt is None:
+            write_json(run_dir / CONFIG, info)
+        else:
+            _truncate_metrics(run_dir / METRICS, start)
+
+    fwd: nn.Module = model
+    if dd.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        fwd = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        fwd = torch.compile(fwd)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    )
+
+    def save(step: int) -> None:
+        states = _rng_state(mask_gen, stream)
+        if dd.world > 1:
+            gathered: list[Any] = [None] * dd.world
+            dist.all_gather_object(gathered, states)
+            states_all = gathered
+        else:
+            states_all = [states]
+        if dd.main:
+            _atomic_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": None,  # bf16 autocast needs no loss scaling
+                    "step": step,
+                    "total_steps": total,
+                    "config": full_config,
+                    "rng": states_all,
+                },
+                run_dir / CHECKPOINT,
+            )
+
+    step = start
+    metrics_file = open(run_dir / METRICS, "a") if dd.main else None  # noqa: SIM115 - closed in finally
+    model.train()
+    try:
+        with _StopFlag() as stop, _progress(progress and dd.main) as bar:
+            task = bar.add_task("train", total=total, completed=start, loss=float("nan"), ips=0.0)
+            t_last, n_last = time.perf_counter(), 0
+            while step < total:
+                lr = lr_at(step, total, cfg.warmup, peak_lr, cfg.min_lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
+                parts_sum: dict[str, float] = {}
+                loss_sum = 0.0
+                for micro in range(cfg.accum):
+                    x = next(stream).to(device, non_blocking=True)  # (B, C, H, W)
+                    last = micro == cfg.accum - 1
+                    # Gradients are all-reduced only on the last micro-step of an accumulation.
+                    sync = fwd.no_sync() if (dd.world > 1 and not last and hasattr(fwd, "no_sync")) else contextlib.nullcontext()
+                    with sync, autocast:
+                        out = fwd(x, mask_ratio=cfg.mask_ratio, generator=mask_gen)
+                        loss, parts = objective(out)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --blr or check the data")
+                    (loss / cfg.accum).backward()
+                    loss_sum += loss.item() / cfg.accum
+                    for k, v in parts.items():
+                        parts_sum[k] = parts_sum.get(k, 0.0) + float(v) / cfg.accum
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                n_last += cfg.effective_batch(dd.world)
+
+                if on_step is not None:
+                    on_step(step, {"loss": loss_sum, "parts": parts_sum, "lr": lr, "batch": x, "model": model})
+                if dd.world > 1:
+                    # Log the mean over ranks; also agree on stopping, so no rank waits alone in an all-reduce.
+                    t = torch.tensor([loss_sum, float(stop.set)], dtype=torch.float64, device=device)
+                    dist.all_reduce(t)
+                    loss_sum, stop_now = t[0].item() / dd.world, t[1].item() > 0
+                else:
+                    stop_now = stop.set
+                now = time.perf_counter()
+                ips = n_last / max(now - t_last, 1e-9)
+                if dd.main and (step % cfg.log_every == 0 or step == total or stop_now):
+                    row = {
+                        "step": step,
+                        "epoch": stream.epoch if src.kind != "online" else None,
+                        "loss": loss_sum,
+                        **{f"loss_{k}": v for k, v in parts_sum.items() if k != "loss"},
+                        "lr": lr,
+                        "images_per_s": ips,
+                        "mask_ratio": cfg.mask_ratio,
+                        "objective": cfg.objective,
+                        "time": time.time(),
+                    }
+                    metrics_file.write(json.dumps(row) + "\n")  # type: ignore[union-attr]
+                    metrics_file.flush()  # type: ignore[union-attr]
+                    t_last, n_last = now, 0
+                bar.update(task, completed=step, loss=loss_sum, ips=ips)
+                if stop_now:
+                    save(step)
+                    raise TrainingInterrupted(run_dir, step)
+                if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < total:
+                    save(step)
+            save(step)
+    finally:
+        if metrics_file is not None:
+            metrics_file.close()
+    return run_dir
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics rows past ``step`` (written after the checkpoint a resumed run restarts from)."""
+    if not path.is_file():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = [r for r in rows if json.loads(r)["step"] <= step]
+    if len(keep) != len(rows):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(r + "\n" for r in keep))
+        os.replace(tmp, path)
+
+
+def resume(run_dir: str | os.PathLike[str], progress: bool = True, **kwargs: Any) -> Path:
+    """Continue the run in ``run_dir`` from its checkpoint (raises :class:`DataError` if there is none)."""
+    ckpt = _read_checkpoint(Path(run_dir))
+    cfg = TrainConfig.from_dict(ckpt["config"]["train"])
+    return train(dataclasses.replace(cfg, out=str(run_dir)), progress, resume=True, **kwargs)

@@ -1,0 +1,373 @@
+"""hlvm.train: schedule, optimizer groups, data streams, run folders, checkpoint and exact resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from hlvm.errors import ConfigError, DataError
+from hlvm.graphs import GridSpec
+from hlvm.models import MAEConfig, build_model, get_config
+from hlvm.simulate import SimulateConfig, simulate_to_dir
+from hlvm.train import (
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    DataStream,
+    TrainConfig,
+    TrainingInterrupted,
+    load_run,
+    lr_at,
+    mask_generator,
+    open_data,
+    param_groups,
+    resolve_model_config,
+    resume,
+    train,
+)
+
+# The depth-2 grid hierarchy: 4x4 images with 4 channels; a tiny MLP MAE trains on it in ms per step.
+TINY_MLP = get_config("mlp", img_size=4, in_chans=4, embed_dim=8, mlp_hidden=(16,), mlp_decoder_hidden=(16,))
+TINY_VIT = get_config(
+    "vit_small_synth", img_size=4, in_chans=4, patch_size=1, mask_unit=2, embed_dim=16, depth=1, num_heads=2,
+    decoder_embed_dim=8, decoder_depth=1, decoder_num_heads=2,
+)
+
+
+@pytest.fixture(scope="module")
+def online_spec(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("sim") / "simulate.json"
+    path.write_text(SimulateConfig(grid=GridSpec(depth=2)).to_json())
+    return f"online:{path}"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("data") / "sim"
+    simulate_to_dir(SimulateConfig(grid=GridSpec(depth=2), n=40, seed=3), out, progress=False)
+    return str(out)
+
+
+def cfg_for(data: str, out, **kw) -> TrainConfig:
+    base = dict(model=TINY_MLP, data=data, steps=6, batch_size=4, warmup=2, ckpt_every=0, log_every=1, out=str(out))
+    return TrainConfig(**{**base, **kw})
+
+
+def rows(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
+
+
+# ----------------------------------------------------------------------------- schedule, lr, groups
+
+
+def test_lr_warms_up_linearly_then_follows_a_half_cosine_to_min_lr():
+    total, warm, peak, floor = 100, 10, 2.0, 0.1
+    lrs = [lr_at(s, total, warm, peak, floor) for s in range(total)]
+    assert lrs[:warm] == pytest.approx([peak * (s + 1) / warm for s in range(warm)])
+    assert lrs[warm] == pytest.approx(peak)
+    after = lrs[warm:]
+    assert all(a >= b for a, b in zip(after, after[1:]))
+    mid = warm + (total - warm) // 2
+    assert lrs[mid] == pytest.approx(floor + (peak - floor) / 2)
+    assert lr_at(total, total, warm, peak, floor) == pytest.approx(floor)
+
+
+def test_lr_is_blr_times_effective_batch_over_256():
+    cfg = TrainConfig(model="mlp", batch_size=64, accum=4, blr=1.5e-4)
+    assert cfg.effective_batch(world_size=2) == 512
+    assert cfg.lr(world_size=2) == pytest.approx(1.5e-4 * 512 / 256)
+    assert cfg.lr() == pytest.approx(1.5e-4 * 256 / 256)
+
+
+@pytest.mark.parametrize("mcfg", [TINY_MLP, TINY_VIT], ids=["mlp", "vit"])
+def test_weight_decay_only_on_weight_matrices_not_norms_biases_or_tokens(mcfg):
+    model = build_model(mcfg)
+    groups = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay = {names[id(p)] for p in groups[0]["params"]}
+    decay = {names[id(p)] for p in groups[1]["params"]}
+    assert groups[0]["weight_decay"] == 0.0 and groups[1]["weight_decay"] == 0.05
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert no_decay | decay == trainable and not no_decay & decay
+    for n, p in model.named_parameters():
+        if n in decay:
+            assert p.ndim >= 2 and not any(t in n for t in ("cls_token", "mask_token", "pos_embed"))
+        elif p.requires_grad:
+            assert p.ndim <= 1 or n in ("cls_token", "mask_token")
+    assert any(".bias" in n for n in no_decay) and any("norm" in n or "ln" in n for n in no_decay) or mcfg.arch == "mlp"
+    if mcfg.arch == "vit":
+        assert {"cls_token", "mask_token"} <= no_decay
+
+
+# ----------------------------------------------------------------------------- config validation
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(mask_ratio=1.0), "mask ratio"),
+        (dict(mask_ratio=0.0), "mask ratio"),
+        (dict(objective="simclr"), "unknown objective"),
+        (dict(steps=5, epochs=2), "exactly one of steps and epochs"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(accum=0), "accum"),
+        (dict(blr=-1.0), "blr"),
+        (dict(device="tpu"), "device"),
+    ],
+)
+def test_train_config_rejects_bad_values(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(**{"model": "mlp", **kw})
+
+
+def test_train_config_round_trips_through_json():
+    for model in ("vit_small_synth", TINY_VIT):
+        cfg = TrainConfig(model=model, objective="umae", objective_coefs={"coef": 0.02}, bottleneck=3, seed=7)
+        back = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+        assert back == cfg
+
+
+def test_model_config_gets_the_data_shape_and_overrides(online_spec):
+    src = open_data(online_spec)
+    assert src.shape == (4, 4, 4)
+    mcfg = resolve_model_config(TrainConfig(model="vit_small_synth", patch_size=1, mask_unit=2, bottleneck=5), src.shape)
+    assert (mcfg.img_size, mcfg.in_chans, mcfg.patch_size, mcfg.mask_unit, mcfg.bottleneck) == (4, 4, 1, 2, 5)
+
+
+@pytest.mark.parametrize(
+    "kw, error, match",
+    [
+        (dict(model="vit_small_synth", patch_size=2, mask_unit=3), ConfigError, "multiple"),
+        (dict(model="vit_small_synth", patch_size=3, mask_unit=3), ConfigError, "does not divide"),
+        (dict(model="no_such_model"), ConfigError, "unknown model config"),
+        (dict(model=dataclasses.replace(TINY_MLP, img_size=8)), DataError, "model expects"),
+    ],
+)
+def test_model_config_errors(online_spec, kw, error, match):
+    with pytest.raises(error, match=match):
+        resolve_model_config(TrainConfig(**kw), (4, 4, 4))
+
+
+def test_bad_data_specs_raise_data_error(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        open_data(str(tmp_path / "missing"))
+    with pytest.raises(DataError, match="not a simulated dataset"):
+        open_data(str(tmp_path))
+    with pytest.raises(DataError, match="simulate config not found"):
+        open_data("online:" + str(tmp_path / "none.json"))
+    with pytest.raises(DataError, match="image folder not found"):
+        open_data("imagefolder:" + str(tmp_path / "none"))
+
+
+def test_folder_with_images_of_the_wrong_shape_is_rejected(folder, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    np.save(bad / "images.npy", np.zeros((40, 16), dtype=np.float32))  # (N, C*H*W): not (N, C, H, W)
+    with pytest.raises(DataError):
+        train(cfg_for(str(bad), tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_ratio_masking_no_unit_is_rejected_before_anything_is_written(online_spec, tmp_path):
+    with pytest.raises(ConfigError, match="masks no unit"):
+        train(cfg_for(online_spec, tmp_path / "run", mask_ratio=0.01), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- data streams
+
+
+def test_folder_stream_shards_ranks_disjointly_and_covers_each_image_once_per_epoch(folder):
+    src = open_data(folder)
+    images = np.asarray(src.images)
+    seen = []
+    for rank in range(2):
+        stream = DataStream(src, 5, rank=rank, world=2, seed=0)
+        assert stream.batches_per_epoch() == 4
+        batches = [next(stream).numpy() for _ in range(4)]
+        # Map every row back to its index in the folder.
+        idx = [int(np.flatnonzero((images == row).all(axis=(1, 2, 3)))[0]) for b in batches for row in b]
+        seen.append(idx)
+    assert len(set(seen[0])) == 20 and len(set(seen[1])) == 20
+    assert not set(seen[0]) & set(seen[1])
+
+
+def test_folder_stream_reshuffles_each_epoch_and_resumes_exactly(folder):
+    src = open_data(folder)
+    a = DataStream(src, 8, rank=0, world=1, seed=1)
+    first = [next(a) for _ in range(5)]
+    state = a.state_dict()
+    rest = [next(a) for _ in range(7)]
+    b = DataStream(src, 8, rank=0, world=1, seed=1)
+    b.load_state_dict(state)
+    assert all(torch.equal(x, y) for x, y in zip(rest, [next(b) for _ in range(7)]))
+    # 40 images / 8 = 5 batches per epoch: epoch 1 is a different order of the same images.
+    assert state["epoch"] == 1 and state["pos"] == 0
+    assert not torch.equal(first[0], rest[0])
+
+
+def test_online_stream_draws_fresh_distinct_samples_per_rank_and_resumes(online_spec):
+    src = open_data(online_spec)
+    r0, r1 = (DataStream(src, 3, rank=r, world=2, seed=0) for r in range(2))
+    x0, x1 = next(r0), next(r1)
+    assert x0.shape == (3, 4, 4, 4) and x0.dtype == torch.float32
+    assert not torch.equal(x0, x1)
+    assert not torch.equal(x0, next(r0))
+    state = r0.state_dict()
+    want = next(r0)
+    again = DataStream(src, 3, rank=0, world=2, seed=0)
+    again.load_state_dict(state)
+    assert torch.equal(next(again), want)
+
+
+def test_batch_larger_than_the_folder_is_rejected(folder, tmp_path):
+    with pytest.raises(DataError, match="cannot fill one batch"):
+        train(cfg_for(folder, tmp_path / "run", batch_size=64), progress=False)
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def test_a_run_folder_holds_config_checkpoint_and_one_metrics_row_per_step(online_spec, tmp_path):
+    cfg = cfg_for(online_spec, tmp_path / "run", objective="mae", mask_ratio=0.5)
+    run = train(cfg, progress=False)
+    assert sorted(p.name for p in run.iterdir()) == sorted([CONFIG, CHECKPOINT, METRICS])
+    info = json.loads((run / CONFIG).read_text())
+    assert TrainConfig.from_dict(info["train"]) == cfg
+    assert MAEConfig.from_dict(info["model"]) == TINY_MLP
+    assert info["lr"] == pytest.approx(cfg.blr * 4 / 256) and info["effective_batch"] == 4
+    assert info["provenance"]["git_commit"] is None or len(info["provenance"]["git_commit"]) >= 40
+    r = rows(run)
+    assert [x["step"] for x in r] == list(range(1, 7))
+    assert all(x["mask_ratio"] == 0.5 and math.isfinite(x["loss"]) for x in r)
+    assert [x["lr"] for x in r] == pytest.approx([lr_at(s, 6, 2, cfg.lr()) for s in range(6)])
+    model, back = load_run(run)
+    assert back == cfg and not model.training
+    ckpt = torch.load(run / CHECKPOINT, weights_only=False)
+    assert ckpt["step"] == 6
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in ckpt["model"].items())
+
+
+def test_load_run_without_a_checkpoint_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="no checkpoint"):
+        load_run(tmp_path)
+    with pytest.raises(DataError, match="not found"):
+        load_run(tmp_path / "nope")
+    with pytest.raises(DataError, match="no checkpoint"):
+        resume(tmp_path)
+
+
+def test_a_non_empty_out_is_not_overwritten_silently(online_spec, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("x")
+    with pytest.raises(ConfigError, match="not empty"):
+        train(cfg_for(online_spec, tmp_path / "run"), progress=False)
+    assert (tmp_path / "run" / "keep.txt").read_text() == "x"
+
+
+def test_same_seed_same_run_different_seed_different_run(online_spec, tmp_path):
+    a = rows(train(cfg_for(online_spec, tmp_path / "a"), progress=False))
+    b = rows(train(cfg_for(online_spec, tmp_path / "b"), progress=False))
+    c = rows(train(cfg_for(online_spec, tmp_path / "c", seed=1), progress=False))
+    assert [x["loss"] for x in a] == [x["loss"] for x in b]
+    assert [x["loss"] for x in a] != [x["loss"] for x in c]
+
+
+def test_accumulation_consumes_accum_batches_per_step(folder, tmp_path):
+    cfg = cfg_for(folder, tmp_path / "run", steps=3, accum=3, batch_size=4)
+    run = train(cfg, progress=False)
+    ckpt = torch.load(run / CHECKPOINT, weights_only=False)
+    data = ckpt["rng"][0]["data"]
+    assert data["epoch"] * 10 + data["pos"] == 9  # 40 images / 4 = 10 batches per epoch
+    assert json.loads((run / CONFIG).read_text())["lr"] == pytest.approx(cfg.blr * 12 / 256)
+
+
+def test_accumulated_gradient_is_the_mean_of_the_micro_batch_gradients(folder, tmp_path):
+    """With lr so small that weights barely move, one accum=2 step equals a step on the mean gradient.
+
+    Checked exactly instead through the optimizer state: AdamW's first moment
+    after one step is (1 - beta1) * grad, and grad must be the mean of the
+    two micro-batches' gradients, which we recompute by hand.
+    """
+    cfg = cfg_for(folder, tmp_path / "run", steps=1, accum=2, batch_size=4, warmup=0)
+    run = train(cfg, progress=False)
+    ckpt = torch.load(run / CHECKPOINT, weights_only=False)
+    # Recompute: fresh model with the same init, the same two batches and masks.
+    torch.manual_seed(cfg.seed)
+    model = build_model(TINY_MLP)
+    src = open_data(folder)
+    stream = DataStream(src, 4, rank=0, world=1, seed=cfg.seed)
+    gen = mask_generator(cfg.seed, rank=0)
+    grads = [torch.zeros_like(p) for p in model.parameters()]
+    for _ in range(2):
+        model.zero_grad()
+        model(next(stream), mask_ratio=cfg.mask_ratio, generator=gen).loss.backward()
+        grads = [g + p.grad / 2 for g, p in zip(grads, model.parameters())]
+    exp_avg = [s["exp_avg"] for _, s in sorted(ckpt["optimizer"]["state"].items())]
+    order = {id(p): i for i, p in enumerate(model.parameters())}
+    groups = param_groups(model, 0.05)
+    flat = [order[id(p)] for g in groups for p in g["params"]]
+    for k, i in enumerate(flat):
+        torch.testing.assert_close(exp_avg[k], 0.1 * grads[i], rtol=1e-5, atol=1e-8)
+
+
+def test_training_lowers_the_loss(online_spec, tmp_path):
+    cfg = cfg_for(online_spec, tmp_path / "run", steps=150, batch_size=64, blr=1e-2, warmup=10, log_every=1)
+    r = rows(train(cfg, progress=False))
+    first, last = np.mean([x["loss"] for x in r[:10]]), np.mean([x["loss"] for x in r[-10:]])
+    assert last < 0.8 * first
+
+
+# ----------------------------------------------------------------------------- resume and Ctrl-C
+
+
+def _interrupt_at(k):
+    def on_step(step, info):
+        if step == k:
+            signal.raise_signal(signal.SIGINT)
+
+    return on_step
+
+
+@pytest.mark.parametrize("data", ["online", "folder"])
+@pytest.mark.parametrize("mcfg", [TINY_MLP, TINY_VIT], ids=["mlp", "vit"])
+def test_interrupt_then_resume_is_bit_for_bit_the_straight_run(data, mcfg, online_spec, folder, tmp_path):
+    spec = online_spec if data == "online" else folder
+    k = 5
+    kw = dict(model=mcfg, steps=2 * k, accum=2, ckpt_every=3, warmup=3)
+    straight = train(cfg_for(spec, tmp_path / "straight", **kw), progress=False)
+
+    with pytest.raises(TrainingInterrupted) as info:
+        train(cfg_for(spec, tmp_path / "split", **kw), progress=False, on_step=_interrupt_at(k))
+    assert info.value.step == k
+    assert torch.load(tmp_path / "split" / CHECKPOINT, weights_only=False)["step"] == k
+    assert [x["step"] for x in rows(tmp_path / "split")] == list(range(1, k + 1))
+    resumed = resume(tmp_path / "split", progress=False)
+
+    a, b = rows(straight), rows(resumed)
+    assert [x["step"] for x in b] == list(range(1, 2 * k + 1))
+    assert [x["loss"] for x in a] == [x["loss"] for x in b]  # exactly equal, not approximately
+    wa = torch.load(straight / CHECKPOINT, weights_only=False)["model"]
+    wb = torch.load(resumed / CHECKPOINT, weights_only=False)["model"]
+    assert all(torch.equal(wa[n], wb[n]) for n in wa)
+
+
+def test_resume_drops_metrics_rows_written_after_the_checkpoint(online_spec, tmp_path):
+    cfg = cfg_for(online_spec, tmp_path / "run", steps=6)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, progress=False, on_step=_interrupt_at(3))
+    # As if the process died after logging steps 4 and 5 but before their checkpoint.
+    with open(tmp_path / "run" / METRICS, "a") as f:
+        f.write(json.dumps({"step": 4, "loss": -1.0}) + "\n" + json.dumps({"step": 5, "loss": -1.0}) + "\n")
+    straight = rows(train(dataclasses.replace(cfg, out=str(tmp_path / "straight")), progress=False))
+    resumed = rows(resume(tmp_path / "run", progress=False))
+    assert [x["step"] for x in resumed] == list(range(1, 7))
+    assert [x["loss"] for x in resumed] == [x["loss"] for x in straight]
