@@ -14,9 +14,25 @@ app = typer.Typer(
 
 # Each module defines one command function; library imports happen inside it,
 # so that `hlvm --help` and graph-only commands never pay for importing torch.
+from hlvm.cli import train as _train  # noqa: E402
 
+app.command("train")(_train.train)
+from hlvm.cli import locate as _locate  # noqa: E402
 
+app.command("locate-c")(_locate.locate_c)
+from hlvm.cli import predict as _predict  # noqa: E402
 
+app.command("predict")(_predict.predict)
+from hlvm.cli import probe as _probe  # noqa: E402
+
+app.command("probe")(_probe.probe)
+from hlvm.cli import recon as _recon  # noqa: E402
+
+app.command("recon")(_recon.recon)
+
+from hlvm.cli import evaluate as _evaluate  # noqa: E402
+
+app.command("evaluate")(_evaluate.evaluate)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -383,8 +383,9 @@ def extract_features(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Frozen features of every batch: ``forward_features`` (nothing masked) pooled by cls token or mean.
 
-    Models without ``forward_features`` (arch "mlp") use ``encode`` with an
-    all-visible token mask. Returns ``(features (n, D) float32, labels (n,))``.
+    Models without ``forward_features`` (arch "mlp", whose encoder needs a
+    non-empty mask) raise :class:`DataError`. Returns ``(features (n, D)
+    float32, labels (n,))``.
     """
     model.eval()
     feats, labels = [], []
@@ -395,10 +396,9 @@ def extract_features(
         it = track(loader, description="features", total=total, transient=True)
     for imgs, y in it:
         imgs = imgs.float()
-        if hasattr(model, "forward_features"):
-            f = _pool(model.forward_features(imgs), pool)  # (B, D)
-        else:
-            f = model.encode(imgs, None)  # (B, d)
+        if not hasattr(model, "forward_features"):
+            raise DataError("linear probing needs a ViT encoder; an arch 'mlp' model only encodes masked images")
+        f = _pool(model.forward_features(imgs), pool)  # (B, D)
         feats.append(f.float().cpu().numpy())
         labels.append(np.asarray(y))
     if not feats:

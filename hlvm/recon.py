@@ -141,6 +141,7 @@ class Reconstruction:
     reconstruction: torch.Tensor
     pixel_mask: torch.Tensor
     mse_masked: torch.Tensor  # (N,) MSE over masked pixels only
+    features: torch.Tensor  # (N, F) the model's code of the masked image (MAEOutput.features)
 
 
 @torch.no_grad()
@@ -174,7 +175,7 @@ def reconstruct(
     masked = original * (1 - pix)
     per_pixel = ((pasted - original) ** 2).sum(dim=1, keepdim=True)  # (N, 1, H, W)
     mse_masked = (per_pixel * pix).sum(dim=(1, 2, 3)) / (pix.sum(dim=(1, 2, 3)) * c)
-    return Reconstruction(original, masked, pasted, pix, mse_masked)
+    return Reconstruction(original, masked, pasted, pix, mse_masked, out.features.float())
 
 
 @torch.no_grad()
@@ -319,9 +320,9 @@ def run_recon(cfg: ReconConfig, progress: bool = True) -> dict[str, Any]:
                 per_image[k] += v.tolist()
             per_image["mse_masked"] += rec.mse_masked.tolist()
             if is_vit:
-                feats.append(_pool(model.forward_features(imgs), cfg.pool).numpy())  # (B, D)
+                feats.append(_pool(model.forward_features(imgs), cfg.pool).numpy())  # (B, D), nothing masked
             else:
-                feats.append(model.encode(imgs, None).numpy())
+                feats.append(rec.features.numpy())  # (B, d): the MLP's code of the masked image
             if first is None:
                 first = rec
                 if is_vit:
