@@ -1,0 +1,99 @@
+"""``hlvm train``: train an MAE on simulated or real images (thin wrapper of :func:`hlvm.train.train`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hlvm.cli._common import console, err_console, fail, user_errors
+
+
+def train(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="Model config name (hlvm.models.MODEL_CONFIGS): mlp, vit_small_synth, mae_vit_base_patch16, ...")] = "vit_small_synth",
+    data: Annotated[str, typer.Option(help="A 'hlvm simulate' folder, 'online', 'online:simulate_config.json' or 'imagefolder:PATH'.")] = "online",
+    preset: Annotated[Optional[str], typer.Option(help="Named recipe from hlvm.recipes (its values replace the defaults of the options it sets).")] = None,
+    objective: Annotated[str, typer.Option(help="Training objective: mae, umae or mmae.")] = "mae",
+    mask_ratio: Annotated[float, typer.Option(help="Fraction of masking units masked per sample, in (0, 1).")] = 0.75,
+    mask_unit: Annotated[Optional[int], typer.Option(help="Masking unit u in pixels (a multiple of the patch size); default: the model config's.")] = None,
+    patch_size: Annotated[Optional[int], typer.Option(help="Token patch size p in pixels; default: the model config's.")] = None,
+    bottleneck: Annotated[Optional[int], typer.Option(help="Width d of the bottleneck code c_hat; default: none (a wide latent).")] = None,
+    norm_pix_loss: Annotated[Optional[bool], typer.Option("--norm-pix-loss/--no-norm-pix-loss", help="Regress per-patch normalised pixels; default: the model config's.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (default 1000 unless --epochs is given).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs over a data folder, instead of --steps.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per process per micro-step.")] = 64,
+    accum: Annotated[int, typer.Option(help="Micro-steps accumulated per optimizer step.")] = 1,
+    blr: Annotated[float, typer.Option(help="Base learning rate; lr = blr * effective batch / 256.")] = 1.5e-4,
+    warmup: Annotated[int, typer.Option(help="Warmup length in optimizer steps.")] = 100,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (none on norms, biases, tokens).")] = 0.05,
+    min_lr: Annotated[float, typer.Option(help="Floor of the cosine schedule.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of model init, masks and data order.")] = 0,
+    ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps (0: only at the end).")] = 500,
+    log_every: Annotated[int, typer.Option(help="Write a metrics.jsonl row every N steps.")] = 10,
+    compile: Annotated[bool, typer.Option("--compile", help="Wrap the model in torch.compile.")] = False,
+    num_workers: Annotated[int, typer.Option(help="DataLoader workers (image folders).")] = 0,
+    device: Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda.")] = "auto",
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/train-<time>).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")] = False,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its checkpoint (its saved config is used; other options are ignored).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train an MAE; writes config.json, checkpoint.pt and metrics.jsonl to the run folder. Runs under torchrun for DDP."""
+    main = int(os.environ.get("RANK", "0")) == 0
+    with user_errors():
+        from hlvm import train as lib
+
+        try:
+            if resume is not None:
+                run_dir = lib.resume(resume, progress=not quiet)
+            else:
+                values = dict(
+                    model=model, data=data, objective=objective, mask_ratio=mask_ratio, mask_unit=mask_unit,
+                    patch_size=patch_size, bottleneck=bottleneck, norm_pix_loss=norm_pix_loss,
+                    steps=steps, epochs=epochs, batch_size=batch_size, accum=accum, blr=blr, warmup=warmup,
+                    weight_decay=weight_decay, min_lr=min_lr, seed=seed, ckpt_every=ckpt_every,
+                    log_every=log_every, compile=compile, num_workers=num_workers, device=device,
+                    out=None if out is None else str(out),
+                )
+                given = {k for k in values if _given(ctx, k)}
+                if preset is not None:
+                    values = _apply_preset(preset, values, given)
+                if values["steps"] is None and values["epochs"] is None:
+                    values["steps"] = 1000
+                elif "steps" in given and "epochs" not in given:
+                    values["epochs"] = None
+                elif "epochs" in given and "steps" not in given:
+                    values["steps"] = None
+                cfg = lib.TrainConfig(**values)
+                run_dir = lib.train(cfg, progress=not quiet, overwrite=overwrite)
+        except lib.TrainingInterrupted as e:
+            if main:
+                err_console.print(f"{e}; continue with: hlvm train --resume {e.run_dir}", markup=False)
+            raise typer.Exit(code=130) from None
+    if main:
+        console.print(f"trained: {run_dir}", markup=False)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was set on the command line (not left at its default)."""
+    # Compared by name: typer may ship its own copy of click's ParameterSource enum.
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def _apply_preset(name: str, values: dict, given: set[str]) -> dict:
+    """The named recipe of ``hlvm.recipes`` under the options given on the command line."""
+    try:
+        from hlvm.recipes import get_preset
+    except ImportError:
+        raise fail("--preset needs hlvm.recipes, which is not available in this install") from None
+
+    recipe = get_preset(name)
+    preset = {"model": recipe.model, **dict(recipe.train)}
+    unknown = sorted(set(preset) - set(values))
+    if unknown:
+        raise fail(f"preset {name!r} sets {unknown[0]!r}, which hlvm train does not know")
+    return {k: (v if k in given or k not in preset else preset[k]) for k, v in values.items()}

@@ -1,0 +1,142 @@
+"""`hlvm train`: options reach the library, runs land on disk, bad input is one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from hlvm.cli.main import app
+from hlvm.graphs import GridSpec
+from hlvm.simulate import SimulateConfig, simulate_to_dir
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def online_spec(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("sim") / "simulate.json"
+    path.write_text(SimulateConfig(grid=GridSpec(depth=2)).to_json())
+    return f"online:{path}"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("data") / "sim"
+    simulate_to_dir(SimulateConfig(grid=GridSpec(depth=2), n=32, seed=1), out, progress=False)
+    return str(out)
+
+
+def invoke(*args: str):
+    return runner.invoke(app, ["train", *args])
+
+
+def assert_one_line_error(result, *words: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for w in words:
+        assert w in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_train_writes_a_run_with_the_options_given(online_spec, tmp_path):
+    out = tmp_path / "run"
+    result = invoke(
+        "--model", "mlp", "--data", online_spec, "--steps", "4", "--batch-size", "8", "--mask-ratio", "0.5",
+        "--bottleneck", "3", "--warmup", "1", "--seed", "5", "--objective", "mae", "--accum", "2",
+        "--blr", "1e-3", "--log-every", "1", "--ckpt-every", "2", "--out", str(out), "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    assert f"trained: {out}" in result.output
+    info = json.loads((out / "config.json").read_text())
+    t = info["train"]
+    assert (t["model"], t["mask_ratio"], t["bottleneck"], t["seed"], t["accum"], t["steps"]) == ("mlp", 0.5, 3, 5, 2, 4)
+    assert info["model"]["bottleneck"] == 3 and info["model"]["img_size"] == 4 and info["model"]["in_chans"] == 4
+    assert info["lr"] == pytest.approx(1e-3 * 16 / 256)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(r["mask_ratio"] == 0.5 for r in rows)
+    assert (out / "checkpoint.pt").is_file()
+
+
+def test_train_on_a_folder_then_resume_a_finished_run_is_a_no_op(folder, tmp_path):
+    out = tmp_path / "run"
+    args = ["--model", "mlp", "--data", folder, "--epochs", "2", "--batch-size", "8", "--out", str(out), "-q"]
+    assert invoke(*args).exit_code == 0
+    info = json.loads((out / "config.json").read_text())
+    assert info["total_steps"] == 8 and info["train"]["steps"] is None  # 32 images / 8 per batch x 2 epochs
+    before = (out / "metrics.jsonl").read_text()
+    result = invoke("--resume", str(out), "-q")
+    assert result.exit_code == 0, result.output
+    assert (out / "metrics.jsonl").read_text() == before
+
+
+def test_preset_fills_the_options_not_given(monkeypatch, tmp_path):
+    pytest.importorskip("hlvm.recipes")
+    from hlvm import train as lib
+    from hlvm.recipes import get_preset
+
+    seen = {}
+
+    def fake_train(cfg, progress=True, **kw):
+        seen["cfg"] = cfg
+        return tmp_path
+
+    monkeypatch.setattr(lib, "train", fake_train)
+    result = invoke("--preset", "mae_pretrain_1gpu", "--data", "online", "--batch-size", "32", "-q")
+    assert result.exit_code == 0, result.output
+    cfg, recipe = seen["cfg"], get_preset("mae_pretrain_1gpu")
+    assert cfg.model == recipe.model and cfg.epochs == recipe.train["epochs"] and cfg.steps is None
+    assert cfg.accum == recipe.train["accum"] and cfg.warmup == recipe.train["warmup"]
+    assert cfg.batch_size == 32  # given on the command line: the user wins
+    assert cfg.norm_pix_loss is True and cfg.data == "online"
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--model", "vit_small_synth", "--patch-size", "2", "--mask-unit", "3"], ["mask_unit 3", "multiple"]),
+        (["--model", "vit_small_synth", "--patch-size", "3", "--mask-unit", "3"], ["does not divide"]),
+        (["--mask-ratio", "1.5"], ["mask ratio", "(0, 1)"]),
+        (["--mask-ratio", "0"], ["mask ratio"]),
+        (["--model", "resnet50"], ["unknown model config", "resnet50"]),
+        (["--objective", "simclr"], ["unknown objective", "simclr"]),
+        (["--steps", "0"], ["steps"]),
+        (["--preset", "nope"], ["unknown preset"]),
+    ],
+)
+def test_bad_options_are_one_line_errors(online_spec, tmp_path, args, words):
+    out = tmp_path / "run"
+    result = invoke("--data", online_spec, "--out", str(out), "-q", *args)
+    assert_one_line_error(result, *words)
+    assert not out.exists()
+
+
+def test_missing_data_folder(tmp_path):
+    assert_one_line_error(invoke("--data", str(tmp_path / "nowhere"), "-q"), "not found")
+
+
+def test_data_folder_of_the_wrong_shape(folder, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    np.save(bad / "images.npy", np.zeros((32, 4, 4), dtype=np.float32))  # (N, H, W): no channel axis
+    assert_one_line_error(invoke("--model", "mlp", "--data", str(bad), "--out", str(tmp_path / "r"), "-q"), str(bad))
+    assert not (tmp_path / "r").exists()
+
+
+def test_folder_that_is_not_simulated_data(tmp_path):
+    (tmp_path / "junk").mkdir()
+    assert_one_line_error(invoke("--data", str(tmp_path / "junk"), "-q"), "not a simulated dataset")
+
+
+def test_resume_without_a_checkpoint(tmp_path):
+    assert_one_line_error(invoke("--resume", str(tmp_path)), "no checkpoint")
+    assert_one_line_error(invoke("--resume", str(tmp_path / "missing")), "not found")
+
+
+def test_out_not_empty(online_spec, tmp_path):
+    (tmp_path / "x.txt").write_text("keep")
+    assert_one_line_error(invoke("--model", "mlp", "--data", online_spec, "--out", str(tmp_path), "-q"), "not empty")
