@@ -1,0 +1,613 @@
+"""The hierarchy sampler and its on-disk dataset format.
+
+A :class:`Simulator` draws every node's noise ``eps_v`` and runs the graph's
+invertible maps (:mod:`hlvm.mixing`) in topological order, a generation's
+same-dim nodes as one batched matmul, samples along the last axis: no Python
+loop over samples or, within a group, over nodes.
+
+On disk (``simulate_to_dir``), readable with numpy alone::
+
+    OUT/graph.json     node-link graph (graphs.write_graph)
+    OUT/config.json    resolved SimulateConfig, seed, sample_block, provenance
+    OUT/images.npy     (N, C, H, W)  dtype per config (float32 by default)
+    OUT/latents.npy    (N, Dz)       every latent value, columns per index.json
+    OUT/noises.npy     (N, De)       every node's noise, columns per index.json
+    OUT/index.json     {"n", "image_shape", "dtype", "latents": {id: [start, stop]},
+                        "noises": {id: [start, stop]}}
+
+Seeding: the noise of samples ``[k * SAMPLE_BLOCK, (k + 1) * SAMPLE_BLOCK)``
+comes from its own generator, ``SeedSequence(seed, spawn_key=(1, k))``, and
+every block is computed on its own; the mixing comes from
+``SeedSequence(seed, spawn_key=(0,))``. So the bytes depend on the seed and
+options only, never on how the run is chunked or threaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import networkx as nx
+import numpy as np
+
+from hlvm import graphs
+from hlvm.errors import ConfigError, DataError, HlvmError
+from hlvm.graphs import GridSpec
+from hlvm.io import atomic_dir, provenance, write_json
+from hlvm.mixing import NOISE_KINDS, Mixing, MixingSpec, build_mixing, unit_noise
+
+__all__ = [
+    "SimulateConfig",
+    "ColumnIndex",
+    "Dataset",
+    "Simulator",
+    "simulate",
+    "simulate_to_dir",
+    "load_dataset",
+    "SAMPLE_BLOCK",
+    "DATA_FILES",
+]
+
+#: Samples per seeded noise block: the unit that fixes the bytes.
+SAMPLE_BLOCK = 1024
+#: Samples per unit of computation (divides SAMPLE_BLOCK): small enough that a
+#: block's buffers stay in cache, large enough that numpy's per-call cost is small.
+COMPUTE_BLOCK = 256
+#: Blocks per chunk written to disk at once (memory, not bytes: any value gives the same files).
+CHUNK_BLOCKS = 16
+DTYPES = ("float32", "float64")
+DATA_FILES = ("graph.json", "config.json", "index.json", "images.npy", "latents.npy", "noises.npy")
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """Everything that decides a simulated dataset; validates itself, round-trips through JSON.
+
+    Parameters
+    ----------
+    grid : the grid hierarchy to build (ignored when ``graph`` names a file).
+    mixing : the invertible maps.
+    noise : distribution of every ``eps_v`` (zero mean, unit variance).
+    n : number of samples.
+    seed : seed of the mixing and of the noise.
+    dtype : dtype of the arrays on disk.
+    graph : optional path of a user graph (node-link JSON) used instead of ``grid``.
+    """
+
+    grid: GridSpec = field(default_factory=GridSpec)
+    mixing: MixingSpec = field(default_factory=MixingSpec)
+    noise: Literal["gaussian", "uniform", "laplace"] = "gaussian"
+    n: int = 10_000
+    seed: int = 0
+    dtype: Literal["float32", "float64"] = "float32"
+    graph: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.grid, GridSpec):
+            raise ConfigError(f"grid must be a GridSpec, got {type(self.grid).__name__}")
+        if not isinstance(self.mixing, MixingSpec):
+            raise ConfigError(f"mixing must be a MixingSpec, got {type(self.mixing).__name__}")
+        if self.noise not in NOISE_KINDS:
+            raise ConfigError(f"noise must be one of {', '.join(NOISE_KINDS)}, got {self.noise!r}")
+        if not _is_int(self.n) or self.n < 1:
+            raise ConfigError(f"n must be an integer >= 1, got {self.n!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.graph is not None and not isinstance(self.graph, str):
+            raise ConfigError(f"graph must be a file path or null, got {self.graph!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SimulateConfig:
+        """Inverse of :meth:`to_dict`; keys that are not config fields (provenance, ...) are ignored."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"simulate config must be a JSON object, got {type(data).__name__}")
+        names = {f.name for f in fields(cls)}
+        kw = {k: x for k, x in data.items() if k in names}
+        try:
+            if "grid" in kw:
+                kw["grid"] = GridSpec(**kw["grid"])
+            if "mixing" in kw:
+                kw["mixing"] = MixingSpec.from_dict(kw["mixing"])
+        except TypeError as e:
+            raise ConfigError(f"simulate config: {e}") from None
+        return cls(**kw)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> SimulateConfig:
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"simulate config is not valid JSON: {e}") from None
+
+    def build_graph(self) -> nx.DiGraph:
+        """The graph: the user file if ``graph`` is set, else ``grid_hierarchy(grid)``."""
+        return graphs.read_graph(self.graph) if self.graph is not None else graphs.grid_hierarchy(self.grid)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+
+def mixing_rng(seed: int) -> np.random.Generator:
+    """The generator that draws the mixing of a run seeded ``seed``."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
+
+
+def block_rng(seed: int, block: int) -> np.random.Generator:
+    """The generator of the noise of samples ``[block * SAMPLE_BLOCK, (block + 1) * SAMPLE_BLOCK)``."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, block)))
+
+
+# ----------------------------------------------------------------------------- dataset
+
+
+@dataclass(frozen=True)
+class ColumnIndex:
+    """Which columns of ``latents`` and ``noises`` belong to which node.
+
+    ``latents`` maps every latent id to its slice of the ``(N, Dz)`` latent
+    array; ``noises`` every node id (latents, then pixels row-major) to its
+    slice of the ``(N, De)`` noise array.
+    """
+
+    latents: dict[str, slice]
+    noises: dict[str, slice]
+
+    @classmethod
+    def for_graph(cls, graph: nx.DiGraph) -> ColumnIndex:
+        lat, noi = {}, {}
+        start = 0
+        for v in graphs.latent_nodes(graph):
+            d = graph.nodes[v]["dim"]
+            lat[v] = slice(start, start + d)
+            start += d
+        start = 0
+        for v in [*graphs.latent_nodes(graph), *graphs.observed_nodes(graph)]:
+            d = graph.nodes[v]["noise_dim"]
+            noi[v] = slice(start, start + d)
+            start += d
+        return cls(lat, noi)
+
+    @property
+    def latent_dim(self) -> int:
+        """Dz: total width of the latent array."""
+        return max((s.stop for s in self.latents.values()), default=0)
+
+    @property
+    def noise_dim(self) -> int:
+        """De: total width of the noise array."""
+        return max((s.stop for s in self.noises.values()), default=0)
+
+    def to_json(self) -> dict[str, dict[str, list[int]]]:
+        return {
+            "latents": {v: [s.start, s.stop] for v, s in self.latents.items()},
+            "noises": {v: [s.start, s.stop] for v, s in self.noises.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ColumnIndex:
+        try:
+            return cls(
+                {v: slice(int(a), int(b)) for v, (a, b) in data["latents"].items()},
+                {v: slice(int(a), int(b)) for v, (a, b) in data["noises"].items()},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise DataError(f"index.json: malformed latents/noises columns ({e})") from None
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Samples of a hierarchy: images and every latent value and noise, by node id.
+
+    ``images`` (N, C, H, W), ``latents`` (N, Dz), ``noises`` (N, De); the
+    arrays may be memory-mapped (:func:`load_dataset`).
+    """
+
+    images: np.ndarray
+    latents: np.ndarray
+    noises: np.ndarray
+    graph: nx.DiGraph
+    index: ColumnIndex
+    config: SimulateConfig | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def latent(self, v: str) -> np.ndarray:
+        """``(N, dim(v))`` values of latent ``v``."""
+        if v not in self.index.latents:
+            raise KeyError(f"{v!r} is not a latent node of this dataset")
+        return self.latents[:, self.index.latents[v]]
+
+    def noise(self, v: str) -> np.ndarray:
+        """``(N, noise_dim(v))`` noise ``eps_v`` of any node."""
+        if v not in self.index.noises:
+            raise KeyError(f"{v!r} is not a node of this dataset")
+        return self.noises[:, self.index.noises[v]]
+
+    def pixel(self, v: str) -> np.ndarray:
+        """``(N, C)`` values of observed node ``v``."""
+        r, c = self.graph.nodes[v]["pos"]
+        return self.images[:, :, r, c]
+
+    def value(self, v: str) -> np.ndarray:
+        """``(N, dim(v))`` value of any node (latent or pixel)."""
+        return self.pixel(v) if self.graph.nodes[v]["kind"] == "observed" else self.latent(v)
+
+
+# ----------------------------------------------------------------------------- simulator
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Where one mixing group reads and writes in the simulator's feature-major work array.
+
+    ``inputs`` (K, d + 1): per node, the rows of its parents' values, of its
+    noise, and the constant-1 row (for the bias column). ``outputs``: the
+    first latent row when the group's value rows are one contiguous run
+    (written in place), else (K * d,) rows to scatter to; pixel groups cover
+    whole rows of the image in row-major order, ``outputs`` their pixel range.
+    """
+
+    inputs: np.ndarray
+    outputs: np.ndarray | int
+    pixels: tuple[int, int] | None = None
+
+
+class _Workspace:
+    """Buffers of one thread for blocks of up to ``b`` samples, reused block after block.
+
+    Reuse matters: fresh multi-megabyte arrays per block cost page faults
+    that take longer than the arithmetic.
+    """
+
+    def __init__(self, sim: Simulator, b: int):
+        c, h, w = sim.image_shape
+        self.b = b
+        self.work = np.empty((sim._dz + sim._de + 1, b))  # (Dz + De + 1, B): values, noises, ones
+        self.work[-1] = 1.0
+        self.pix = np.empty((c, h * w, b))  # (C, H*W, B)
+        self.x, self.h, self.t = {}, {}, {}
+        for g in sim.mixing.groups:
+            k, d = len(g.nodes), g.dim
+            if (k, d) not in self.x:
+                self.x[k, d] = np.empty((k, d + 1, b))  # (K, d + 1, B) gathered inputs
+                self.h[k, d] = np.empty((k, d + 1, b))  # hidden layer plus its ones row
+                self.h[k, d][:, d] = 1.0
+                self.t[k, d] = np.empty((k, d, b))  # scratch: activation, scattered outputs
+
+class Simulator:
+    """Samples ``(images, latents, noises)`` from a graph and its mixing.
+
+    Parameters
+    ----------
+    graph : a validated hierarchy graph.
+    mixing : its maps (:func:`hlvm.mixing.build_mixing`).
+    noise : ``"gaussian"``, ``"uniform"`` or ``"laplace"`` (unit variance).
+    threads : worker threads over sample blocks (numpy releases the GIL in matmul).
+
+    Examples
+    --------
+    >>> sim = Simulator.from_config(SimulateConfig(grid=GridSpec(depth=2)))
+    >>> data = sim.sample(5, np.random.default_rng(0))
+    >>> data.images.shape, data.latents.shape, data.noises.shape
+    ((5, 4, 4, 4), (5, 14), (5, 25))
+    """
+
+    def __init__(self, graph: nx.DiGraph, mixing: Mixing, noise: str = "gaussian", *, threads: int | None = None):
+        if noise not in NOISE_KINDS:
+            raise ConfigError(f"noise must be one of {', '.join(NOISE_KINDS)}, got {noise!r}")
+        if set(mixing.maps) != set(graph.nodes):
+            raise ValueError("mixing was built for a different graph")
+        self.graph = graph
+        self.mixing = mixing
+        self.noise = noise
+        self.threads = max(1, min(os.cpu_count() or 1, 2)) if threads is None else int(threads)
+        self.index = ColumnIndex.for_graph(graph)
+        self.image_shape = graphs.image_shape(graph)
+        self.config: SimulateConfig | None = None
+        self._dz = self.index.latent_dim
+        self._de = self.index.noise_dim
+        self._plans = [self._plan(g) for g in mixing.groups]
+
+    @classmethod
+    def from_config(cls, cfg: SimulateConfig, graph: nx.DiGraph | None = None, **kw: Any) -> Simulator:
+        """The simulator of ``cfg``: its graph, and its mixing drawn from ``cfg.seed``."""
+        graph = cfg.build_graph() if graph is None else graph
+        sim = cls(graph, build_mixing(graph, cfg.mixing, mixing_rng(cfg.seed)), cfg.noise, **kw)
+        sim.config = cfg
+        return sim
+
+    def _plan(self, group: Any) -> _Plan:
+        g, dz, ones = self.graph, self._dz, self._dz + self._de
+        rows = []
+        for v in group.nodes:
+            r = [np.arange(self.index.latents[p].start, self.index.latents[p].stop) for p in graphs.parents(g, v)]
+            s = self.index.noises[v]
+            r += [np.arange(dz + s.start, dz + s.stop), [ones]]
+            rows.append(np.concatenate(r))
+        inputs = np.stack(rows)  # (K, d + 1)
+        if group.observed:
+            _, _, w = self.image_shape
+            flat = np.array([g.nodes[v]["pos"][0] * w + g.nodes[v]["pos"][1] for v in group.nodes])
+            if np.array_equal(flat, np.arange(flat[0], flat[0] + len(flat))):
+                return _Plan(inputs, flat, (int(flat[0]), int(flat[-1]) + 1))
+            return _Plan(inputs, flat)
+        out = np.concatenate([np.arange(self.index.latents[v].start, self.index.latents[v].stop) for v in group.nodes])
+        if np.array_equal(out, np.arange(out[0], out[0] + len(out))):
+            return _Plan(inputs, int(out[0]))
+        return _Plan(inputs, out)
+
+    # -- noise
+
+    @property
+    def noise_width(self) -> int:
+        """De: total noise dimension of one sample."""
+        return self._de
+
+    def draw_noise(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``(n, De)`` noise, columns per :attr:`index`, from ``rng``."""
+        return unit_noise(self.noise, rng, (n, self._de))
+
+    def seeded_noise(self, seed: int, start: int, stop: int) -> np.ndarray:
+        """``(stop - start, De)`` noise of samples ``[start, stop)`` of the seeded stream (block-aligned start)."""
+        if start % SAMPLE_BLOCK:
+            raise ValueError(f"start must be a multiple of {SAMPLE_BLOCK}, got {start}")
+        parts = []
+        for b0 in range(start, stop, SAMPLE_BLOCK):
+            parts.append(self.draw_noise(min(SAMPLE_BLOCK, stop - b0), block_rng(seed, b0 // SAMPLE_BLOCK)))
+        return np.concatenate(parts) if parts else np.empty((0, self._de))
+
+    # -- forward
+
+    def _forward_block(self, ws: _Workspace, noises: np.ndarray, images: np.ndarray, latents: np.ndarray) -> None:
+        """Run one block: ``noises`` (B, De) -> ``images`` (B, C, H, W), ``latents`` (B, Dz), written in place.
+
+        Feature-major (features x samples), so each node's layer is one small
+        gemm over the block's samples and a generation's nodes one batched
+        matmul; layers write straight into the next one's input buffer.
+        """
+        b = len(noises)
+        c, h, w = self.image_shape
+        full = b == ws.b
+        work = ws.work if full else ws.work[:, :b]
+        work[self._dz : self._dz + self._de] = noises.T
+        pix = ws.pix if full else ws.pix[:, :, :b]
+        for group, plan in zip(self.mixing.groups, self._plans, strict=True):
+            k, d = len(group.nodes), group.dim
+            x = ws.x[k, d] if full else ws.x[k, d][:, :, :b]
+            hid = ws.h[k, d] if full else ws.h[k, d][:, :, :b]
+            tmp = ws.t[k, d] if full else ws.t[k, d][:, :, :b]
+            np.take(work, plan.inputs, axis=0, out=x) if full else x.__setitem__(Ellipsis, work[plan.inputs])
+            if group.observed:
+                dest = pix[:, plan.pixels[0] : plan.pixels[1]].transpose(1, 0, 2) if plan.pixels else tmp  # (K, C, B)
+            elif isinstance(plan.outputs, int):
+                dest = work[plan.outputs : plan.outputs + k * d].reshape(k, d, b)  # (K, d, B) view
+            else:
+                dest = tmp
+            cur = x
+            n_layers = len(group.weights)
+            for i in range(n_layers):
+                if i == n_layers - 1:
+                    np.matmul(group.weights[i], cur, out=dest)  # (K, d, d + 1) @ (K, d + 1, B)
+                    break
+                layer = hid[:, :d]  # (K, d, B); hid's last row stays 1
+                np.matmul(group.weights[i], cur, out=layer)
+                if group.slope != 1.0:
+                    np.multiply(layer, group.slope, out=tmp)
+                    np.maximum(layer, tmp, out=layer)
+                cur = hid
+            if dest is tmp:
+                if group.observed:
+                    pix[:, plan.outputs] = tmp.transpose(1, 0, 2)
+                else:
+                    work[plan.outputs] = tmp.reshape(k * d, b)
+        latents[...] = work[: self._dz].T
+        if images.flags.c_contiguous:
+            images.reshape(b, c, h * w)[...] = pix.transpose(2, 0, 1)  # (C, H*W, B) -> (B, C, H*W)
+        else:
+            images[...] = pix.transpose(2, 0, 1).reshape(b, c, h, w)
+
+    def forward(
+        self, noises: np.ndarray, *, images: np.ndarray | None = None, latents: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Images ``(N, C, H, W)`` and latents ``(N, Dz)`` made from ``noises`` ``(N, De)``.
+
+        Works in blocks of :data:`COMPUTE_BLOCK` samples (cache-sized; each
+        block is computed alone, so a sample's bytes do not depend on how the
+        run is chunked or threaded), spread over :attr:`threads` threads.
+        ``images`` / ``latents`` may be given to write into (any float dtype).
+        """
+        noises = np.asarray(noises, dtype=np.float64)
+        n = len(noises)
+        if noises.ndim != 2 or noises.shape[1] != self._de:
+            raise ValueError(f"noises must be (N, {self._de}), got {noises.shape}")
+        if images is None:
+            images = np.empty((n, *self.image_shape))
+        if latents is None:
+            latents = np.empty((n, self._dz))
+        starts = list(range(0, n, COMPUTE_BLOCK))
+        threads = max(1, min(self.threads, len(starts)))
+
+        def run(part: list[int]) -> None:
+            ws = _Workspace(self, min(COMPUTE_BLOCK, n))
+            for s in part:
+                e = min(s + COMPUTE_BLOCK, n)
+                self._forward_block(ws, noises[s:e], images[s:e], latents[s:e])
+
+        # Each thread takes every `threads`-th block with its own buffers;
+        # numpy drops the GIL inside matmul and ufuncs, so they run in parallel.
+        parts = [starts[i::threads] for i in range(threads)]
+        if threads > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(run, parts))
+        else:
+            run(parts[0])
+        return images, latents
+
+    def transform(self, noises: np.ndarray) -> Dataset:
+        """The :class:`Dataset` (float64) that ``noises`` (N, De) make."""
+        noises = np.ascontiguousarray(noises, dtype=np.float64)
+        images, latents = self.forward(noises)
+        return Dataset(images, latents, noises, self.graph, self.index, self.config)
+
+    def sample(self, n: int, rng: np.random.Generator) -> Dataset:
+        """``n`` fresh samples (float64, in memory) with noise drawn from ``rng``."""
+        if not _is_int(n) or n < 1:
+            raise ConfigError(f"n must be an integer >= 1, got {n!r}")
+        return self.transform(self.draw_noise(int(n), rng))
+
+    def sample_seeded(self, seed: int, start: int, stop: int) -> Dataset:
+        """Samples ``[start, stop)`` of the seeded stream that :func:`simulate_to_dir` writes (float64)."""
+        return self.transform(self.seeded_noise(seed, start, stop))
+
+
+def simulate(cfg: SimulateConfig) -> Dataset:
+    """The dataset of ``cfg`` in memory (float64): the same samples :func:`simulate_to_dir` writes."""
+    return Simulator.from_config(cfg).sample_seeded(cfg.seed, 0, cfg.n)
+
+
+# ----------------------------------------------------------------------------- disk
+
+
+def _chunks(n: int, chunk: int) -> Iterator[tuple[int, int]]:
+    for s in range(0, n, chunk):
+        yield s, min(s + chunk, n)
+
+
+def _create_npy(path: Path, shape: tuple[int, ...], dtype: str) -> int:
+    """Create ``path`` as an .npy file of ``shape`` (sparse, unfilled); return its data offset."""
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    offset = mm.offset
+    del mm  # unmapped at once: chunks go in with plain writes, which keep the pages out of our RSS
+    return offset
+
+
+def simulate_to_dir(
+    cfg: SimulateConfig,
+    out: str | os.PathLike[str],
+    overwrite: bool = False,
+    progress: bool = True,
+    *,
+    graph: nx.DiGraph | None = None,
+    chunk_blocks: int = CHUNK_BLOCKS,
+    threads: int | None = None,
+) -> Path:
+    """Simulate ``cfg`` into the folder ``out`` (format in the module docstring); return its path.
+
+    The folder is built under a temporary name and renamed when complete, so
+    an error or Ctrl-C leaves nothing behind. Samples are streamed in chunks of
+    ``chunk_blocks * SAMPLE_BLOCK``, so memory stays flat in ``n``; the bytes
+    do not depend on ``chunk_blocks`` or ``threads``.
+    """
+    out = Path(out)
+    graph = cfg.build_graph() if graph is None else graph
+    sim = Simulator.from_config(cfg, graph=graph, threads=threads)
+    n, dtype = cfg.n, cfg.dtype
+    c, h, w = sim.image_shape
+    dz, de = sim.index.latent_dim, sim.index.noise_dim
+    chunk = max(1, int(chunk_blocks)) * SAMPLE_BLOCK
+    with atomic_dir(out, overwrite) as tmp:
+        graphs.write_graph(graph, tmp / "graph.json")
+        write_json(tmp / "index.json", {"n": n, "image_shape": [c, h, w], "dtype": dtype, **sim.index.to_json()})
+        write_json(tmp / "config.json", {**cfg.to_dict(), "sample_block": SAMPLE_BLOCK, "provenance": provenance()})
+        targets = {
+            "images": (tmp / "images.npy", (n, c, h, w)),
+            "latents": (tmp / "latents.npy", (n, dz)),
+            "noises": (tmp / "noises.npy", (n, de)),
+        }
+        offsets = {k: _create_npy(p, shape, dtype) for k, (p, shape) in targets.items()}
+        files = {k: open(p, "r+b") for k, (p, _) in targets.items()}  # noqa: SIM115 - closed below
+        try:
+            with _progress(progress, n) as advance:
+                for s, e in _chunks(n, chunk):
+                    noises = sim.seeded_noise(cfg.seed, s, e)  # (B, De) float64
+                    images = np.empty((e - s, c, h, w), dtype=dtype)
+                    latents = np.empty((e - s, dz), dtype=dtype)
+                    sim.forward(noises, images=images, latents=latents)
+                    for key, arr in (("images", images), ("latents", latents), ("noises", noises.astype(dtype))):
+                        f = files[key]
+                        f.seek(offsets[key] + s * arr[0].nbytes)
+                        arr.tofile(f)
+                    advance(e - s)
+        finally:
+            for f in files.values():
+                f.close()
+    return out
+
+
+class _progress:
+    """A rich progress bar over samples, or nothing when ``show`` is off."""
+
+    def __init__(self, show: bool, total: int):
+        self.show, self.total, self.bar = show, total, None
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        if not self.show:
+            return lambda k: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self.bar = Progress("simulating", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+        self.bar.__enter__()
+        task = self.bar.add_task("simulate", total=self.total)
+        return lambda k: self.bar.advance(task, k)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def load_dataset(path: str | os.PathLike[str], mmap: bool = True) -> Dataset:
+    """Open a folder written by :func:`simulate_to_dir` (arrays memory-mapped unless ``mmap=False``)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"dataset folder not found: {path}")
+    missing = [f for f in DATA_FILES if not (path / f).is_file()]
+    if missing:
+        raise DataError(f"{path} is not a simulated dataset: missing {', '.join(missing)}")
+    try:
+        index = json.loads((path / "index.json").read_text())
+        config_data = json.loads((path / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: malformed JSON ({e})") from None
+    try:
+        graph = graphs.read_graph(path / "graph.json")
+        config = SimulateConfig.from_dict(config_data)
+    except HlvmError as e:
+        raise DataError(f"{path}: {e}") from None
+    columns = ColumnIndex.from_json(index)
+    mode = "r" if mmap else None
+    try:
+        images = np.load(path / "images.npy", mmap_mode=mode)
+        latents = np.load(path / "latents.npy", mmap_mode=mode)
+        noises = np.load(path / "noises.npy", mmap_mode=mode)
+    except (ValueError, OSError) as e:
+        raise DataError(f"{path}: unreadable array ({e})") from None
+    n = index.get("n")
+    expected = {
+        "images.npy": (images, (n, *index.get("image_shape", []))),
+        "latents.npy": (latents, (n, columns.latent_dim)),
+        "noises.npy": (noises, (n, columns.noise_dim)),
+    }
+    for name, (arr, shape) in expected.items():
+        if arr.shape != tuple(shape):
+            raise DataError(f"{path / name}: shape {arr.shape} does not match index.json's {tuple(shape)}")
+    if tuple(index["image_shape"]) != graphs.image_shape(graph):
+        raise DataError(f"{path}: index.json image_shape {index['image_shape']} does not match graph.json")
+    return Dataset(images, latents, noises, graph, columns, config)
