@@ -1,0 +1,423 @@
+"""Claims about hlvm.models: configs, masking, the ViT and MLP MAEs, official checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from hlvm.errors import ConfigError, DataError, MaskError
+from hlvm.masks import Mask, num_masked
+from hlvm.models import (
+    MODEL_CONFIGS,
+    MAEConfig,
+    MLPMAE,
+    ViTMAE,
+    build_model,
+    get_config,
+    load_official_checkpoint,
+    patchify,
+    random_token_mask,
+    unpatchify,
+)
+from hlvm.models.pos_embed import sincos_2d
+
+BIG = ("mae_vit_base_patch16", "mae_vit_large_patch16", "mae_vit_huge_patch14")
+SMALL = ("mlp", "vit_small_synth")
+
+# Every (config, image, patch p, unit u) the configs are meant for: the synthetic 16x16 images
+# with units of 1, 2, 4 pixels and p = 1 or 2; Kong et al.'s ViT patch 8 with units 8/16/32 at
+# 224; the official patch 16 / 14 with their own and doubled units.
+COMBOS = [
+    *[(name, 16, p, u) for name in SMALL for p in (1, 2) for u in (1, 2, 4) if u % p == 0],
+    *[("mae_vit_base_patch16", 224, 8, u) for u in (8, 16, 32)],
+    *[("mae_vit_base_patch16", 224, 16, u) for u in (16, 32)],
+    *[("mae_vit_large_patch16", 224, 16, u) for u in (16, 32)],
+    *[("mae_vit_huge_patch14", 224, 14, u) for u in (14, 28)],
+]
+
+
+def tiny_vit(**over) -> MAEConfig:
+    base = dict(
+        img_size=8, in_chans=2, patch_size=2, mask_unit=2, embed_dim=32, depth=2, num_heads=2,
+        decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2,
+    )  # fmt: skip
+    return get_config("vit_small_synth", **{**base, **over})
+
+
+def tiny_mlp(**over) -> MAEConfig:
+    return get_config("mlp", **{**dict(img_size=8, in_chans=2, mlp_hidden=(64,), mlp_decoder_hidden=(64,)), **over})
+
+
+TINY = {
+    "vit": tiny_vit,
+    "vit_bottleneck": lambda **o: tiny_vit(bottleneck=3, **o),
+    "mlp": tiny_mlp,
+    "mlp_bottleneck": lambda **o: tiny_mlp(bottleneck=3, **o),
+}
+
+
+def imgs_for(cfg: MAEConfig, b: int = 4, seed: int = 0) -> torch.Tensor:
+    h, w = cfg.img_hw
+    return torch.randn(b, cfg.in_chans, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+@pytest.mark.parametrize("name", list(MODEL_CONFIGS))
+def test_every_named_config_round_trips_through_json(name):
+    cfg = MODEL_CONFIGS[name]
+    again = MAEConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    assert get_config(name) == cfg
+
+
+def test_base_config_is_maes_vit_b():
+    cfg = MODEL_CONFIGS["mae_vit_base_patch16"]
+    assert (cfg.embed_dim, cfg.depth, cfg.num_heads) == (768, 12, 12)
+    assert (cfg.decoder_embed_dim, cfg.decoder_depth, cfg.decoder_num_heads) == (512, 8, 16)
+    assert (cfg.img_size, cfg.patch_size, cfg.in_chans) == (224, 16, 3)
+
+
+def test_overrides_apply_and_revalidate():
+    cfg = get_config("mae_vit_base_patch16", patch_size=8, mask_unit=32, bottleneck=16, in_chans=1)
+    assert (cfg.token_grid, cfg.unit_grid, cfg.code_dim) == ((28, 28), (7, 7), 16)
+    with pytest.raises(ConfigError, match="not a multiple"):
+        dataclasses.replace(cfg, mask_unit=12)
+
+
+def test_non_square_images_are_allowed():
+    cfg = tiny_vit(img_size=(8, 12))
+    assert cfg.token_grid == (4, 6)
+    out = build_model(cfg)(imgs_for(cfg), mask_ratio=0.5, generator=torch.Generator().manual_seed(0))
+    assert out.pred.shape == (4, 24, 8)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: get_config("vit_tiny"), "unknown model config 'vit_tiny'"),
+        (lambda: get_config("mlp", depthh=3), "unknown model config field 'depthh'"),
+        (lambda: get_config("vit_small_synth", patch_size=2, mask_unit=3), "mask_unit 3 is not a multiple of patch_size 2"),
+        (lambda: get_config("vit_small_synth", img_size=15), "patch_size 2 does not divide the 15x15 image"),
+        (lambda: get_config("vit_small_synth", patch_size=1, mask_unit=3), "mask_unit 3 does not divide"),
+        (lambda: get_config("vit_small_synth", embed_dim=130), "not divisible by num_heads"),
+        (lambda: get_config("vit_small_synth", embed_dim=6, num_heads=3), "multiple of 4"),
+        (lambda: get_config("mlp", in_chans=1, norm_pix_loss=True), "norm_pix_loss needs more than one value"),
+        (lambda: get_config("mlp", bottleneck=0), "bottleneck must be a positive integer"),
+        (lambda: get_config("mlp", arch="cnn"), "arch must be one of"),
+        (lambda: MAEConfig.from_dict({"arch": "vit", "colour": 1}), "unknown model config key 'colour'"),
+    ],
+)
+def test_bad_configs_raise_config_error_with_one_line(make, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        make()
+    assert "\n" not in str(e.value)
+
+
+# ----------------------------------------------------------------------------- masking
+
+
+@pytest.mark.parametrize(("name", "img", "p", "u"), COMBOS)
+@pytest.mark.parametrize("ratio", [0.1, 0.5, 0.75, 0.9])
+def test_random_masks_have_exact_counts_of_whole_units(name, img, p, u, ratio):
+    cfg = get_config(name, img_size=img, patch_size=p, mask_unit=u)
+    tokens = random_token_mask(cfg, 8, ratio, generator=torch.Generator().manual_seed(1))  # (B, L)
+    gh, gw = cfg.token_grid
+    k = u // p
+    blocks = tokens.reshape(8, gh // k, k, gw // k, k)  # (B, units_h, k, units_w, k)
+    units = blocks.all(dim=4).all(dim=2)
+    assert torch.equal(units, blocks.any(dim=4).any(dim=2)), "a unit is partly masked"
+    assert (units.flatten(1).sum(1) == num_masked(cfg.num_units, ratio)).all()
+    assert (tokens.sum(1) == num_masked(cfg.num_units, ratio) * k * k).all()
+    assert len({tuple(t.tolist()) for t in tokens}) > 1, "every sample got the same mask"
+
+
+def test_random_masks_are_reproducible_and_uniform_over_units():
+    cfg = get_config("vit_small_synth", mask_unit=4)  # 16 units
+    a = random_token_mask(cfg, 4000, 0.25, generator=torch.Generator().manual_seed(3))
+    b = random_token_mask(cfg, 4000, 0.25, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    freq = a.float().mean(0)  # each unit is masked with probability 4/16
+    assert (freq - 0.25).abs().max() < 0.03  # 4000 draws: sd 0.007
+
+
+@pytest.mark.parametrize("kind", list(TINY))
+def test_a_fixed_mask_is_the_mask_used(kind):
+    cfg = TINY[kind](mask_unit=4)
+    model = build_model(cfg)
+    x = imgs_for(cfg)
+    m = Mask.random(8, 8, ratio=0.5, unit=2, seed=5)  # finer than the model's unit: allowed when passed
+    out = model(x, mask=m)
+    expected = torch.from_numpy(m.tokens(cfg.patch_size).copy()).float()
+    assert torch.equal(out.mask, expected.expand(4, -1))
+    units = torch.from_numpy(np.stack([Mask.random(8, 8, 0.5, unit=4, seed=s).units for s in range(4)]))
+    out = model(x, mask=units)  # (B, H/u, W/u)
+    k = cfg.mask_unit // cfg.patch_size
+    assert torch.equal(out.mask.reshape(4, *cfg.token_grid)[:, ::k, ::k].bool(), units)
+    tokens = out.mask.bool()
+    assert torch.equal(model(x, mask=tokens).mask, out.mask)  # (B, L)
+
+
+@pytest.mark.parametrize("kind", list(TINY))
+def test_encode_ignores_masked_pixels_and_features_equal_encode(kind):
+    cfg = TINY[kind]()
+    model = build_model(cfg).eval()
+    m = Mask.random(8, 8, ratio=0.5, unit=2, seed=0)
+    x = imgs_for(cfg)
+    y = x.clone()
+    y[:, :, torch.from_numpy(m.grid.copy())] = 100.0  # change only masked pixels
+    with torch.no_grad():
+        c = model.encode(x, m)
+        assert torch.allclose(c, model.encode(y, m), atol=1e-5)
+        assert c.shape == (4, cfg.code_dim)
+        assert torch.allclose(model(x, mask=m).features, c, atol=1e-6)
+        z = x.clone()
+        z[:, :, torch.from_numpy(~m.grid.copy())] += 1.0  # visible pixels do reach the code
+        assert not torch.allclose(c, model.encode(z, m), atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [
+        (torch.tensor([[1, 0] * 8, [1, 1] * 4 + [1, 0] * 4, [1, 0] * 8, [1, 0] * 8]), "same number of tokens"),
+        (torch.zeros(4, 16, dtype=torch.bool), "empty"),
+        (torch.ones(4, 2, 2), "full"),
+        (torch.zeros(4, 3, 3), r"unit mask must be \(B, 2, 2\)"),
+        (torch.zeros(4, 15), r"token mask must be \(B, 16\)"),
+        (torch.full((4, 16), 0.5), "must be 0"),
+        (Mask.random(8, 8, 0.5, unit=1, seed=0), "whole 2x2 units"),
+        (Mask.random(4, 4, 0.5, unit=2, seed=0), "mask is 4x4 but the model's image is 8x8"),
+    ],
+)
+def test_bad_masks_raise_mask_error(mask, message):
+    model = build_model(tiny_vit(mask_unit=4))
+    with pytest.raises(MaskError, match=message) as e:
+        model(imgs_for(model.cfg), mask=mask)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.2, 1.5, float("nan")])
+def test_ratio_outside_open_unit_interval_raises(ratio):
+    model = build_model(tiny_mlp())
+    with pytest.raises(MaskError, match="ratio"):
+        model(imgs_for(model.cfg), mask_ratio=ratio)
+
+
+def test_wrong_image_shape_raises_data_error():
+    model = build_model(tiny_vit())
+    with pytest.raises(DataError, match=r"\(B, 2, 8, 8\)"):
+        model(torch.zeros(2, 3, 8, 8))
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def test_patchify_layout_and_inverse():
+    x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).reshape(2, 3, 4, 6)
+    t = patchify(x, 2)  # (2, 6, 12)
+    # token (row 1, col 2) is pixels [2:4, 4:6], laid out (p, p, C)
+    assert torch.equal(t[1, 1 * 3 + 2], x[1, :, 2:4, 4:6].permute(1, 2, 0).reshape(-1))
+    assert torch.equal(unpatchify(t, 2, (2, 3), 3), x)
+
+
+@pytest.mark.parametrize("norm_pix", [False, True])
+def test_loss_is_mean_token_error_over_masked_tokens_only(norm_pix):
+    cfg = tiny_vit(norm_pix_loss=norm_pix)
+    model = build_model(cfg)
+    x = imgs_for(cfg)
+    gen = torch.Generator().manual_seed(0)
+    mask = random_token_mask(cfg, 4, 0.5, generator=gen).float()  # (B, L)
+    pred = torch.randn(4, cfg.num_tokens, 8, generator=gen)
+    # brute-force oracle: loop over samples and masked tokens
+    errs = []
+    for b in range(4):
+        for t in range(cfg.num_tokens):
+            if mask[b, t]:
+                r, c = divmod(t, 4)
+                target = x[b, :, 2 * r : 2 * r + 2, 2 * c : 2 * c + 2].permute(1, 2, 0).reshape(-1)
+                if norm_pix:
+                    target = (target - target.mean()) / (target.var() + 1e-6).sqrt()
+                errs.append(((pred[b, t] - target) ** 2).mean())
+    loss = model.masked_loss(x, pred, mask)
+    assert torch.allclose(loss, torch.stack(errs).mean(), atol=1e-6)
+    pix = unpatchify(mask.unsqueeze(-1).expand(-1, -1, 8), 2, (4, 4), 2).bool()  # (B, C, H, W) masked pixels
+    noise = 5.0 * torch.randn(x.shape, generator=gen)  # not constant per token: norm_pix_loss would undo a shift
+    visible_changed = torch.where(pix, x, x + noise)
+    assert torch.allclose(model.masked_loss(visible_changed, pred, mask), loss, atol=1e-6)
+    masked_changed = torch.where(pix, x + noise, x)
+    assert not torch.allclose(model.masked_loss(masked_changed, pred, mask), loss, atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["vit_bottleneck", "mlp_bottleneck"])
+def test_with_a_bottleneck_the_decoder_sees_nothing_but_the_code(kind):
+    cfg = TINY[kind]()
+    model = build_model(cfg)
+    proj = model.bottleneck_proj if isinstance(model, ViTMAE) else model.encoder[-1]
+    with torch.no_grad():  # a constant code: the prediction must not depend on the image at all
+        proj.weight.zero_()
+        proj.bias.fill_(0.3)
+    m = Mask.random(8, 8, 0.5, unit=2, seed=0)
+    a, b = model(imgs_for(cfg, seed=1), mask=m), model(imgs_for(cfg, seed=2), mask=m)
+    assert torch.allclose(a.pred, b.pred, atol=1e-6)
+    assert not torch.allclose(a.loss, b.loss)
+
+
+def test_without_a_bottleneck_visible_tokens_reach_the_decoder():
+    # the control for the test above: the same surgery on the wide ViT leaves the image visible
+    model = build_model(tiny_vit())
+    m = Mask.random(8, 8, 0.5, unit=2, seed=0)
+    a, b = model(imgs_for(model.cfg, seed=1), mask=m), model(imgs_for(model.cfg, seed=2), mask=m)
+    assert not torch.allclose(a.pred, b.pred, atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", list(TINY))
+def test_forward_backward_and_output_shapes(kind):
+    cfg = TINY[kind]()
+    model = build_model(cfg)
+    out = model(imgs_for(cfg).double(), mask_ratio=0.75, generator=torch.Generator().manual_seed(0))
+    assert out.pred.shape == (4, cfg.num_tokens, cfg.patch_size**2 * cfg.in_chans)
+    assert out.mask.shape == out.ids_restore.shape == (4, cfg.num_tokens)
+    assert out.features.shape == (4, cfg.code_dim)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    ids_shuffle = torch.argsort(out.ids_restore, dim=1)  # visible tokens first, then masked
+    n_vis = cfg.num_tokens - int(out.mask[0].sum())
+    assert (out.mask.gather(1, ids_shuffle)[:, :n_vis] == 0).all()
+    out.loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("kind", list(TINY))
+def test_a_tiny_model_overfits_a_tiny_batch(kind):
+    torch.manual_seed(0)
+    cfg = TINY[kind]()
+    model = build_model(cfg)
+    x = imgs_for(cfg)
+    m = Mask.random(8, 8, 0.5, unit=2, seed=0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = model(x, mask=m).loss.item()
+    for _ in range(200 if kind.startswith("vit") else 100):
+        opt.zero_grad()
+        loss = model(x, mask=m).loss
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05 * first, (first, loss.item())
+
+
+# ----------------------------------------------------------------------------- the ViT
+
+
+def test_position_embeddings_match_maes_formula():
+    dim, gh, gw = 8, 2, 3
+    emb = sincos_2d(dim, (gh, gw), cls_token=True).numpy()
+    assert emb.shape == (1 + gh * gw, dim) and not emb[0].any()
+    omega = 1.0 / 10000 ** (np.arange(dim // 4) / (dim / 4))
+    for r in range(gh):
+        for c in range(gw):
+            want = np.concatenate([np.sin(c * omega), np.cos(c * omega), np.sin(r * omega), np.cos(r * omega)])
+            np.testing.assert_allclose(emb[1 + r * gw + c], want, atol=1e-6)
+
+
+def test_forward_features_sees_every_token_with_cls_first():
+    cfg = tiny_vit()
+    model = build_model(cfg).eval()
+    x = imgs_for(cfg)
+    feats = model.forward_features(x)
+    assert feats.shape == (4, 1 + cfg.num_tokens, cfg.embed_dim)
+
+
+@pytest.mark.parametrize("name", BIG)
+def test_big_configs_match_timm_vit_parameter_counts(name):
+    cfg = MODEL_CONFIGS[name]
+    with torch.device("meta"):
+        ours = build_model(cfg)
+        ref = VisionTransformer(
+            img_size=cfg.img_size, patch_size=cfg.patch_size, embed_dim=cfg.embed_dim,
+            depth=cfg.depth, num_heads=cfg.num_heads, num_classes=0,
+        )  # fmt: skip
+    enc = {k: v.shape for k, v in ours.state_dict().items() if not k.startswith(("decoder", "mask_token"))}
+    assert enc == {k: v.shape for k, v in ref.state_dict().items()}
+    dd, depth = cfg.decoder_embed_dim, cfg.decoder_depth
+    # Linear(D, Dd) + mask token + blocks (qkv, proj, fc1, fc2 at mlp_ratio 4, two norms) + norm + Linear(Dd, p*p*3)
+    per_block = 12 * dd * dd + 13 * dd
+    pred = dd * cfg.patch_size**2 * 3 + cfg.patch_size**2 * 3
+    want = (cfg.embed_dim + 1) * dd + dd + depth * per_block + 2 * dd + pred
+    n_dec = sum(p.numel() for k, p in ours.named_parameters() if k.startswith(("decoder", "mask_token")))
+    assert n_dec == want
+
+
+@pytest.mark.slow  # 86M parameters to initialise: seconds, not CI
+def test_vit_base_runs_on_a_tiny_image():
+    cfg = get_config("mae_vit_base_patch16", img_size=32, mask_unit=16, in_chans=1)
+    model = build_model(cfg)
+    out = model(torch.randn(1, 1, 32, 32), mask_ratio=0.75, generator=torch.Generator().manual_seed(0))
+    assert out.pred.shape == (1, 4, 256) and int(out.mask.sum()) == 3
+
+
+# ----------------------------------------------------------------------------- official checkpoints
+
+
+def _timm_and_ours():
+    torch.manual_seed(0)
+    ref = VisionTransformer(img_size=16, patch_size=4, in_chans=2, embed_dim=32, depth=2, num_heads=2, num_classes=0)
+    cfg = tiny_vit(img_size=16, patch_size=4, mask_unit=4)
+    return ref.eval(), build_model(cfg).eval()
+
+
+def test_official_checkpoint_loads_into_the_encoder(tmp_path):
+    ref, model = _timm_and_ours()
+    sd = {k: v.clone() for k, v in ref.state_dict().items()}
+    sd["decoder_pred.weight"] = torch.zeros(1)  # decoder keys are skipped by default
+    path = tmp_path / "mae_pretrain.pth"
+    torch.save({"model": sd}, path)
+    loaded = load_official_checkpoint(model, path)
+    assert set(loaded) == set(ref.state_dict())
+    x = torch.randn(3, 2, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model.forward_features(x), ref.forward_features(x), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("edit", "error", "message"),
+    [
+        (lambda sd: sd.pop("blocks.1.mlp.fc2.bias"), ConfigError, "lacks keys the model needs: blocks.1.mlp.fc2.bias"),
+        (lambda sd: sd.update({"head.weight": torch.zeros(3)}), ConfigError, "has keys the model lacks: head.weight"),
+        (
+            lambda sd: sd.update({"pos_embed": torch.zeros(1, 5, 32)}),
+            ConfigError,
+            r"pos_embed has shape \(1, 5, 32\), the model needs \(1, 17, 32\)",
+        ),
+    ],
+)
+def test_mismatched_checkpoints_name_the_problem(edit, error, message):
+    ref, model = _timm_and_ours()
+    sd = dict(ref.state_dict())
+    edit(sd)
+    with pytest.raises(error, match=message) as e:
+        load_official_checkpoint(model, {"model": sd})
+    assert "\n" not in str(e.value)
+
+
+def test_missing_or_corrupt_checkpoint_file_raises_data_error(tmp_path):
+    _, model = _timm_and_ours()
+    with pytest.raises(DataError, match="not found"):
+        load_official_checkpoint(model, tmp_path / "nope.pth")
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="cannot read checkpoint"):
+        load_official_checkpoint(model, bad)
+    with pytest.raises(ConfigError, match="ViT MAE"):
+        load_official_checkpoint(build_model(tiny_mlp()), {})
+
+
+def test_mlp_and_vit_configs_build_their_classes():
+    assert isinstance(build_model("mlp"), MLPMAE)
+    assert isinstance(build_model(tiny_vit()), ViTMAE)
+    assert math.isclose(MODEL_CONFIGS["mlp"].mlp_ratio, 4.0)
