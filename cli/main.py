@@ -33,6 +33,9 @@ app.command("recon")(_recon.recon)
 from hlvm.cli import evaluate as _evaluate  # noqa: E402
 
 app.command("evaluate")(_evaluate.evaluate)
+from hlvm.cli import simulate as _simulate  # noqa: E402
+
+app.command("simulate")(_simulate.simulate)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -307,7 +307,7 @@ class Simulator:
     >>> sim = Simulator.from_config(SimulateConfig(grid=GridSpec(depth=2)))
     >>> data = sim.sample(5, np.random.default_rng(0))
     >>> data.images.shape, data.latents.shape, data.noises.shape
-    ((5, 4, 4, 4), (5, 14), (5, 25))
+    ((5, 4, 4, 4), (5, 14), (5, 22))
     """
 
     def __init__(self, graph: nx.DiGraph, mixing: Mixing, noise: str = "gaussian", *, threads: int | None = None):
@@ -524,6 +524,7 @@ def simulate_to_dir(
     dz, de = sim.index.latent_dim, sim.index.noise_dim
     chunk = max(1, int(chunk_blocks)) * SAMPLE_BLOCK
     with atomic_dir(out, overwrite) as tmp:
+        tmp.chmod(0o755)  # mkdtemp makes it owner-only; a dataset folder is for sharing
         graphs.write_graph(graph, tmp / "graph.json")
         write_json(tmp / "index.json", {"n": n, "image_shape": [c, h, w], "dtype": dtype, **sim.index.to_json()})
         write_json(tmp / "config.json", {**cfg.to_dict(), "sample_block": SAMPLE_BLOCK, "provenance": provenance()})
@@ -549,6 +550,8 @@ def simulate_to_dir(
         finally:
             for f in files.values():
                 f.close()
+        for f in tmp.iterdir():
+            f.chmod(0o644)
     return out
 
 
