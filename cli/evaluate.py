@@ -46,9 +46,10 @@ def evaluate(
     s = result.summary
     console.print(f"run {run}  mask {mask}  ({s['mask_ratio']:.3f} masked, unit {s['mask_unit']})")
     console.print(f"c = {{{', '.join(result.located.c)}}}  dim_c = {s['dim_c']}  code width = {s['code_dim']}")
-    table = Table(title="Recovery per latent node (held-out R^2, max of linear and kernel probes)")
-    for col in ("node", "level", "role", "dim", "R^2 value", "R^2 noise", "noise lin", "noise ker"):
-        table.add_column(col, justify="left" if col in ("node", "role") else "right")
+    table = Table(title="Held-out R^2 per latent node (value, noise: max of linear and kernel probes)")
+    for col in ("node", "level", "role", "dim", "value", "noise", "noise lin", "noise ker"):
+        left = col in ("node", "role")
+        table.add_column(col, justify="left" if left else "right", no_wrap=left)
     rows = sorted(result.rows, key=lambda r: (ROLE_ORDER.get(r["role"], 9), r["level"], r["node"]))
     for r in rows:
         table.add_row(

@@ -1,0 +1,96 @@
+"""Claims about ``hlvm evaluate``: a table or JSON for a trained run; bad input is one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from hlvm.cli.main import app
+from hlvm.evaluate import ROW_COLUMNS, SUMMARY_KEYS
+from hlvm.graphs import GridSpec
+from hlvm.simulate import SimulateConfig, simulate_to_dir
+
+runner = CliRunner()
+
+QUADRANT = [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from hlvm.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("clieval")
+    simulate_to_dir(SimulateConfig(grid=GridSpec(depth=2), n=128), root / "sim", progress=False)
+    cfg = TrainConfig(
+        model="mlp", data=str(root / "sim"), steps=2, batch_size=16, warmup=1, mask_ratio=0.25, device="cpu", out=str(root / "run")
+    )
+    return train(cfg, progress=False)
+
+
+def spec_file(tmp_path, spec, name="spec.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def invoke(*args):
+    return runner.invoke(app, ["evaluate", *map(str, args)])
+
+
+def assert_one_line_error(result, *needles):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_json_output_holds_summary_rows_and_c(run_dir, tmp_path):
+    result = invoke("--run", run_dir, "--mask", spec_file(tmp_path, {"grid": QUADRANT}), "--n", 200, "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["c"] == ["z_0_0_0"]
+    assert tuple(out["summary"]) == SUMMARY_KEYS
+    assert out["summary"]["n_samples"] == 200 and out["summary"]["dim_c"] == 2
+    assert len(out["rows"]) == 5 and all(tuple(r) == ROW_COLUMNS for r in out["rows"])
+    assert {r["node"]: r["role"] for r in out["rows"]}["z_1_0_0"] == "private_masked"
+    assert out["meta"]["run"] == str(run_dir)
+
+
+def test_table_output_names_roles_and_summary(run_dir, tmp_path):
+    result = invoke("--run", run_dir, "--mask", spec_file(tmp_path, {"ratio": 0.5, "patch_size": 2, "seed": 0}), "--n", 200)
+    assert result.exit_code == 0, result.output
+    for text in ("z_0_0_0", "private_visible", "agreement", "r2_private_masked_noise", "c = {"):
+        assert text in result.output
+
+
+def test_run_folder_without_checkpoint_is_exit_2(tmp_path):
+    (tmp_path / "run").mkdir()
+    result = invoke("--run", tmp_path / "run", "--mask", spec_file(tmp_path, {"ratio": 0.5}))
+    assert_one_line_error(result, "no checkpoint")
+
+
+def test_mask_of_another_image_shape_is_exit_2(run_dir, tmp_path):
+    eight = [[0] * 8 for _ in range(8)]
+    eight[0][0] = 1
+    result = invoke("--run", run_dir, "--mask", spec_file(tmp_path, {"grid": eight}))
+    assert_one_line_error(result, "4x4")
+
+
+def test_empty_grid_and_empty_mask_are_exit_2(run_dir, tmp_path):
+    assert_one_line_error(invoke("--run", run_dir, "--mask", spec_file(tmp_path, {"grid": []})), "empty")
+    zeros = [[0] * 4 for _ in range(4)]
+    assert_one_line_error(invoke("--run", run_dir, "--mask", spec_file(tmp_path, {"grid": zeros}, "zeros.json")), "empty")
+
+
+def test_missing_or_malformed_spec_and_bad_options_are_exit_2(run_dir, tmp_path):
+    assert_one_line_error(invoke("--run", run_dir, "--mask", tmp_path / "nope.json"), "not found")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert_one_line_error(invoke("--run", run_dir, "--mask", bad), "not valid JSON")
+    good = spec_file(tmp_path, {"grid": QUADRANT})
+    assert_one_line_error(invoke("--run", run_dir, "--mask", good, "--n", 3), "n must be")
+    assert_one_line_error(invoke("--run", run_dir, "--mask", good, "--device", "tpu"), "device")
