@@ -160,17 +160,23 @@ def _select(
     return _Fit(loo_mse[best, np.arange(loo_mse.shape[1])], predict(best), alphas[best])
 
 
-def _ridge_primal(F: np.ndarray, Y: np.ndarray, F_test: np.ndarray, alphas: np.ndarray) -> _Fit:
-    """Ridge ``min |Y - F W|^2 + alpha |W|^2`` with every alpha's LOO error in closed form.
+def _ridge_primal(
+    F: np.ndarray, Y: np.ndarray, F_test: np.ndarray, alphas: np.ndarray, proj: np.ndarray | None = None
+) -> _Fit:
+    """Ridge on features ``F`` (or ``F @ proj``), every alpha's LOO error in closed form.
 
-    With ``F^T F = V diag(s2) V^T`` and ``P = F V``, the hat matrix is
-    ``H = P diag(1 / (s2 + alpha)) P^T``, so ``diag(H)`` and ``H Y`` cost one
-    ``(n, r)`` product per alpha, and the LOO residual is ``(Y - H Y) / (1 - diag H)``.
+    With features ``Phi``, ``Phi^T Phi = V diag(s2) V^T`` and ``P = Phi V``, the
+    hat matrix is ``H = P diag(1 / (s2 + alpha)) P^T``, so ``diag(H)`` and
+    ``H Y`` cost one ``(n, r)`` product per alpha, and the LOO residual is
+    ``(Y - H Y) / (1 - diag H)``. Passing ``proj`` instead of forming
+    ``F @ proj`` saves one ``(n, m, m)`` product (the Nystroem map).
     """
-    s2, V = np.linalg.eigh(F.T @ F)
+    gram = F.T @ F if proj is None else proj.T @ (F.T @ F) @ proj
+    s2, V = np.linalg.eigh(gram)
     keep = s2 > s2.max() * 1e-12
     s2, V = s2[keep], V[:, keep]
-    P = F @ V  # (n, r)
+    B = V if proj is None else proj @ V  # (m, r): from F's columns to the eigenbasis
+    P = F @ B  # (n, r)
     PtY = P.T @ Y  # (r, T)
     P2 = P**2
     loo = np.empty((len(alphas), Y.shape[1]))
@@ -179,7 +185,7 @@ def _ridge_primal(F: np.ndarray, Y: np.ndarray, F_test: np.ndarray, alphas: np.n
         h = P2 @ inv  # (n,) diag of the hat matrix
         resid = (Y - P @ (inv[:, None] * PtY)) / (1.0 - h)[:, None]
         loo[i] = (resid**2).mean(axis=0)
-    FtV = F_test @ V  # (n_test, r)
+    FtV = F_test @ B  # (n_test, r)
 
     def predict(best: np.ndarray) -> np.ndarray:
         inv = 1.0 / (s2[:, None] + alphas[best][None, :])  # (r, T)
@@ -275,7 +281,7 @@ def _kernel(
             w, U = np.linalg.eigh(np.exp(-gamma * D_mm))
             keep = w > w.max() * 1e-10
             proj = U[:, keep] / np.sqrt(w[keep])  # (m, r)
-            fit = _ridge_primal(np.exp(-gamma * D_train) @ proj, p.Y_train, np.exp(-gamma * D_test) @ proj, alphas_arr)
+            fit = _ridge_primal(np.exp(-gamma * D_train), p.Y_train, np.exp(-gamma * D_test), alphas_arr, proj)
         else:
             fit = _ridge_dual(np.exp(-gamma * D_train), p.Y_train, np.exp(-gamma * D_test), alphas_arr)
         better = fit.loo_mse < best_loo
