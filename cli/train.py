@@ -18,6 +18,7 @@ def train(
     preset: Annotated[Optional[str], typer.Option(help="Named recipe from hlvm.recipes (its values replace the defaults of the options it sets).")] = None,
     objective: Annotated[str, typer.Option(help="Training objective: mae, umae or mmae.")] = "mae",
     mask_ratio: Annotated[float, typer.Option(help="Fraction of masking units masked per sample, in (0, 1).")] = 0.75,
+    mask: Annotated[Optional[Path], typer.Option(help="A mask spec JSON (masked / grid / ratio form): train with this one fixed mask instead of random ones.")] = None,
     mask_unit: Annotated[Optional[int], typer.Option(help="Masking unit u in pixels (a multiple of the patch size); default: the model config's.")] = None,
     patch_size: Annotated[Optional[int], typer.Option(help="Token patch size p in pixels; default: the model config's.")] = None,
     bottleneck: Annotated[Optional[int], typer.Option(help="Width d of the bottleneck code c_hat; default: none (a wide latent).")] = None,
@@ -58,6 +59,10 @@ def train(
                     log_every=log_every, compile=compile, num_workers=num_workers, device=device,
                     out=None if out is None else str(out),
                 )
+                if mask is not None:
+                    from hlvm.masks import load_spec
+
+                    values["mask"] = load_spec(mask)
                 given = {k for k in values if _given(ctx, k)}
                 if preset is not None:
                     values = _apply_preset(preset, values, given)

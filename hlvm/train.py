@@ -63,6 +63,7 @@ __all__ = [
     "lr_at",
     "param_groups",
     "resolve_model_config",
+    "fixed_training_mask",
     "mask_generator",
     "open_data",
     "DataStream",
@@ -95,6 +96,9 @@ class TrainConfig:
     objective : one of ``hlvm.objectives.OBJECTIVES``; ``objective_coefs``
         are passed to ``build_objective``.
     mask_ratio : fraction of masking units masked per sample, in (0, 1).
+    mask : a fixed mask used for every sample instead of random ones: a mask
+        spec dict (DESIGN.md: ``masked``, ``grid`` or ``ratio`` form). This
+        is Theorem 2's setting, an MAE trained for one mask ``m``.
     patch_size, mask_unit, bottleneck, norm_pix_loss : overrides of the
         named model config (``None`` keeps the config's value).
     steps : optimizer steps; ``epochs`` instead sets them from a folder's size.
@@ -117,6 +121,7 @@ class TrainConfig:
     objective: str = "mae"
     objective_coefs: Mapping[str, float] | None = None
     mask_ratio: float = 0.75
+    mask: Mapping[str, Any] | None = None
     patch_size: int | None = None
     mask_unit: int | None = None
     bottleneck: int | None = None
@@ -144,6 +149,10 @@ class TrainConfig:
             object.__setattr__(self, "model", MAEConfig.from_dict(dict(self.model)))
         if not isinstance(self.model, str | MAEConfig):
             raise ConfigError(f"model must be a config name or an MAEConfig, got {type(self.model).__name__}")
+        if self.mask is not None:
+            if not isinstance(self.mask, Mapping):
+                raise ConfigError(f"mask must be a mask spec (a JSON object), got {type(self.mask).__name__}")
+            object.__setattr__(self, "mask", json.loads(json.dumps(dict(self.mask))))  # a plain JSON copy
         if self.objective_coefs is not None:
             object.__setattr__(self, "objective_coefs", dict(self.objective_coefs))
         if self.out is not None:
@@ -265,6 +274,7 @@ class _Source:
     simulator: Any = None  # kind "online"
     dataset: Any = None  # kind "dataset"
     root: str | None = None  # image folder root
+    graph: Any = None  # the generating graph of simulated data (its pixel ids name mask specs)
 
     def __len__(self) -> int:
         if self.kind == "array":
@@ -300,7 +310,7 @@ def open_data(spec: str) -> _Source:
     if spec == "online" or spec.startswith("online:"):
         sim = _simulator_from_spec(spec)
         shape = tuple(int(s) for s in sim.image_shape)  # (C, H, W)
-        return _Source("online", shape, simulator=sim)  # type: ignore[arg-type]
+        return _Source("online", shape, simulator=sim, graph=sim.graph)  # type: ignore[arg-type]
     if spec.startswith("imagefolder:"):
         root = spec.split(":", 1)[1]
         if not Path(root).is_dir():
@@ -325,7 +335,28 @@ def open_data(spec: str) -> _Source:
     n, c, h, w = (int(s) for s in images.shape)
     if n == 0 or c == 0 or h == 0 or w == 0:
         raise DataError(f"images in {path} are empty: shape {tuple(images.shape)}")
-    return _Source("array", (c, h, w), images=images)
+    return _Source("array", (c, h, w), images=images, graph=getattr(ds, "graph", None))
+
+
+def fixed_training_mask(spec: Mapping[str, Any], src: _Source, mcfg: Any) -> Any:
+    """The :class:`hlvm.masks.Mask` a ``TrainConfig.mask`` spec names, checked against the model.
+
+    Node ids in a ``masked`` spec are the data's pixel ids (the simulated
+    graph's, else ``x_{row}_{col}``). Raises :class:`MaskError` for a spec the
+    image or the model's token grid cannot take.
+    """
+    from hlvm import graphs
+    from hlvm.masks import mask_from_spec
+
+    h, w = mcfg.img_hw
+    if src.graph is not None:
+        ids, latents = graphs.id_grid(src.graph), graphs.latent_nodes(src.graph)
+    else:
+        ids = np.array([[graphs.observed_id(r, c) for c in range(w)] for r in range(h)], dtype=object)
+        latents = []
+    mask = mask_from_spec(spec, ids, latents)
+    mask.tokens(mcfg.patch_size)  # raises MaskError if a token would be partly masked
+    return mask
 
 
 def _open_imagefolder(src: _Source, img_size: int, in_chans: int) -> None:
@@ -628,8 +659,8 @@ def train(
     finishes the current step, writes a checkpoint, and raises
     ``KeyboardInterrupt``. ``on_step(step, info)`` is called on every rank
     after each optimizer step (``info`` holds this rank's ``loss`` and loss
-    ``parts``, the ``lr``, the last micro-batch ``batch`` and the unwrapped
-    ``model``).
+    ``parts``, the ``lr``, the last micro-batch ``batch`` and its model
+    ``output``, and the unwrapped ``model``).
 
     Bad input raises an :class:`HlvmError` before anything is written.
     """
@@ -657,22 +688,24 @@ def train(
         _open_imagefolder(src, mcfg.img_hw[0], mcfg.in_chans)
     from hlvm.masks import num_masked
 
-    try:
-        num_masked(mcfg.num_units, cfg.mask_ratio)
-    except HlvmError as e:
-        raise ConfigError(str(e)) from None
+    fixed_mask = fixed_training_mask(cfg.mask, src, mcfg) if cfg.mask is not None else None
+    if fixed_mask is None:
+        try:
+            num_masked(mcfg.num_units, cfg.mask_ratio)
+        except HlvmError as e:
+            raise ConfigError(str(e)) from None
     objective = build_objective(cfg.objective, **(cfg.objective_coefs or {}))
 
     device = _pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)))
     dd = _init_distributed(device)
     try:
-        return _train_loop(cfg, mcfg, src, objective, device, dd, ckpt, progress, on_step, build_model)
+        return _train_loop(cfg, mcfg, src, objective, fixed_mask, device, dd, ckpt, progress, on_step, build_model)
     finally:
         if dd.owns_group:
             dist.destroy_process_group()
 
 
-def _train_loop(cfg, mcfg, src, objective, device, dd, ckpt, progress, on_step, build_model) -> Path:  # noqa: ANN001
+def _train_loop(cfg, mcfg, src, objective, fixed_mask, device, dd, ckpt, progress, on_step, build_model) -> Path:  # noqa: ANN001
     run_dir = Path(cfg.out)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -768,7 +801,10 @@ def _train_loop(cfg, mcfg, src, objective, device, dd, ckpt, progress, on_step, 
                     # Gradients are all-reduced only on the last micro-step of an accumulation.
                     sync = fwd.no_sync() if (dd.world > 1 and not last and hasattr(fwd, "no_sync")) else contextlib.nullcontext()
                     with sync, autocast:
-                        out = fwd(x, mask_ratio=cfg.mask_ratio, generator=mask_gen)
+                        if fixed_mask is None:
+                            out = fwd(x, mask_ratio=cfg.mask_ratio, generator=mask_gen)
+                        else:
+                            out = fwd(x, mask=fixed_mask)
                         loss, parts = objective(out)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --blr or check the data")
@@ -782,7 +818,7 @@ def _train_loop(cfg, mcfg, src, objective, device, dd, ckpt, progress, on_step, 
                 n_last += cfg.effective_batch(dd.world)
 
                 if on_step is not None:
-                    on_step(step, {"loss": loss_sum, "parts": parts_sum, "lr": lr, "batch": x, "model": model})
+                    on_step(step, {"loss": loss_sum, "parts": parts_sum, "lr": lr, "batch": x, "output": out, "model": model})
                 if dd.world > 1:
                     # Log the mean over ranks; also agree on stopping, so no rank waits alone in an all-reduce.
                     t = torch.tensor([loss_sum, float(stop.set)], dtype=torch.float64, device=device)
@@ -800,7 +836,8 @@ def _train_loop(cfg, mcfg, src, objective, device, dd, ckpt, progress, on_step, 
                         **{f"loss_{k}": v for k, v in parts_sum.items() if k != "loss"},
                         "lr": lr,
                         "images_per_s": ips,
-                        "mask_ratio": cfg.mask_ratio,
+                        "mask_ratio": cfg.mask_ratio if fixed_mask is None else fixed_mask.ratio,
+                        "fixed_mask": fixed_mask is not None,
                         "objective": cfg.objective,
                         "time": time.time(),
                     }

@@ -371,3 +371,46 @@ def test_resume_drops_metrics_rows_written_after_the_checkpoint(online_spec, tmp
     resumed = rows(resume(tmp_path / "run", progress=False))
     assert [x["step"] for x in resumed] == list(range(1, 7))
     assert [x["loss"] for x in resumed] == [x["loss"] for x in straight]
+
+
+# ----------------------------------------------------------------------------- fixed mask
+
+
+def test_a_fixed_mask_is_the_mask_of_every_sample_at_every_step(online_spec, tmp_path):
+    spec = {"masked": ["x_0_0", "x_0_1", "x_1_0", "x_1_1", "x_2_3"]}
+    want = torch.zeros(16)
+    want[[0, 1, 4, 5, 11]] = 1.0  # row-major pixel tokens of the 4x4 image
+    masks = []
+    cfg = cfg_for(online_spec, tmp_path / "run", mask=spec)
+    run = train(cfg, progress=False, on_step=lambda step, info: masks.append(info["output"].mask.clone()))
+    assert len(masks) == 6
+    assert all(torch.equal(m, want.expand(4, 16)) for m in masks)
+    assert all(r["mask_ratio"] == 5 / 16 and r["fixed_mask"] for r in rows(run))
+    assert load_run(run)[1].mask == spec
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ({"masked": ["x_9_9"]}, "unknown node"),
+        ({"masked": ["z_0_0_0"]}, "latent"),
+        ({"grid": [[1, 0], [0, 0]]}, "4x4"),
+        ({"grid": [[1] * 4] * 4}, "full"),
+    ],
+)
+def test_bad_fixed_masks_are_rejected_before_anything_is_written(online_spec, tmp_path, spec, match):
+    from hlvm.errors import MaskError
+
+    with pytest.raises(MaskError, match=match):
+        train(cfg_for(online_spec, tmp_path / "run", mask=spec), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_fixed_mask_must_be_whole_tokens_but_not_whole_masking_units(online_spec, tmp_path):
+    from hlvm.errors import MaskError
+
+    patch2 = dataclasses.replace(TINY_VIT, patch_size=2)
+    with pytest.raises(MaskError, match="whole 2x2"):
+        train(cfg_for(online_spec, tmp_path / "run", model=patch2, mask={"masked": ["x_0_0"]}), progress=False)
+    # Tokens of 1 pixel: one pixel is a valid fixed mask although random masks use 2x2 units.
+    train(cfg_for(online_spec, tmp_path / "ok", model=TINY_VIT, mask={"masked": ["x_0_0"]}, steps=1), progress=False)
