@@ -32,8 +32,10 @@ The graph is never mutated.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 
 import networkx as nx
@@ -89,16 +91,24 @@ def abstraction_score(c_levels: Iterable[int], max_latent_level: int) -> float:
     return 1.0 - (sum(lv) / len(lv)) / max_latent_level
 
 
+def _raw(graph: nx.DiGraph) -> tuple[Mapping[str, dict], Mapping[str, Mapping], Mapping[str, Mapping]]:
+    """The graph's node-attribute, predecessor and successor dicts, read-only use only.
+
+    networkx's views add a Python call per lookup; on an 87,381-node graph the
+    plain dicts behind them are several times faster. Any DiGraph has them.
+    """
+    return graph._node, graph._pred, graph._succ
+
+
 def info(graph: nx.DiGraph, nodes: Iterable[str]) -> set[str]:
     """``info(S)``: the nodes of ``S`` with all their ancestors (one upward search)."""
+    _, pred, _ = _raw(graph)
     seen = set(nodes)
-    stack = list(seen)
-    pred = graph.pred
-    while stack:
-        for p in pred[stack.pop()]:
-            if p not in seen:
-                seen.add(p)
-                stack.append(p)
+    frontier = seen
+    while frontier:
+        # One layer of parents at a time, as set operations in C rather than a Python loop per edge.
+        frontier = set().union(*map(pred.__getitem__, frontier)) - seen
+        seen |= frontier
     return seen
 
 
@@ -106,7 +116,9 @@ def info(graph: nx.DiGraph, nodes: Iterable[str]) -> set[str]:
 class SharedLatents:
     """What a mask shares, by Algorithms 1 and 2 (see the module docstring).
 
-    Node-id fields are sorted tuples (``sorted`` on the ids).
+    The node sets are held as frozensets (``*_set`` fields, for fast
+    membership); the attributes without the suffix give them as sorted tuples
+    (``sorted`` on the ids), built on first use.
 
     Attributes
     ----------
@@ -123,19 +135,19 @@ class SharedLatents:
         (sums of ``noise_dim``, pixels' noises included).
     noise_latent_total : sum of ``noise_dim`` over all latents.
     max_latent_level : the deepest latent level of the graph.
-    levels : level of every node of the graph.
+    levels : level of every node of the graph (read-only).
     roles : role of every node of the graph, one of :data:`ROLES`; the nodes
         of role ``"private_masked"`` are exactly ``s_m``, of ``"private_visible"``
         exactly ``s_mc``, of ``"c"`` exactly ``c``, and ``"c"`` with
         ``"shared"`` exactly ``CA``.
     """
 
-    masked: tuple[str, ...]
-    visible: tuple[str, ...]
-    shared: tuple[str, ...]
-    c: tuple[str, ...]
-    s_m: tuple[str, ...]
-    s_mc: tuple[str, ...]
+    masked_set: frozenset[str]
+    visible_set: frozenset[str]
+    shared_set: frozenset[str]
+    c_set: frozenset[str]
+    s_m_set: frozenset[str]
+    s_mc_set: frozenset[str]
     dim_c: int
     noise_shared: int
     noise_private_masked: int
@@ -143,14 +155,55 @@ class SharedLatents:
     noise_latent_total: int
     max_latent_level: int
     levels: Mapping[str, int]
-    roles: Mapping[str, str]
+
+    # Sorting ~10^5 ids costs more than Algorithm 1 itself on a depth-8
+    # hierarchy, so the sorted views are built only when asked for.
+    @cached_property
+    def masked(self) -> tuple[str, ...]:
+        return tuple(sorted(self.masked_set))
+
+    @cached_property
+    def visible(self) -> tuple[str, ...]:
+        return tuple(sorted(self.visible_set))
+
+    @cached_property
+    def shared(self) -> tuple[str, ...]:
+        return tuple(sorted(self.shared_set))
+
+    @cached_property
+    def c(self) -> tuple[str, ...]:
+        return tuple(sorted(self.c_set))
+
+    @cached_property
+    def s_m(self) -> tuple[str, ...]:
+        return tuple(sorted(self.s_m_set))
+
+    @cached_property
+    def s_mc(self) -> tuple[str, ...]:
+        return tuple(sorted(self.s_mc_set))
+
+    @cached_property
+    def roles(self) -> Mapping[str, str]:
+        # Later updates win: a c node is also in shared, so c goes last.
+        roles = dict.fromkeys(self.levels, "detached")
+        for role, nodes in (("private_visible", self.s_mc_set), ("private_masked", self.s_m_set),
+                            ("shared", self.shared_set), ("c", self.c_set)):
+            roles.update(dict.fromkeys(nodes, role))
+        return MappingProxyType(roles)
 
     def role(self, v: str) -> str:
         """Role of node ``v`` (one of :data:`ROLES`)."""
-        try:
-            return self.roles[v]
-        except KeyError:
-            raise MaskError(f"unknown node {v!r}") from None
+        if v in self.c_set:
+            return "c"
+        if v in self.shared_set:
+            return "shared"
+        if v in self.s_m_set:
+            return "private_masked"
+        if v in self.s_mc_set:
+            return "private_visible"
+        if v in self.levels:
+            return "detached"
+        raise MaskError(f"unknown node {v!r}")
 
     @property
     def c_levels(self) -> tuple[int, ...]:
@@ -185,20 +238,62 @@ class SharedLatents:
         }
 
 
+@dataclass(frozen=True, eq=False)
+class _Tables:
+    """Per-graph lookups :func:`locate` needs on every call, as plain dicts."""
+
+    where: Mapping[tuple[int, int], str]  # pixel (row, col) -> observed id
+    shape: tuple[int, int]
+    observed: frozenset[str]
+    dim: Mapping[str, int]
+    noise_dim: Mapping[str, int]
+    levels: Mapping[str, int]  # read-only, shared by every result on this graph
+    noise_latent_total: int
+    max_latent_level: int
+
+
+# Frozen graphs cannot change their nodes or edges, so their tables are built
+# once; the weak keys let a graph and its tables be collected together.
+_TABLES: weakref.WeakKeyDictionary[nx.DiGraph, _Tables] = weakref.WeakKeyDictionary()
+
+
+def _tables(graph: nx.DiGraph) -> _Tables:
+    """The :class:`_Tables` of ``graph``: cached for frozen graphs, rebuilt for mutable ones."""
+    if nx.is_frozen(graph):
+        cached = _TABLES.get(graph)
+        if cached is not None:
+            return cached
+    nodes, _, _ = _raw(graph)
+    where = {tuple(int(x) for x in a["pos"]): v for v, a in nodes.items() if a.get("kind") == OBSERVED}
+    if not where:
+        raise MaskError("the graph has no observed nodes")
+    latent = [a for a in nodes.values() if a["kind"] == LATENT]
+    t = _Tables(
+        where=where,
+        shape=(max(r for r, _ in where) + 1, max(c for _, c in where) + 1),
+        observed=frozenset(where.values()),
+        dim={v: int(a["dim"]) for v, a in nodes.items()},
+        noise_dim={v: int(a["noise_dim"]) for v, a in nodes.items()},
+        levels=MappingProxyType({v: int(a["level"]) for v, a in nodes.items()}),
+        noise_latent_total=int(sum(a["noise_dim"] for a in latent)),
+        max_latent_level=int(max((a["level"] for a in latent), default=0)),
+    )
+    if nx.is_frozen(graph):
+        _TABLES[graph] = t
+    return t
+
+
 def _masked_ids(graph: nx.DiGraph, mask: Mask | np.ndarray | Collection[str]) -> set[str]:
     """The masked observed ids of ``mask``, validated against ``graph``."""
-    nodes = graph.nodes
+    nodes, _, _ = _raw(graph)
     if isinstance(mask, np.ndarray):
         mask = Mask(mask)
     if isinstance(mask, Mask):
-        where = {tuple(a["pos"]): v for v, a in nodes(data=True) if a.get("kind") == OBSERVED}
-        if not where:
-            raise MaskError("the graph has no observed nodes")
-        h = max(r for r, _ in where) + 1
-        w = max(c for _, c in where) + 1
-        if mask.shape != (h, w):
-            raise MaskError(f"mask is {mask.shape[0]}x{mask.shape[1]} but the image is {h}x{w}")
-        return {where[(int(r), int(c))] for r, c in zip(*np.nonzero(mask.grid), strict=True)}
+        t = _tables(graph)
+        if mask.shape != t.shape:
+            raise MaskError(f"mask is {mask.shape[0]}x{mask.shape[1]} but the image is {t.shape[0]}x{t.shape[1]}")
+        rows, cols = np.nonzero(mask.grid)
+        return set(map(t.where.__getitem__, zip(rows.tolist(), cols.tolist(), strict=True)))
     if isinstance(mask, str) or not isinstance(mask, Iterable):
         raise MaskError(f"a mask must be a Mask or a collection of observed node ids, got {type(mask).__name__}")
     masked = set()
@@ -210,7 +305,7 @@ def _masked_ids(graph: nx.DiGraph, mask: Mask | np.ndarray | Collection[str]) ->
         masked.add(v)
     if not masked:
         raise MaskError("mask is empty: mask at least one pixel")
-    n_obs = sum(1 for _, k in nodes(data="kind") if k == OBSERVED)
+    n_obs = sum(1 for a in nodes.values() if a.get("kind") == OBSERVED)
     if len(masked) == n_obs:
         raise MaskError("mask is full: leave at least one pixel visible")
     return masked
@@ -241,44 +336,30 @@ def locate(graph: nx.DiGraph, mask: Mask | np.ndarray | Collection[str]) -> Shar
     ('z_1_0_0',)
     """
     masked = _masked_ids(graph, mask)
-    attrs = graph.nodes
-    observed = [v for v, k in attrs(data="kind") if k == OBSERVED]
-    visible = set(observed) - masked
+    t = _tables(graph)
+    _, _, succ = _raw(graph)
+    visible = t.observed - masked
     info_m, info_v = info(graph, masked), info(graph, visible)
     # Observed nodes have no descendants, so each lies in exactly one side's info: CA holds latents only.
     shared = info_m & info_v
-    succ = graph.succ
-    c = {z for z in shared if not any(ch in shared for ch in succ[z])}
+    c = {z for z in shared if shared.isdisjoint(succ[z])}
     s_m, s_mc = info_m - shared, info_v - shared
 
-    roles: dict[str, str] = {}
-    for v in attrs:
-        if v in c:
-            roles[v] = "c"
-        elif v in shared:
-            roles[v] = "shared"
-        elif v in s_m:
-            roles[v] = "private_masked"
-        elif v in s_mc:
-            roles[v] = "private_visible"
-        else:
-            roles[v] = "detached"
-    latent_levels = [a["level"] for _, a in attrs(data=True) if a["kind"] == LATENT]
+    noise = t.noise_dim.__getitem__
     return SharedLatents(
-        masked=tuple(sorted(masked)),
-        visible=tuple(sorted(visible)),
-        shared=tuple(sorted(shared)),
-        c=tuple(sorted(c)),
-        s_m=tuple(sorted(s_m)),
-        s_mc=tuple(sorted(s_mc)),
-        dim_c=int(sum(attrs[v]["dim"] for v in c)),
-        noise_shared=int(sum(attrs[v]["noise_dim"] for v in shared)),
-        noise_private_masked=int(sum(attrs[v]["noise_dim"] for v in s_m)),
-        noise_private_visible=int(sum(attrs[v]["noise_dim"] for v in s_mc)),
-        noise_latent_total=int(sum(a["noise_dim"] for _, a in attrs(data=True) if a["kind"] == LATENT)),
-        max_latent_level=int(max(latent_levels, default=0)),
-        levels=MappingProxyType({v: int(a["level"]) for v, a in attrs(data=True)}),
-        roles=MappingProxyType(roles),
+        masked_set=frozenset(masked),
+        visible_set=visible,
+        shared_set=frozenset(shared),
+        c_set=frozenset(c),
+        s_m_set=frozenset(s_m),
+        s_mc_set=frozenset(s_mc),
+        dim_c=sum(map(t.dim.__getitem__, c)),
+        noise_shared=sum(map(noise, shared)),
+        noise_private_masked=sum(map(noise, s_m)),
+        noise_private_visible=sum(map(noise, s_mc)),
+        noise_latent_total=t.noise_latent_total,
+        max_latent_level=t.max_latent_level,
+        levels=t.levels,
     )
 
 

@@ -339,3 +339,15 @@ def test_many_mask_index_is_reusable_and_levels_count():
 def test_many_mask_engine_rejects_bad_masks(masks, message):
     with pytest.raises(MaskError, match=message):
         locate_many(grid_hierarchy(depth=2, branching=2), masks)
+
+
+def test_a_mutable_graph_is_read_afresh_on_every_call():
+    # Per-graph tables are cached only for frozen graphs; a thawed graph may change between calls.
+    g = nx.DiGraph(worked_tree())
+    assert locate(g, ["x1"]).dim_c == 2
+    g.nodes["z2"]["dim"] = 7  # not a valid graph any more, but locate must not answer from a stale table
+    assert locate(g, ["x1"]).dim_c == 7
+    frozen = worked_tree()
+    assert locate(frozen, ["x1"]).levels is locate(frozen, ["x1"]).levels  # shared, read-only
+    with pytest.raises(TypeError):
+        locate(frozen, ["x1"]).levels["z1"] = 5
