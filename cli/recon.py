@@ -15,7 +15,7 @@ def recon(
     run: Annotated[Path, typer.Option(help="Run folder written by 'hlvm train' (holds checkpoint.pt).")],
     data: Annotated[str, typer.Option(help="imagefolder:PATH of validation images (evaluation transforms).")],
     out: Annotated[Path, typer.Option(help="Output folder: recon.json, reconstructions.png, attention.png.")],
-    mask_ratio: Annotated[Optional[float], typer.Option(help="Mask ratio of the random evaluation masks; default: the run's.")] = None,
+    mask_ratio: Annotated[Optional[float], typer.Option(help="Mask ratio of the random evaluation masks; 0 reconstructs without masking (Kong et al. Fig. 5); default: the run's.")] = None,
     n_images: Annotated[int, typer.Option(help="Measure the first N images of the folder.")] = 64,
     n_saved: Annotated[int, typer.Option(help="Images drawn in the saved figures.")] = 8,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,

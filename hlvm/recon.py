@@ -156,6 +156,10 @@ def reconstruct(
 ) -> Reconstruction:
     """Run ``model`` on ``imgs`` ``(N, C, H, W)`` under a random whole-unit mask drawn from ``generator``.
 
+    ``mask_ratio=0`` reconstructs without masking (Kong et al.'s Figure 5:
+    "using the validation set without masking"); ``mse_masked`` is then the
+    whole-image MSE.
+
     ``normalized``: ``imgs`` carry :mod:`hlvm.data`'s normalisation (undone
     for the returned pixel images); otherwise they are already in [0, 1].
     """
@@ -164,24 +168,50 @@ def reconstruct(
 
     cfg = model.cfg
     p, c = cfg.patch_size, cfg.in_chans
-    out = model(imgs, mask_ratio=mask_ratio, generator=generator)
-    pred = out.pred.float()  # (N, L, p*p*C)
+    if mask_ratio == 0:
+        pred, token_mask, features = _reconstruct_unmasked(model, imgs)
+    else:
+        out = model(imgs, mask_ratio=mask_ratio, generator=generator)
+        pred, token_mask, features = out.pred.float(), out.mask.float(), out.features.float()
     if cfg.norm_pix_loss:
         target = patchify(imgs.float(), p)  # (N, L, p*p*C)
         mean = target.mean(dim=-1, keepdim=True)
         var = target.var(dim=-1, keepdim=True)
         pred = pred * (var + 1.0e-6) ** 0.5 + mean
     recon = unpatchify(pred, p, cfg.token_grid, c)  # (N, C, H, W)
-    tok = out.mask.float().reshape(imgs.shape[0], *cfg.token_grid)  # (N, h, w)
+    tok = token_mask.reshape(imgs.shape[0], *cfg.token_grid)  # (N, h, w)
     pix = tok.repeat_interleave(p, dim=1).repeat_interleave(p, dim=2)[:, None]  # (N, 1, H, W)
     to_pixels = (lambda t: denormalize(t, c)) if normalized else (lambda t: t)
     original = to_pixels(imgs.float()).clamp(0, 1)
     recon = to_pixels(recon).clamp(0, 1)
+    if mask_ratio == 0:
+        # Nothing masked: every pixel is predicted, and the "masked" pixels are all of them.
+        pasted, masked = recon, original
+        per_pixel = ((recon - original) ** 2).sum(dim=1, keepdim=True)  # (N, 1, H, W)
+        mse_masked = per_pixel.mean(dim=(1, 2, 3)) / c
+        return Reconstruction(original, masked, pasted, pix, mse_masked, features)
     pasted = original * (1 - pix) + recon * pix
     masked = original * (1 - pix)
     per_pixel = ((pasted - original) ** 2).sum(dim=1, keepdim=True)  # (N, 1, H, W)
     mse_masked = (per_pixel * pix).sum(dim=(1, 2, 3)) / (pix.sum(dim=(1, 2, 3)) * c)
-    return Reconstruction(original, masked, pasted, pix, mse_masked, out.features.float())
+    return Reconstruction(original, masked, pasted, pix, mse_masked, features)
+
+
+def _reconstruct_unmasked(model: nn.Module, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Kong et al.'s Figure 5 protocol: encode every token, decode every token, nothing masked.
+
+    MAE's decoder appends one mask token per missing token; with none missing
+    it decodes the full encoder output in place (``ids_restore`` the identity).
+    A bottleneck decoder only predicts masked positions, so it has no
+    unmasked reconstruction: :class:`ConfigError`.
+    """
+    if not hasattr(model, "forward_features") or getattr(model.cfg, "bottleneck", None) is not None:
+        raise ConfigError("mask ratio 0 (no masking) needs a ViT MAE without a bottleneck; give a ratio in (0, 1)")
+    latent = model.forward_features(imgs)  # (N, 1+L, D)
+    n, length = imgs.shape[0], model.cfg.num_tokens
+    ids_restore = torch.arange(length, device=imgs.device).expand(n, -1)  # (N, L) identity
+    pred = model.forward_decoder(latent, ids_restore).float()  # (N, L, p*p*C)
+    return pred, torch.zeros(n, length), latent[:, 1:].mean(1).float()
 
 
 @torch.no_grad()
@@ -225,7 +255,7 @@ class ReconConfig:
     run: str
     data: str
     out: str
-    mask_ratio: float | None = None  # None: the run's training mask ratio
+    mask_ratio: float | None = None  # None: the run's training mask ratio; 0: no masking (Kong et al. Fig. 5)
     n_images: int = 64
     n_saved: int = 8
     batch_size: int = 32
@@ -235,9 +265,9 @@ class ReconConfig:
 
     def __post_init__(self) -> None:
         if self.mask_ratio is not None and not (
-            isinstance(self.mask_ratio, int | float) and math.isfinite(self.mask_ratio) and 0 < self.mask_ratio < 1
+            isinstance(self.mask_ratio, int | float) and math.isfinite(self.mask_ratio) and 0 <= self.mask_ratio < 1
         ):
-            raise ConfigError(f"mask ratio must be in (0, 1), got {self.mask_ratio!r}")
+            raise ConfigError(f"mask ratio must be 0 (no masking) or in (0, 1), got {self.mask_ratio!r}")
         for name in ("n_images", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -304,7 +334,8 @@ def run_recon(cfg: ReconConfig, progress: bool = True) -> dict[str, Any]:
     ratio = cfg.mask_ratio if cfg.mask_ratio is not None else float(tcfg.mask_ratio)
     from hlvm.masks import num_masked
 
-    num_masked(mcfg.num_units, ratio)  # MaskError now, not mid-run
+    if ratio != 0:
+        num_masked(mcfg.num_units, ratio)  # MaskError now, not mid-run
     ds = eval_dataset(root, mcfg.img_hw[0], mcfg.in_chans)
     n = min(cfg.n_images, len(ds))
     loader = DataLoader(Subset(ds, list(range(n))), batch_size=cfg.batch_size, shuffle=False)

@@ -167,3 +167,21 @@ def test_reconstruct_keeps_visible_pixels_and_masks_whole_units(norm_pix):
     # Same generator seed, same masks.
     again = reconstruct(model, imgs, 0.5, torch.Generator().manual_seed(0))
     assert torch.equal(again.pixel_mask, rec.pixel_mask)
+
+
+def test_unmasked_reconstruction_predicts_every_pixel():
+    from hlvm.models import build_model
+    from hlvm.recon import reconstruct
+
+    model = _small_vit()
+    imgs = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3)).clamp(-2, 2)
+    rec = reconstruct(model, imgs, 0, torch.Generator().manual_seed(0))
+    assert torch.all(rec.pixel_mask == 0) and torch.equal(rec.masked, rec.original)
+    torch.testing.assert_close(mse(rec.reconstruction, rec.original).float(), rec.mse_masked)
+    assert not torch.allclose(rec.reconstruction, rec.original)  # an untrained decoder: a real prediction, not a copy
+    # Per image: image 0 alone gives the same reconstruction as inside the batch.
+    alone = reconstruct(model, imgs[:1], 0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(alone.reconstruction, rec.reconstruction[:1], atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="no masking"):
+        reconstruct(build_model(model.cfg.__class__(**{**model.cfg.to_dict(), "bottleneck": 4})), imgs, 0,
+                    torch.Generator())
