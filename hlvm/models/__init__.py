@@ -10,12 +10,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .base import MAE, MAEOutput, patchify, unpatchify
-from .checkpoint import load_official_checkpoint
 from .configs import MODEL_CONFIGS, MAEConfig, get_config
 from .masking import random_token_mask, resolve_mask
 from .mlp_mae import MLPMAE
-from .vit_mae import ViTMAE
+
+if TYPE_CHECKING:
+    from .checkpoint import load_official_checkpoint
+    from .vit_mae import ViTMAE
 
 __all__ = [
     "MAE",
@@ -34,10 +38,27 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    # timm takes seconds to import; the MLP path (and DDP worker processes using it) never needs it.
+    if name == "ViTMAE":
+        from .vit_mae import ViTMAE
+
+        return ViTMAE
+    if name == "load_official_checkpoint":
+        from .checkpoint import load_official_checkpoint
+
+        return load_official_checkpoint
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def build_model(cfg: MAEConfig | str) -> MAE:
     """The model a config (or a config name) describes, freshly initialised."""
     if isinstance(cfg, str):
         cfg = get_config(cfg)
     if not isinstance(cfg, MAEConfig):
         raise TypeError(f"build_model takes an MAEConfig or a config name, got {type(cfg).__name__}")
-    return ViTMAE(cfg) if cfg.arch == "vit" else MLPMAE(cfg)
+    if cfg.arch == "mlp":
+        return MLPMAE(cfg)
+    from .vit_mae import ViTMAE
+
+    return ViTMAE(cfg)
