@@ -253,7 +253,9 @@ class _Tables:
 
 
 # Frozen graphs cannot change their nodes or edges, so their tables are built
-# once; the weak keys let a graph and its tables be collected together.
+# once; their node attributes are taken as fixed too (networkx cannot freeze
+# those dicts: edit a thawed copy instead). The weak keys let a graph and its
+# tables be collected together.
 _TABLES: weakref.WeakKeyDictionary[nx.DiGraph, _Tables] = weakref.WeakKeyDictionary()
 
 
