@@ -421,3 +421,57 @@ def test_mlp_and_vit_configs_build_their_classes():
     assert isinstance(build_model("mlp"), MLPMAE)
     assert isinstance(build_model(tiny_vit()), ViTMAE)
     assert math.isclose(MODEL_CONFIGS["mlp"].mlp_ratio, 4.0)
+
+
+# ----------------------------------------------------------------------------- the theory's encoder
+
+
+@pytest.mark.slow  # ~10 s of training per mask on one free core; minutes on a loaded machine
+@pytest.mark.parametrize("less_one", [False, True], ids=["quadrant", "quadrant_less_one"])
+def test_mlp_bottleneck_of_dim_c_recovers_the_shared_noise_and_nothing_private(less_one):
+    """THEORY.md Theorem 2 on a depth-2 grid hierarchy (4x4 pixels), one fixed mask.
+
+    A quadrant masked puts ``c`` at the root; leaving one of its pixels
+    visible puts ``c`` at that pixel's parent. A ``dim_c``-wide MLP code must
+    carry ``CA``'s noise (held-out nonlinear R^2 > 0.9) and neither side's
+    private noise (R^2 < 0.1).
+    """
+    from hlvm.graphs import GridSpec
+    from hlvm.locate import locate
+    from hlvm.metrics import r2_best
+    from hlvm.simulate import SimulateConfig, Simulator
+
+    torch.manual_seed(0)
+    sim = Simulator.from_config(SimulateConfig(grid=GridSpec(depth=2)))
+    chans, side, _ = sim.image_shape
+    grid = np.zeros((side, side), dtype=bool)
+    grid[:2, :2] = True
+    if less_one:
+        grid[1, 1] = False
+    mask = Mask(grid)
+    shared = locate(sim.graph, mask)
+    assert shared.c == (("z_1_0_0",) if less_one else ("z_0_0_0",))
+    train, test = sim.sample(8000, np.random.default_rng(1)), sim.sample(1000, np.random.default_rng(2))
+    x, xt = (torch.tensor(d.images, dtype=torch.float32) for d in (train, test))
+    mean, std = x.mean((0, 2, 3), keepdim=True), x.std((0, 2, 3), keepdim=True)
+    x, xt = (x - mean) / std, (xt - mean) / std
+    cfg = get_config(
+        "mlp", img_size=side, in_chans=chans, bottleneck=shared.dim_c, mlp_hidden=(128, 128), mlp_decoder_hidden=(128, 128)
+    )
+    model = build_model(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(800):
+        loss = model(x[torch.randint(0, len(x), (256,), generator=gen)], mask=mask).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        code = model.encode(xt, mask).numpy()
+
+    def r2(nodes):
+        return float(np.mean(r2_best(code, np.concatenate([test.noise(v) for v in nodes], 1), random_state=0)))
+
+    assert r2(shared.shared) > 0.9
+    assert r2(shared.s_m) < 0.1
+    assert r2(shared.s_mc) < 0.1
