@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -57,7 +57,7 @@ __all__ = [
 SAMPLE_BLOCK = 1024
 #: Samples per unit of computation (divides SAMPLE_BLOCK): small enough that a
 #: block's buffers stay in cache, large enough that numpy's per-call cost is small.
-COMPUTE_BLOCK = 256
+COMPUTE_BLOCK = 128
 #: Blocks per chunk written to disk at once (memory, not bytes: any value gives the same files).
 CHUNK_BLOCKS = 16
 DTYPES = ("float32", "float64")
@@ -424,41 +424,61 @@ class Simulator:
         else:
             images[...] = pix.transpose(2, 0, 1).reshape(b, c, h, w)
 
-    def forward(
-        self, noises: np.ndarray, *, images: np.ndarray | None = None, latents: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Images ``(N, C, H, W)`` and latents ``(N, Dz)`` made from ``noises`` ``(N, De)``.
+    def _run(
+        self,
+        noises: np.ndarray,
+        images: np.ndarray,
+        latents: np.ndarray,
+        block_rngs: Callable[[int], np.random.Generator] | None = None,
+    ) -> None:
+        """Fill ``images`` and ``latents`` (and, with ``block_rngs``, ``noises``) block by block.
 
-        Works in blocks of :data:`COMPUTE_BLOCK` samples (cache-sized; each
-        block is computed alone, so a sample's bytes do not depend on how the
-        run is chunked or threaded), spread over :attr:`threads` threads.
-        ``images`` / ``latents`` may be given to write into (any float dtype).
+        Threads take whole :data:`SAMPLE_BLOCK` blocks, every ``threads``-th
+        one, each with its own buffers; numpy drops the GIL inside matmul and
+        ufuncs, so they run in parallel. With ``block_rngs``, block ``k``'s
+        noise is drawn from ``block_rngs(k)`` inside the thread, just before
+        it is used. Within a block, :data:`COMPUTE_BLOCK`-sample pieces run
+        one after another. Every piece is computed alone, so a sample's bytes
+        depend neither on the thread count nor on how a run is chunked.
         """
-        noises = np.asarray(noises, dtype=np.float64)
         n = len(noises)
-        if noises.ndim != 2 or noises.shape[1] != self._de:
-            raise ValueError(f"noises must be (N, {self._de}), got {noises.shape}")
-        if images is None:
-            images = np.empty((n, *self.image_shape))
-        if latents is None:
-            latents = np.empty((n, self._dz))
-        starts = list(range(0, n, COMPUTE_BLOCK))
+        starts = list(range(0, n, SAMPLE_BLOCK))
         threads = max(1, min(self.threads, len(starts)))
 
         def run(part: list[int]) -> None:
             ws = _Workspace(self, min(COMPUTE_BLOCK, n))
             for s in part:
-                e = min(s + COMPUTE_BLOCK, n)
-                self._forward_block(ws, noises[s:e], images[s:e], latents[s:e])
+                e = min(s + SAMPLE_BLOCK, n)
+                if block_rngs is not None:
+                    noises[s:e] = self.draw_noise(e - s, block_rngs(s // SAMPLE_BLOCK))
+                for cs in range(s, e, COMPUTE_BLOCK):
+                    ce = min(cs + COMPUTE_BLOCK, e)
+                    self._forward_block(ws, noises[cs:ce], images[cs:ce], latents[cs:ce])
 
-        # Each thread takes every `threads`-th block with its own buffers;
-        # numpy drops the GIL inside matmul and ufuncs, so they run in parallel.
         parts = [starts[i::threads] for i in range(threads)]
         if threads > 1:
             with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(run, parts))
         else:
             run(parts[0])
+
+    def _empty(self, n: int, dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return np.empty((n, *self.image_shape), dtype), np.empty((n, self._dz), dtype), np.empty((n, self._de))
+
+    def forward(
+        self, noises: np.ndarray, *, images: np.ndarray | None = None, latents: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Images ``(N, C, H, W)`` and latents ``(N, Dz)`` made from ``noises`` ``(N, De)``.
+
+        ``images`` / ``latents`` may be given to write into (any float dtype).
+        """
+        noises = np.asarray(noises, dtype=np.float64)
+        n = len(noises)
+        if noises.ndim != 2 or noises.shape[1] != self._de:
+            raise ValueError(f"noises must be (N, {self._de}), got {noises.shape}")
+        images = np.empty((n, *self.image_shape)) if images is None else images
+        latents = np.empty((n, self._dz)) if latents is None else latents
+        self._run(noises, images, latents)
         return images, latents
 
     def transform(self, noises: np.ndarray) -> Dataset:
@@ -468,14 +488,35 @@ class Simulator:
         return Dataset(images, latents, noises, self.graph, self.index, self.config)
 
     def sample(self, n: int, rng: np.random.Generator) -> Dataset:
-        """``n`` fresh samples (float64, in memory) with noise drawn from ``rng``."""
+        """``n`` fresh samples (float64, in memory) with noise from ``rng``.
+
+        Block ``k`` of :data:`SAMPLE_BLOCK` samples draws its noise from the
+        ``k``-th child of ``rng.spawn``, so the threads draw in parallel and
+        the result depends on ``rng``'s state only.
+        """
         if not _is_int(n) or n < 1:
             raise ConfigError(f"n must be an integer >= 1, got {n!r}")
-        return self.transform(self.draw_noise(int(n), rng))
+        n = int(n)
+        children = rng.spawn(-(-n // SAMPLE_BLOCK))
+        images, latents, noises = self._empty(n)
+        self._run(noises, images, latents, children.__getitem__)
+        return Dataset(images, latents, noises, self.graph, self.index, self.config)
 
-    def sample_seeded(self, seed: int, start: int, stop: int) -> Dataset:
-        """Samples ``[start, stop)`` of the seeded stream that :func:`simulate_to_dir` writes (float64)."""
-        return self.transform(self.seeded_noise(seed, start, stop))
+    def sample_seeded(
+        self, seed: int, start: int, stop: int, *, dtype: Any = np.float64
+    ) -> Dataset:
+        """Samples ``[start, stop)`` of the seeded stream that :func:`simulate_to_dir` writes.
+
+        ``start`` must be a multiple of :data:`SAMPLE_BLOCK`. Images and
+        latents come in ``dtype`` (cast from the float64 computation), noises
+        in float64.
+        """
+        if start % SAMPLE_BLOCK:
+            raise ValueError(f"start must be a multiple of {SAMPLE_BLOCK}, got {start}")
+        first = start // SAMPLE_BLOCK
+        images, latents, noises = self._empty(stop - start, dtype)
+        self._run(noises, images, latents, lambda k: block_rng(seed, first + k))
+        return Dataset(images, latents, noises, self.graph, self.index, self.config)
 
 
 def simulate(cfg: SimulateConfig) -> Dataset:
@@ -538,11 +579,9 @@ def simulate_to_dir(
         try:
             with _progress(progress, n) as advance:
                 for s, e in _chunks(n, chunk):
-                    noises = sim.seeded_noise(cfg.seed, s, e)  # (B, De) float64
-                    images = np.empty((e - s, c, h, w), dtype=dtype)
-                    latents = np.empty((e - s, dz), dtype=dtype)
-                    sim.forward(noises, images=images, latents=latents)
-                    for key, arr in (("images", images), ("latents", latents), ("noises", noises.astype(dtype))):
+                    part = sim.sample_seeded(cfg.seed, s, e, dtype=dtype)
+                    arrays = (("images", part.images), ("latents", part.latents), ("noises", part.noises.astype(dtype)))
+                    for key, arr in arrays:
                         f = files[key]
                         f.seek(offsets[key] + s * arr[0].nbytes)
                         arr.tofile(f)

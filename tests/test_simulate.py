@@ -205,6 +205,17 @@ def test_threads_do_not_change_the_bytes(default_sim):
     assert all(np.array_equal(a, b) for a, b in zip(one, two))
 
 
+def test_sampled_bytes_do_not_depend_on_threads(default_sim):
+    default_sim.threads = 1
+    one = default_sim.sample(2100, np.random.default_rng(9))
+    default_sim.threads = 2
+    two = default_sim.sample(2100, np.random.default_rng(9))
+    for name in ("images", "latents", "noises"):
+        assert np.array_equal(getattr(one, name), getattr(two, name)), name
+    # And the sample is its own noise replayed.
+    assert np.array_equal(default_sim.transform(two.noises).images, two.images)
+
+
 def test_sampling_is_deterministic_in_the_generator(default_sim):
     a = default_sim.sample(50, np.random.default_rng(11))
     b = default_sim.sample(50, np.random.default_rng(11))
@@ -342,7 +353,7 @@ def test_existing_output_needs_overwrite(tmp_path):
 @pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
 def test_a_failure_midway_leaves_no_folder(tmp_path, monkeypatch, error):
     calls = {"n": 0}
-    real = Simulator.forward
+    real = Simulator.sample_seeded
 
     def failing(self, *a, **k):
         calls["n"] += 1
@@ -350,7 +361,7 @@ def test_a_failure_midway_leaves_no_folder(tmp_path, monkeypatch, error):
             raise error("stop")
         return real(self, *a, **k)
 
-    monkeypatch.setattr(Simulator, "forward", failing)
+    monkeypatch.setattr(Simulator, "sample_seeded", failing)
     cfg = SimulateConfig(grid=GridSpec(depth=2), n=3000)
     with pytest.raises(error):
         simulate_to_dir(cfg, tmp_path / "out", progress=False, chunk_blocks=1)
