@@ -181,6 +181,8 @@ def test_encode_ignores_masked_pixels_and_features_equal_encode(kind):
         z = x.clone()
         z[:, :, torch.from_numpy(~m.grid.copy())] += 1.0  # visible pixels do reach the code
         assert not torch.allclose(c, model.encode(z, m), atol=1e-3)
+    with pytest.raises(MaskError, match="encode needs a mask"):
+        model.encode(x, None)
 
 
 @pytest.mark.parametrize(

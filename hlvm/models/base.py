@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from hlvm.errors import DataError
+from hlvm.errors import DataError, MaskError
+from hlvm.masks import Mask, num_masked
 
 from .configs import MAEConfig
 from .masking import random_token_mask, resolve_mask
@@ -83,10 +84,21 @@ class MAE(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """``(B, L)`` bool token mask: ``mask`` validated if given, else a random whole-unit mask."""
-        if mask is not None:
-            return resolve_mask(mask, self.cfg, imgs.shape[0], device=imgs.device)
-        tokens = random_token_mask(self.cfg, imgs.shape[0], mask_ratio, generator=generator, device=imgs.device)
-        return tokens.to(imgs.device)
+        return self._mask_and_keep(imgs, mask_ratio, mask, generator)[0]
+
+    def _mask_and_keep(
+        self, imgs: torch.Tensor, mask_ratio: float, mask: Any, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, int]:
+        """The token mask and its number of visible tokens, known on the host without a device sync."""
+        n_tokens = self.cfg.num_tokens
+        if mask is None:
+            tokens = random_token_mask(self.cfg, imgs.shape[0], mask_ratio, generator=generator, device=imgs.device)
+            per_unit = (self.cfg.mask_unit // self.cfg.patch_size) ** 2
+            return tokens.to(imgs.device), n_tokens - num_masked(self.cfg.num_units, mask_ratio) * per_unit
+        tokens = resolve_mask(mask, self.cfg, imgs.shape[0], device=imgs.device)
+        if isinstance(mask, Mask):
+            return tokens, n_tokens - int(mask.tokens(self.cfg.patch_size).sum())
+        return tokens, n_tokens - int(tokens[0].sum())
 
     def masked_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean squared error per token, averaged over masked tokens only (MAE's ``forward_loss``).
@@ -101,6 +113,12 @@ class MAE(nn.Module):
             target = (target - mean) / (var + 1.0e-6) ** 0.5
         per_token = ((pred.float() - target.float()) ** 2).mean(dim=-1)  # (B, L)
         return (per_token * mask).sum() / mask.sum()
+
+    def _encode_mask(self, imgs: torch.Tensor, mask: Any) -> tuple[torch.Tensor, int]:
+        # encode() is the theory's E(x_mc): it has no meaning without a mask, so none is drawn for it.
+        if mask is None:
+            raise MaskError("encode needs a mask (a hlvm.masks.Mask, unit or token mask); got None")
+        return self._mask_and_keep(imgs, 0.5, mask, None)
 
     def encode(self, imgs: torch.Tensor, mask: Any) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

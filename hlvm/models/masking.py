@@ -118,15 +118,17 @@ def resolve_mask(mask: Any, cfg: MAEConfig, batch: int, device: torch.device | s
     return tokens
 
 
-def shuffle_indices(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+def shuffle_indices(tokens: torch.Tensor, len_keep: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``(ids_shuffle, ids_restore, len_keep)`` for a ``(B, L)`` bool token mask with equal counts.
 
     ``ids_shuffle`` lists the visible tokens first (row-major), then the masked
     ones; ``ids_restore`` is its inverse permutation, so
     ``x_shuffled.gather(1, ids_restore)`` puts tokens back in place (MAE's
-    convention).
+    convention). Pass ``len_keep`` when it is known (a random mask's is fixed
+    by the config), to spare a device-to-host sync on GPU.
     """
     ids_shuffle = torch.argsort(tokens.to(torch.int8), dim=1, stable=True)  # (B, L) visible first
     ids_restore = torch.argsort(ids_shuffle, dim=1)  # (B, L)
-    len_keep = tokens.shape[1] - int(tokens[0].sum())
+    if len_keep is None:
+        len_keep = tokens.shape[1] - int(tokens[0].sum())
     return ids_shuffle, ids_restore, len_keep

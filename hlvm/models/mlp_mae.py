@@ -63,7 +63,7 @@ class MLPMAE(MAE):
     ) -> MAEOutput:
         """As :meth:`hlvm.models.ViTMAE.forward`; ``latent`` and ``features`` are the code (B, d)."""
         imgs = self._check_imgs(imgs)
-        tokens = self.token_mask(imgs, mask_ratio, mask, generator)  # (B, L) bool
+        tokens, len_keep = self._mask_and_keep(imgs, mask_ratio, mask, generator)  # (B, L) bool
         pix = self._pixel_mask(tokens)  # (B, H, W)
         code = self._encode(imgs, pix)  # (B, d)
         out = self.decoder(torch.cat([code, pix.flatten(1).to(code.dtype)], dim=1))  # (B, C*H*W)
@@ -71,11 +71,11 @@ class MLPMAE(MAE):
         pred = patchify(out.reshape(-1, c, h, w), self.cfg.patch_size)  # (B, L, p*p*C)
         mask_f = tokens.to(pred.dtype)
         loss = self.masked_loss(imgs, pred, mask_f)
-        _, ids_restore, _ = shuffle_indices(tokens)
+        _, ids_restore, _ = shuffle_indices(tokens, len_keep)
         return MAEOutput(loss=loss, pred=pred, mask=mask_f, ids_restore=ids_restore, latent=code, features=code)
 
     def encode(self, imgs: torch.Tensor, mask: Any) -> torch.Tensor:
         """The code ``c_hat`` (B, d) of the visible pixels of ``imgs`` under ``mask``."""
         imgs = self._check_imgs(imgs)
-        tokens = self.token_mask(imgs, mask=mask)
+        tokens, _ = self._encode_mask(imgs, mask)
         return self._encode(imgs, self._pixel_mask(tokens))

@@ -89,14 +89,16 @@ class ViTMAE(MAE):
                 nn.init.constant_(m.bias, 0)
 
     # -- encoder
-    def forward_encoder(self, imgs: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward_encoder(
+        self, imgs: torch.Tensor, tokens: torch.Tensor, len_keep: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encode the visible tokens of ``imgs`` under the ``(B, L)`` bool token mask.
 
         Returns ``(latent (B, 1+L_vis, D), ids_shuffle (B, L), ids_restore (B, L))``.
         """
         x = self.patch_embed(imgs)  # (B, L, D)
         x = x + self.pos_embed[:, 1:, :]
-        ids_shuffle, ids_restore, len_keep = shuffle_indices(tokens)
+        ids_shuffle, ids_restore, len_keep = shuffle_indices(tokens, len_keep)
         ids_keep = ids_shuffle[:, :len_keep]  # (B, L_vis)
         x = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # (B, L_vis, D)
         cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)  # (B, 1, D)
@@ -161,11 +163,11 @@ class ViTMAE(MAE):
         ``generator``.
         """
         imgs = self._check_imgs(imgs)
-        tokens = self.token_mask(imgs, mask_ratio, mask, generator)  # (B, L) bool
-        latent, ids_shuffle, ids_restore = self.forward_encoder(imgs, tokens)
+        tokens, len_keep = self._mask_and_keep(imgs, mask_ratio, mask, generator)  # (B, L) bool
+        latent, ids_shuffle, ids_restore = self.forward_encoder(imgs, tokens, len_keep)
         code = self._code(latent)  # (B, d) or (B, D)
         if self.cfg.bottleneck is not None:
-            pred = self.forward_bottleneck_decoder(code, ids_shuffle, tokens.shape[1] - int(tokens[0].sum()))
+            pred = self.forward_bottleneck_decoder(code, ids_shuffle, len_keep)
             latent = code
         else:
             pred = self.forward_decoder(latent, ids_restore)
@@ -181,13 +183,13 @@ class ViTMAE(MAE):
         ``mask`` takes the forms :meth:`forward` accepts.
         """
         imgs = self._check_imgs(imgs)
-        tokens = self.token_mask(imgs, mask=mask)
-        latent, _, _ = self.forward_encoder(imgs, tokens)
+        tokens, len_keep = self._encode_mask(imgs, mask)
+        latent, _, _ = self.forward_encoder(imgs, tokens, len_keep)
         return self._code(latent)
 
     def forward_features(self, imgs: torch.Tensor) -> torch.Tensor:
         """Encoder output with nothing masked, ``(B, 1+L, D)``, class token first (for probing)."""
         imgs = self._check_imgs(imgs)
         tokens = torch.zeros(imgs.shape[0], self.cfg.num_tokens, dtype=torch.bool, device=imgs.device)
-        latent, _, _ = self.forward_encoder(imgs, tokens)
+        latent, _, _ = self.forward_encoder(imgs, tokens, self.cfg.num_tokens)
         return latent
