@@ -28,7 +28,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -633,6 +633,9 @@ def load_dataset(path: str | os.PathLike[str], mmap: bool = True) -> Dataset:
         config = SimulateConfig.from_dict(config_data)
     except HlvmError as e:
         raise DataError(f"{path}: {e}") from None
+    if config.graph is not None:
+        # The user's graph file may have moved since; the folder keeps its own copy.
+        config = replace(config, graph=str(path / "graph.json"))
     columns = ColumnIndex.from_json(index)
     mode = "r" if mmap else None
     try:

@@ -336,6 +336,10 @@ def test_a_user_graph_file_drives_the_simulation(tmp_path):
     data = load_dataset(simulate_to_dir(cfg, tmp_path / "out", progress=False))
     assert data.images.shape == (40, 8, 2, 2)
     assert set(data.index.latents) == {"a", "b", "c", "d"}
+    # The loaded config points at the folder's own copy of the graph, so it rebuilds without the original.
+    (tmp_path / "g.json").unlink()
+    replay = Simulator.from_config(data.config).sample_seeded(cfg.seed, 0, 40)
+    assert np.array_equal(replay.images.astype(np.float32), data.images)
 
 
 def test_existing_output_needs_overwrite(tmp_path):
