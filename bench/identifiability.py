@@ -1,0 +1,205 @@
+"""The identifiability check that justifies the model (issue 4, THEORY.md Theorem 2).
+
+On the depth-3 grid hierarchy (8x8 images, 5 channels) and two fixed masks,
+
+- ``quadrant``: the top-left 4x4 quadrant masked, where Algorithm 1 puts
+  ``c`` at the root (``dim_c = 2``);
+- ``quadrant_less_one``: the same quadrant with pixel (3, 3) left visible,
+  where ``c`` is that pixel's parent ``z_2_1_1`` (``dim_c = 4``),
+
+a bottleneck MAE with ``d = dim_c`` is trained on fresh online samples with
+that one mask (CPU, minutes), and the code ``c_hat = encode(x, mask)`` of
+held-out samples is probed with ``hlvm.metrics.r2_best`` (max of held-out
+linear and RBF kernel ridge R^2) against
+
+- the noises of ``CA`` (Theorem 2: recoverable, R^2 > 0.9 expected),
+- the noises private to the masked side ``s_m`` (independent of the visible
+  part: R^2 < 0.1 for any encoder),
+- the noises private to the visible side ``s_mc`` (absent from a ``dim_c``-wide
+  code: R^2 < 0.1 expected).
+
+Pixel noises count as noises here (a pixel's own ``eps``), so ``s_m`` and
+``s_mc`` include them. Run: ``python bench/identifiability.py [--arch mlp|vit]
+[--steps N]``; it prints one row per (mask, group) with the raw numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+GRID = {"depth": 3}
+VISIBLE_PIXEL = (3, 3)  # the pixel left visible in "quadrant_less_one"
+
+
+def masks() -> dict[str, np.ndarray]:
+    """The two fixed masks as ``(8, 8)`` bool grids (True = masked)."""
+    quadrant = np.zeros((8, 8), dtype=bool)
+    quadrant[:4, :4] = True
+    less_one = quadrant.copy()
+    less_one[VISIBLE_PIXEL] = False
+    return {"quadrant": quadrant, "quadrant_less_one": less_one}
+
+
+def expected_c(graph: Any, name: str) -> tuple[str, ...]:
+    """``c`` worked out by hand (THEORY.md's table, lifted to the grid) to check Algorithm 1 against."""
+    from hlvm import graphs
+
+    if name == "quadrant":
+        # Masked: all of z_1_0_0's block; visible: the other three. Only the root has both.
+        return ("z_0_0_0",)
+    # Pixel (3, 3) stays visible: its parent's block is mixed, and no child of the parent is a latent.
+    return tuple(graphs.parents(graph, graphs.observed_id(*VISIBLE_PIXEL)))
+
+
+def model_config(arch: str, dim_c: int) -> Any:
+    from hlvm.models import get_config
+
+    if arch == "mlp":
+        return get_config("mlp", img_size=8, in_chans=5, bottleneck=dim_c)
+    # Pixel tokens so that a one-pixel hole is expressible; the small synthetic ViT otherwise.
+    return get_config("vit_small_synth", img_size=8, in_chans=5, patch_size=1, mask_unit=1, bottleneck=dim_c)
+
+
+def check(
+    name: str,
+    *,
+    arch: str = "mlp",
+    steps: int = 3000,
+    batch_size: int = 256,
+    blr: float = 1e-3,
+    warmup: int = 100,
+    seed: int = 0,
+    n_eval: int = 4000,
+    root: Path,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train one bottleneck MAE for mask ``name`` and probe its code; returns raw numbers."""
+    import torch
+
+    from hlvm import graphs
+    from hlvm.graphs import GridSpec
+    from hlvm.locate import locate
+    from hlvm.masks import Mask
+    from hlvm.metrics import r2_best
+    from hlvm.simulate import SimulateConfig, Simulator
+    from hlvm.train import TrainConfig, load_run, train
+
+    sim_cfg = SimulateConfig(grid=GridSpec(**GRID), seed=seed)
+    spec_path = root / "simulate.json"
+    spec_path.write_text(sim_cfg.to_json())
+    sim = Simulator.from_config(sim_cfg)
+    graph = sim.graph
+    mask = Mask(masks()[name])
+    located = locate(graph, mask)
+    want = expected_c(graph, name)
+    if tuple(located.c) != want:
+        raise AssertionError(f"Algorithm 1 gives c = {located.c} for {name}, by hand {want}")
+
+    cfg = TrainConfig(
+        model=model_config(arch, located.dim_c),
+        data=f"online:{spec_path}",
+        mask=mask.to_spec(),
+        steps=steps,
+        batch_size=batch_size,
+        blr=blr,
+        warmup=warmup,
+        seed=seed,
+        ckpt_every=0,
+        log_every=max(1, steps // 20),
+        device="cpu",
+        out=str(root / f"{name}-{arch}"),
+    )
+    t0 = time.perf_counter()
+    run = train(cfg, progress=progress)
+    train_s = time.perf_counter() - t0
+    model, _ = load_run(run)
+    final_loss = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]["loss"]
+
+    # Held-out samples from a stream training never used.
+    data = sim.sample(n_eval, np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7, 7))))
+    with torch.no_grad():
+        x = torch.as_tensor(np.asarray(data.images), dtype=torch.float32)
+        code = torch.cat([model.encode(x[s : s + 1024], mask) for s in range(0, len(x), 1024)]).numpy()
+
+    groups = {"CA": located.shared, "s_m": located.s_m, "s_mc": located.s_mc}
+    result: dict[str, Any] = {
+        "mask": name,
+        "arch": arch,
+        "c": list(located.c),
+        "dim_c": located.dim_c,
+        "code_dim": int(code.shape[1]),
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": cfg.lr(),
+        "seed": seed,
+        "n_eval": n_eval,
+        "train_seconds": train_s,
+        "final_train_loss": final_loss,
+        "groups": {},
+    }
+    for group, nodes in groups.items():
+        cols = [data.noise(v) for v in nodes]
+        dims = [c.shape[1] for c in cols]
+        r2 = r2_best(code, np.concatenate(cols, axis=1), random_state=seed)
+        per_node = {}
+        start = 0
+        for v, d in zip(nodes, dims):
+            per_node[v] = float(np.mean(r2[start : start + d]))
+            start += d
+        result["groups"][group] = {
+            "n_nodes": len(nodes),
+            "n_dims": int(sum(dims)),
+            "r2_mean": float(np.mean(r2)),
+            "r2_min": float(np.min(r2)),
+            "r2_max": float(np.max(r2)),
+            "per_node": per_node if group == "CA" else {},
+        }
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", choices=["mlp", "vit"], default="mlp")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--blr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-eval", type=int, default=4000)
+    p.add_argument("--mask", choices=[*masks(), "both"], default="both")
+    p.add_argument("--json", action="store_true", help="print the raw results as JSON")
+    args = p.parse_args(argv)
+    names = list(masks()) if args.mask == "both" else [args.mask]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            results.append(
+                check(name, arch=args.arch, steps=args.steps, batch_size=args.batch_size, blr=args.blr,
+                      seed=args.seed, n_eval=args.n_eval, root=Path(tmp), progress=not args.json)
+            )
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"\nidentifiability check: depth-3 grid hierarchy, {args.arch} MAE with bottleneck d = dim_c, "
+          f"{args.steps} steps x batch {args.batch_size}, seed {args.seed}, {args.n_eval} held-out samples")
+    print(f"{'mask':<18} {'c':<10} {'dim_c':>5} {'group':<5} {'dims':>4} {'R2 mean':>8} {'R2 min':>8} {'R2 max':>8}  target")
+    for r in results:
+        for g, s in r["groups"].items():
+            target = "> 0.9" if g == "CA" else "< 0.1"
+            ok = (s["r2_mean"] > 0.9) if g == "CA" else (s["r2_mean"] < 0.1)
+            print(f"{r['mask']:<18} {','.join(r['c']):<10} {r['dim_c']:>5} {g:<5} {s['n_dims']:>4} "
+                  f"{s['r2_mean']:>8.3f} {s['r2_min']:>8.3f} {s['r2_max']:>8.3f}  {target} {'ok' if ok else 'FAIL'}")
+        ca = ", ".join(f"{v} {x:.3f}" for v, x in r["groups"]["CA"]["per_node"].items())
+        print(f"{'':<18} CA per node: {ca}; train {r['train_seconds']:.0f} s, final loss {r['final_train_loss']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
