@@ -36,6 +36,12 @@ app.command("evaluate")(_evaluate.evaluate)
 from hlvm.cli import simulate as _simulate  # noqa: E402
 
 app.command("simulate")(_simulate.simulate)
+from hlvm.cli import sweep as _sweep  # noqa: E402
+
+app.command("sweep")(_sweep.sweep)
+from hlvm.cli import report as _report  # noqa: E402
+
+app.command("report")(_report.report)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,0 +1,147 @@
+"""``hlvm sweep``: run (or resume) a grid of MAE trainings and measure what each recovers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hlvm.cli._common import console, err_console, user_errors
+
+
+def _floats(text: str, name: str) -> list[float]:
+    from hlvm.errors import ConfigError
+
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--{name} must be comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str, name: str) -> list[int]:
+    from hlvm.errors import ConfigError
+
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--{name} must be comma-separated integers, got {text!r}") from None
+
+
+def _bottlenecks(text: str) -> list[int | None]:
+    from hlvm.errors import ConfigError
+
+    out: list[int | None] = []
+    for x in text.split(","):
+        x = x.strip().lower()
+        if not x:
+            continue
+        if x in ("none", "null", "no"):
+            out.append(None)
+            continue
+        try:
+            out.append(int(x))
+        except ValueError:
+            raise ConfigError(f"--bottlenecks must be integers or 'none', got {x!r}") from None
+    return out
+
+
+def _words(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def sweep(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Study config JSON (SweepConfig fields); options below override it.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Results folder; an existing one is resumed. Default: results/ beside --config, else runs/sweep-<time>.")] = None,
+    ratios: Annotated[str | None, typer.Option(help="Mask ratios, comma-separated, e.g. 0.1,0.25,0.5,0.75,0.9.")] = None,
+    units: Annotated[str | None, typer.Option(help="Masking units in pixels, comma-separated, e.g. 1,2,4.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Training seeds, comma-separated.")] = None,
+    objectives: Annotated[str | None, typer.Option(help="Objectives, comma-separated: mae, umae, mmae.")] = None,
+    bottlenecks: Annotated[str | None, typer.Option(help="Bottleneck widths, comma-separated; 'none' for no bottleneck.")] = None,
+    mask_kinds: Annotated[str | None, typer.Option(help="Evaluation mask kinds, comma-separated: random, aligned.")] = None,
+    depth: Annotated[int | None, typer.Option(help="Latent levels of the grid hierarchy.")] = None,
+    branching: Annotated[int | None, typer.Option(help="Branching of the grid hierarchy.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model config name (mlp is the fast path; vit_small_synth).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps per point.")] = None,
+    batch: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
+    blr: Annotated[float | None, typer.Option(help="Base learning rate (lr = blr * batch / 256).")] = None,
+    n_train: Annotated[int | None, typer.Option(help="Simulated training samples.")] = None,
+    n_eval: Annotated[int | None, typer.Option(help="Held-out samples per evaluation.")] = None,
+    eval_masks: Annotated[int | None, typer.Option(help="Held-out masks per point and mask kind.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel worker processes (default: min(cores, points)).")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads per worker (default: cores // workers).")] = None,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write the report (hlvm report) when the sweep finishes.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Train an MAE per grid point (mask ratio x unit x seed x objective x bottleneck) and measure recovery.
+
+    Every finished point is appended to OUT/results.csv and results.jsonl at
+    once; re-running the same command resumes and skips finished points.
+    The theory's prediction for the grid goes to OUT/prediction.csv.
+    """
+    with user_errors():
+        import time
+
+        from hlvm.errors import ConfigError
+        from hlvm.io import new_run_dir
+        from hlvm.sweep import SweepConfig, load_sweep_config, run_sweep
+
+        base: dict[str, Any] = load_sweep_config(config).to_dict() if config is not None else SweepConfig().to_dict()
+        given = {
+            "mask_ratios": None if ratios is None else _floats(ratios, "ratios"),
+            "mask_units": None if units is None else _ints(units, "units"),
+            "seeds": None if seeds is None else _ints(seeds, "seeds"),
+            "objectives": None if objectives is None else _words(objectives),
+            "bottlenecks": None if bottlenecks is None else _bottlenecks(bottlenecks),
+            "mask_kinds": None if mask_kinds is None else _words(mask_kinds),
+            "model": model,
+            "steps": steps,
+            "batch": batch,
+            "blr": blr,
+            "n_train": n_train,
+            "n_eval": n_eval,
+            "eval_masks": eval_masks,
+        }
+        base.update({k: v for k, v in given.items() if v is not None})
+        graph = dict(base["graph"])
+        if depth is not None:
+            graph["depth"] = depth
+        if branching is not None:
+            graph["branching"] = branching
+        base["graph"] = graph
+        cfg = SweepConfig.from_dict(base)
+        if out is None:
+            out = config.parent / "results" if config is not None else new_run_dir("runs", "sweep")
+        if workers is not None and workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {workers}")
+
+        points = cfg.points()
+        console.print(
+            f"[bold]sweep[/] {len(points)} points ({len(cfg.mask_ratios)} ratios x {len(cfg.mask_units)} units x "
+            f"{len(cfg.seeds)} seeds x {len(cfg.objectives)} objectives x {len(cfg.bottlenecks)} bottlenecks"
+            f"{', less infeasible pairs' if cfg.infeasible() else ''}) -> {out}"
+        )
+        for why in cfg.infeasible():
+            console.print(f"  skipped: {why}", markup=False)
+        t0 = time.perf_counter()
+        try:
+            summary = run_sweep(cfg, out, workers=workers, threads=threads, progress=not quiet, console=console)
+        except KeyboardInterrupt:
+            err_console.print(
+                f"interrupted: every finished point is kept in {out}; run the same command again to resume", markup=False
+            )
+            raise typer.Exit(code=130) from None
+        console.print(
+            f"done: {summary.finished} points run, {summary.skipped} finished earlier, {summary.rows} rows appended, "
+            f"{time.perf_counter() - t0:.1f} s -> {out / 'results.csv'}"
+        )
+        if report:
+            from hlvm.report import build_report
+
+            from hlvm.report import summary_lines
+
+            path = build_report(out)
+            for line in summary_lines(path):
+                console.print(line, markup=False)
+            console.print(f"report: {path}")
+

@@ -1,0 +1,254 @@
+"""hlvm.sweep: the grid, append-only crash-safe storage, resume, parallel workers.
+
+The backend here is a stand-in (no simulation or training) so that the
+engine's guarantees are tested on their own and fast; the real backend has
+its own end-to-end test at the bottom.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from hlvm.errors import ConfigError, DataError
+from hlvm.sweep import ROW_COLUMNS, ResultsStore, SweepConfig, run_sweep
+
+NODES = [("z_0_0_0", 0, "shared"), ("z_1_0_0", 1, "c"), ("z_1_0_1", 1, "private_masked")]
+
+
+class FakeBackend:
+    """Rows from arithmetic on the point; logs every run_point call to a file (O_APPEND, any process)."""
+
+    def __init__(self, log: Path, fail_at: int | None = None, interrupt_at: int | None = None):
+        self.log, self.fail_at, self.interrupt_at = str(log), fail_at, interrupt_at
+
+    def prepare(self, cfg, out):
+        return {"prepared": True}
+
+    def _calls(self) -> int:
+        p = Path(self.log)
+        return len(p.read_text().splitlines()) if p.exists() else 0
+
+    def run_point(self, cfg, point, context):
+        assert context["prepared"]
+        n = self._calls()
+        if self.interrupt_at is not None and n == self.interrupt_at:
+            raise KeyboardInterrupt
+        if self.fail_at is not None and n == self.fail_at:
+            raise RuntimeError("boom")
+        with open(self.log, "a") as f:
+            f.write(point.point_id + "\n")
+        rows = []
+        for j in range(cfg.eval_masks):
+            for node, level, role in NODES:
+                r2 = round(point.mask_ratio * (level + 1) / (j + 2), 6)
+                rows.append({"mask_kind": "random", "mask_index": j, "node": node, "level": level, "role": role, "r2_noise": r2})
+        return rows
+
+    def predict(self, cfg, context):
+        return [{"mask_ratio": r, "mask_unit": u, "abstraction": r / u} for u in cfg.mask_units for r in cfg.mask_ratios]
+
+
+def small(**kw) -> SweepConfig:
+    base = dict(mask_ratios=[0.25, 0.5, 0.75], mask_units=[1, 2], seeds=[0, 1], graph={"depth": 2, "branching": 2},
+                eval_masks=2, n_train=100, n_eval=50, steps=5)
+    base.update(kw)
+    return SweepConfig(**base)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def row_keys(rows) -> list[tuple]:
+    return [(r["point_id"], str(r["mask_index"]), r["node"]) for r in rows]
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_grid_counts_and_skips_infeasible_pairs():
+    # 4x4 image: unit 2 gives 4 units; ratio 0.1 masks none of them, 0.9 all of them.
+    cfg = small(mask_ratios=[0.1, 0.5, 0.9], mask_units=[1, 2], seeds=[0])
+    pts = cfg.points()
+    assert sorted((p.mask_unit, p.mask_ratio) for p in pts) == [(1, 0.1), (1, 0.5), (1, 0.9), (2, 0.5)]
+    assert len(cfg.infeasible()) == 2 and all("unit 2" in s for s in cfg.infeasible())
+    assert len({p.point_id for p in pts}) == len(pts)
+
+
+def test_point_ids_depend_on_shared_settings_but_not_on_other_axis_values():
+    a, b, c = small(), small(mask_ratios=[0.5]), small(steps=6)
+    ida = {p.axes["mask_ratio"]: p.point_id for p in a.points() if p.mask_unit == 1 and p.seed == 0}
+    idb = {p.axes["mask_ratio"]: p.point_id for p in b.points() if p.mask_unit == 1 and p.seed == 0}
+    idc = {p.axes["mask_ratio"]: p.point_id for p in c.points() if p.mask_unit == 1 and p.seed == 0}
+    assert ida[0.5] == idb[0.5]
+    assert ida[0.5] != idc[0.5]
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(mask_ratios=[]), "empty grid"),
+        (dict(seeds=[]), "empty grid"),
+        (dict(objectives=["mae", "nope"]), "unknown objective 'nope'"),
+        (dict(mask_kinds=["diagonal"]), "unknown mask kind"),
+        (dict(mask_ratios=[1.5]), "in \\(0, 1\\)"),
+        (dict(mask_units=[3]), "does not divide"),
+        (dict(mask_ratios=[0.1], mask_units=[2]), "empty grid: no .* feasible"),
+        (dict(bottlenecks=[0]), "bottleneck"),
+        (dict(mask_ratios=[0.5, 0.5]), "twice"),
+        (dict(graph={"depth": 0}), "depth"),
+        (dict(eval_masks=0), "eval_masks"),
+    ],
+)
+def test_bad_configs_raise_config_error(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        small(**kw)
+
+
+def test_config_json_round_trip_and_unknown_key():
+    cfg = small(bottlenecks=[None, 4], mask_kinds=["random", "aligned"])
+    assert SweepConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ConfigError, match="unknown sweep config key 'ratios'"):
+        SweepConfig.from_dict({"ratios": [0.5]})
+
+
+# ----------------------------------------------------------------------------- running and storage
+
+
+def test_run_writes_every_row_once_in_both_formats_with_point_columns(tmp_path):
+    cfg = small()
+    s = run_sweep(cfg, tmp_path / "out", backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
+    n_points = len(cfg.points())
+    assert (s.total, s.finished, s.skipped) == (n_points, n_points, 0)
+    rows_csv = read_csv(tmp_path / "out" / "results.csv")
+    rows_json = read_jsonl(tmp_path / "out" / "results.jsonl")
+    assert len(rows_csv) == len(rows_json) == n_points * cfg.eval_masks * len(NODES) == s.rows
+    assert row_keys(rows_csv) == row_keys(rows_json)
+    assert list(rows_csv[0])[: len(ROW_COLUMNS)] == ROW_COLUMNS
+    by_id = {p.point_id: p for p in cfg.points()}
+    for r in rows_json:
+        p = by_id[r["point_id"]]
+        assert (r["mask_ratio"], r["mask_unit"], r["seed"], r["objective"]) == (p.mask_ratio, p.mask_unit, p.seed, p.objective)
+        assert r["r2_noise"] == round(p.mask_ratio * (r["level"] + 1) / (r["mask_index"] + 2), 6)
+    # CSV numbers round-trip exactly
+    assert [float(r["r2_noise"]) for r in rows_csv] == [r["r2_noise"] for r in rows_json]
+    commits = read_jsonl(tmp_path / "out" / "points.jsonl")
+    assert sorted(c["point_id"] for c in commits) == sorted(by_id)
+    pred = read_csv(tmp_path / "out" / "prediction.csv")
+    assert len(pred) == len(cfg.mask_units) * len(cfg.mask_ratios)
+    assert json.loads((tmp_path / "out" / "sweep.json").read_text())["config"] == cfg.to_dict()
+
+
+def test_interrupted_sweep_resumes_without_redoing_points_or_duplicating_rows(tmp_path):
+    cfg, out, log = small(), tmp_path / "out", tmp_path / "log"
+    seen = []
+
+    def stop_after_three(point, rows):
+        seen.append(point.point_id)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, out, backend=FakeBackend(log), workers=1, progress=False, on_point=stop_after_three)
+    assert len(read_csv(out / "results.csv")) == 3 * cfg.eval_masks * len(NODES)
+
+    s = run_sweep(cfg, out, backend=FakeBackend(log), workers=1, progress=False)
+    assert (s.skipped, s.finished) == (3, len(cfg.points()) - 3)
+    calls = log.read_text().split()
+    assert sorted(calls) == sorted(p.point_id for p in cfg.points())  # every point ran exactly once
+    rows = read_csv(out / "results.csv")
+    assert len(rows) == len(set(row_keys(rows))) == len(cfg.points()) * cfg.eval_masks * len(NODES)
+    # a third run has nothing to do
+    s = run_sweep(cfg, out, backend=FakeBackend(log), workers=1, progress=False)
+    assert s.finished == 0 and len(log.read_text().split()) == len(cfg.points())
+
+
+def test_failure_inside_a_point_keeps_the_finished_ones(tmp_path):
+    cfg, out, log = small(), tmp_path / "out", tmp_path / "log"
+    with pytest.raises(RuntimeError, match="boom"):
+        run_sweep(cfg, out, backend=FakeBackend(log, fail_at=4), workers=1, progress=False)
+    assert len(read_jsonl(out / "points.jsonl")) == 4
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, out, backend=FakeBackend(log, interrupt_at=6), workers=1, progress=False)
+    assert len(read_jsonl(out / "points.jsonl")) == 6
+    run_sweep(cfg, out, backend=FakeBackend(log), workers=1, progress=False)
+    rows = read_jsonl(out / "results.jsonl")
+    assert len(rows) == len(set(row_keys(rows))) == len(cfg.points()) * cfg.eval_masks * len(NODES)
+
+
+def test_torn_and_uncommitted_tails_are_cut_on_resume(tmp_path):
+    cfg, out, log = small(), tmp_path / "out", tmp_path / "log"
+    seen = []
+
+    def stop_after_two(point, rows):
+        seen.append(point)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, out, backend=FakeBackend(log), workers=1, progress=False, on_point=stop_after_two)
+    good = {p: (out / p).read_bytes() for p in ("results.csv", "results.jsonl", "points.jsonl")}
+    # A crash mid-append: rows of a third point without its commit, and a torn commit line.
+    third = [p for p in cfg.points() if p not in seen][0]
+    with open(out / "results.csv", "a") as f:
+        f.write(f"{third.point_id},0.5,1,0,mae,,mlp,5,2,2,random,code,,0,1\n{third.point_id},0.5")
+    with open(out / "results.jsonl", "a") as f:
+        f.write(json.dumps({"point_id": third.point_id, "node": "z_0_0_0"}) + "\n{\"point_id\": \"" + third.point_id)
+    with open(out / "points.jsonl", "a") as f:
+        f.write('{"point_id": "' + third.point_id + '", "rows": 6, "csv_e')
+    done = ResultsStore(out).recover()
+    assert set(done) == {p.point_id for p in seen}
+    for name, data in good.items():
+        assert (out / name).read_bytes() == data  # cut back to exactly the committed bytes
+
+    run_sweep(cfg, out, backend=FakeBackend(log), workers=1, progress=False)
+    rows = read_csv(out / "results.csv")
+    assert len(rows) == len(set(row_keys(rows))) == len(cfg.points()) * cfg.eval_masks * len(NODES)
+    assert (out / "results.csv").read_bytes().startswith(good["results.csv"])  # finished rows never rewritten
+
+
+def test_row_file_shorter_than_its_commits_is_a_data_error(tmp_path):
+    cfg, out = small(mask_ratios=[0.5], seeds=[0]), tmp_path / "out"
+    run_sweep(cfg, out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
+    data = (out / "results.csv").read_bytes()
+    (out / "results.csv").write_bytes(data[:-10])
+    with pytest.raises(DataError, match="results.csv .* committed rows"):
+        run_sweep(cfg, out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
+
+
+def test_resuming_with_other_shared_settings_is_refused_but_a_wider_grid_is_not(tmp_path):
+    out, log = tmp_path / "out", tmp_path / "log"
+    run_sweep(small(mask_ratios=[0.5]), out, backend=FakeBackend(log), workers=1, progress=False)
+    with pytest.raises(ConfigError, match="other shared settings \\(steps\\)"):
+        run_sweep(small(mask_ratios=[0.5], steps=9), out, backend=FakeBackend(log), workers=1, progress=False)
+    s = run_sweep(small(), out, backend=FakeBackend(log), workers=1, progress=False)
+    assert s.skipped == len(small(mask_ratios=[0.5]).points())
+
+
+def test_parallel_workers_give_the_same_rows_as_one(tmp_path):
+    cfg = small(seeds=[0])
+    run_sweep(cfg, tmp_path / "one", backend=FakeBackend(tmp_path / "log1"), workers=1, progress=False)
+    s = run_sweep(cfg, tmp_path / "two", backend=FakeBackend(tmp_path / "log2"), workers=2, progress=False)
+    assert s.finished == len(cfg.points())
+    one = sorted(map(json.dumps, read_jsonl(tmp_path / "one" / "results.jsonl")))
+    two = sorted(map(json.dumps, read_jsonl(tmp_path / "two" / "results.jsonl")))
+    assert one == two
+
+
+def test_bad_workers_and_out_path(tmp_path):
+    with pytest.raises(ConfigError, match="workers"):
+        run_sweep(small(), tmp_path / "o", backend=FakeBackend(tmp_path / "log"), workers=0, progress=False)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match="not a folder"):
+        run_sweep(small(), tmp_path / "f", backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
+    assert os.listdir(tmp_path) == ["f"] or sorted(os.listdir(tmp_path)) == ["f", "o"]
