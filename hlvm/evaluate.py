@@ -21,16 +21,19 @@ weighs the same) with R^2 as measured (unclipped):
 - ``r2_ca_noise``: over the noises of ``CA`` (``c`` and ``shared``):
   identifiability, should be high (Theorem 2);
 - ``r2_c_noise``, ``r2_c_value``: over ``c``'s own noises / values;
-- ``r2_private_masked_noise``: over ``s_m``'s latent noises: a floor, near 0
-  for any encoder since ``s_m`` is independent of ``x_mc``; NaN when no latent
-  is private to the masked side;
-- ``r2_private_visible_noise``: over ``s_mc``'s latent noises: the leak, near
-  0 only for a ``dim_c``-wide bottleneck (Assumption 2), kept apart from
-  identifiability;
+- ``r2_private_masked_noise``: over ``s_m``'s noises, the masked pixels' own
+  noises included (THEORY.md's ``s_m`` holds them): a floor, near 0 for any
+  encoder since ``s_m`` is independent of ``x_mc``; it checks the metric, not
+  the model;
+- ``r2_private_visible_noise``: over ``s_mc``'s noises, the visible pixels'
+  own noises included: the leak, near 0 only for a ``dim_c``-wide
+  bottleneck (Assumption 2), kept apart from identifiability;
+- ``r2_private_masked_latent_noise``, ``r2_private_visible_latent_noise``:
+  the same over latent nodes only (NaN when no latent has that role);
 - ``agreement``: how well the measured recovery matches the theory's
   membership (``c_hat`` holds exactly the information of ``CA``), defined as
   ``1 - mean_k mean_{j in class k} |clip(R^2_j, 0, 1) - t_k|`` over the
-  non-empty classes ``k`` of latent noise dims: ``CA`` (target ``t = 1``),
+  non-empty classes ``k`` of noise dims: ``CA`` (target ``t = 1``),
   ``s_m`` (``t = 0``) and ``s_mc`` (``t = 0``). 1 = perfect: every ``CA``
   noise fully recovered and nothing private. Why this one: an encoder that is
   an invertible function of ``c`` (Theorem 2) holds all of ``CA``'s noise and
@@ -51,7 +54,8 @@ weighs the same) with R^2 as measured (unclipped):
   ``n_ca``, ``n_private_masked``, ``n_private_visible``, ``mask_ratio``,
   ``mask_unit``.
 
-Pixel noise is not probed: rows and summaries cover latent nodes.
+Rows cover latent nodes; the pixels' own noises enter the summary (the
+private classes), not the rows.
 
 :func:`evaluate_encoder` needs no trained model (any ``encode_fn``);
 :func:`evaluate_run` loads a run folder, draws held-out samples from its data
@@ -123,6 +127,8 @@ SUMMARY_KEYS = (
     "r2_c_value",
     "r2_private_masked_noise",
     "r2_private_visible_noise",
+    "r2_private_masked_latent_noise",
+    "r2_private_visible_latent_noise",
     "agreement",
     "agreement_ca_vs_masked",
     "cca_c",
@@ -245,7 +251,14 @@ def evaluate_encoder(
             cols[v] = (start, start + arr.shape[1])
             start += arr.shape[1]
             blocks.append(arr)
-    targets = np.concatenate(blocks, axis=1)  # (N, sum of dims + noise dims)
+    # The pixels' own noises belong to s_m / s_mc too: they make the floor and the leak defined for every mask.
+    pixels = graphs.observed_nodes(graph)
+    for v in pixels:
+        arr = np.asarray(dataset.noise(v), dtype=np.float64).reshape(n, -1)  # (N, noise_dim)
+        noise_cols[v] = (start, start + arr.shape[1])
+        start += arr.shape[1]
+        blocks.append(arr)
+    targets = np.concatenate(blocks, axis=1)  # (N, latent dims + latent and pixel noise dims)
     probes = r2_probes(code, targets, random_state=rng, test_size=test_size, **probe_options)
 
     rows = []
@@ -269,14 +282,15 @@ def evaluate_encoder(
             }
         )
 
-    def dims(roles: tuple[str, ...], cols: dict[str, tuple[int, int]]) -> np.ndarray:
-        idx = [np.arange(*cols[v]) for v in nodes if located.roles[v] in roles]
+    def dims(roles: tuple[str, ...], cols: dict[str, tuple[int, int]], among: list[str] = nodes) -> np.ndarray:
+        idx = [np.arange(*cols[v]) for v in among if v in cols and located.roles[v] in roles]
         return probes.best[np.concatenate(idx)] if idx else np.zeros(0)
 
-    # Per noise dim: which class of the theory's membership it belongs to.
-    noise_r2 = np.concatenate([probes.best[slice(*noise_cols[v])] for v in nodes])
+    # Per noise dim (latents and pixels): which class of the theory's membership it belongs to.
+    every = nodes + pixels
+    noise_r2 = np.concatenate([probes.best[slice(*noise_cols[v])] for v in every])
     noise_class = np.concatenate(
-        [np.full(noise_cols[v][1] - noise_cols[v][0], "ca" if located.roles[v] in CA_ROLES else located.roles[v]) for v in nodes]
+        [np.full(noise_cols[v][1] - noise_cols[v][0], "ca" if located.roles[v] in CA_ROLES else located.roles[v]) for v in every]
     )
     c_values = np.concatenate([np.asarray(dataset.latent(v), dtype=np.float64).reshape(n, -1) for v in located.c], axis=1) if located.c else None
     cca_c = float("nan")
@@ -300,8 +314,10 @@ def evaluate_encoder(
         "r2_ca_noise": _mean(dims(CA_ROLES, noise_cols)),
         "r2_c_noise": _mean(dims(("c",), noise_cols)),
         "r2_c_value": _mean(dims(("c",), value_cols)),
-        "r2_private_masked_noise": _mean(dims(("private_masked",), noise_cols)),
-        "r2_private_visible_noise": _mean(dims(("private_visible",), noise_cols)),
+        "r2_private_masked_noise": _mean(dims(("private_masked",), noise_cols, every)),
+        "r2_private_visible_noise": _mean(dims(("private_visible",), noise_cols, every)),
+        "r2_private_masked_latent_noise": _mean(dims(("private_masked",), noise_cols)),
+        "r2_private_visible_latent_noise": _mean(dims(("private_visible",), noise_cols)),
         "agreement": agreement_score(noise_r2, noise_class, {"ca": 1.0, "private_masked": 0.0, "private_visible": 0.0}),
         "agreement_ca_vs_masked": agreement_score(noise_r2, noise_class, {"ca": 1.0, "private_masked": 0.0}),
         "cca_c": cca_c,

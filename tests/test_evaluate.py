@@ -226,3 +226,15 @@ def test_evaluate_run_without_a_checkpoint_is_a_data_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no checkpoint"):
         evaluate_run(tmp_path / "empty", {"ratio": 0.5})
+
+
+def test_floor_counts_the_masked_pixels_own_noise(small):
+    """One masked pixel: no latent is private to the masked side, but the pixel's own noise is (THEORY.md's s_m)."""
+    grid = np.zeros(small.images.shape[2:], dtype=bool)
+    grid[0, 0] = True
+    res = evaluate_encoder(oracle(small, small.graph), small, small.graph, Mask(grid), 0)
+    s = res.summary
+    assert res.located.s_m == ("x_0_0",)
+    assert np.isnan(s["r2_private_masked_latent_noise"])
+    assert abs(s["r2_private_masked_noise"]) < 0.1  # defined, and at the floor
+    assert abs(s["r2_private_visible_noise"]) < 0.05
