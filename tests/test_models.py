@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 
 import numpy as np
 import pytest
@@ -95,6 +94,7 @@ def test_overrides_apply_and_revalidate():
 def test_non_square_images_are_allowed():
     cfg = tiny_vit(img_size=(8, 12))
     assert cfg.token_grid == (4, 6)
+    assert MAEConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     out = build_model(cfg)(imgs_for(cfg), mask_ratio=0.5, generator=torch.Generator().manual_seed(0))
     assert out.pred.shape == (4, 24, 8)
 
@@ -279,6 +279,19 @@ def test_without_a_bottleneck_visible_tokens_reach_the_decoder():
     assert not torch.allclose(a.pred, b.pred, atol=1e-3)
 
 
+@pytest.mark.parametrize("name", SMALL)
+@pytest.mark.parametrize("bottleneck", [None, 5])
+def test_small_named_configs_run_as_configured(name, bottleneck):
+    cfg = get_config(name, bottleneck=bottleneck)
+    model = build_model(cfg)
+    out = model(imgs_for(cfg, b=2), generator=torch.Generator().manual_seed(0))
+    per_unit = (cfg.mask_unit // cfg.patch_size) ** 2
+    assert (out.mask.sum(1) == num_masked(cfg.num_units, 0.75) * per_unit).all()
+    assert out.pred.shape == (2, cfg.num_tokens, cfg.patch_size**2 * cfg.in_chans)
+    assert out.features.shape == (2, bottleneck or cfg.embed_dim)
+    out.loss.backward()
+
+
 @pytest.mark.parametrize("kind", list(TINY))
 def test_forward_backward_and_output_shapes(kind):
     cfg = TINY[kind]()
@@ -419,10 +432,13 @@ def test_missing_or_corrupt_checkpoint_file_raises_data_error(tmp_path):
         load_official_checkpoint(build_model(tiny_mlp()), {})
 
 
-def test_mlp_and_vit_configs_build_their_classes():
+def test_build_model_takes_a_config_or_a_name():
     assert isinstance(build_model("mlp"), MLPMAE)
     assert isinstance(build_model(tiny_vit()), ViTMAE)
-    assert math.isclose(MODEL_CONFIGS["mlp"].mlp_ratio, 4.0)
+    with pytest.raises(ConfigError, match="unknown model config"):
+        build_model("resnet50")
+    with pytest.raises(TypeError):
+        build_model({"arch": "vit"})
 
 
 # ----------------------------------------------------------------------------- the theory's encoder
