@@ -420,6 +420,20 @@ def test_mismatched_checkpoints_name_the_problem(edit, error, message):
     assert "\n" not in str(e.value)
 
 
+def test_a_visualize_checkpoint_loads_the_decoder_too_when_asked():
+    cfg = tiny_vit()
+    torch.manual_seed(0)
+    src, dst = build_model(cfg).eval(), build_model(cfg).eval()
+    loaded = load_official_checkpoint(dst, {"model": src.state_dict()}, decoder=True)
+    assert "decoder_pred.weight" in loaded and "mask_token" in loaded
+    m = Mask.random(8, 8, 0.5, unit=2, seed=0)
+    x = imgs_for(cfg)
+    with torch.no_grad():
+        assert torch.allclose(dst(x, mask=m).pred, src(x, mask=m).pred, atol=1e-6)
+    with pytest.raises(ConfigError, match="decoder_embed.weight has shape"):  # a bottleneck decoder differs
+        load_official_checkpoint(build_model(tiny_vit(bottleneck=3)), {"model": src.state_dict()}, decoder=True)
+
+
 def test_missing_or_corrupt_checkpoint_file_raises_data_error(tmp_path):
     _, model = _timm_and_ours()
     with pytest.raises(DataError, match="not found"):

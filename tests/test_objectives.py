@@ -57,6 +57,19 @@ def test_every_objective_runs_forward_and_backward(name, arch):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_objectives_under_bf16_autocast_keep_their_terms_in_float32(name):
+    model = _tiny("vit")
+    x = torch.randn(6, 2, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, mask_ratio=0.5, generator=torch.Generator().manual_seed(0))
+        total, parts = build_objective(name)(out)
+    assert out.pred.dtype == torch.bfloat16  # autocast did apply to the model
+    assert total.dtype == torch.float32 and torch.isfinite(total)
+    assert all(v.dtype == torch.float32 for v in parts.values())
+    total.backward()
+
+
 def test_mae_objective_is_the_model_loss():
     out = _tiny("mlp")(torch.randn(4, 2, 8, 8), mask_ratio=0.5, generator=torch.Generator().manual_seed(0))
     total, _ = build_objective("mae")(out)
