@@ -35,7 +35,10 @@ per-mask A over every seed and evaluation mask; SE = std / sqrt(n)):
 - Claim 2 (extreme ratios give a lower-level ``c`` than intermediate ones),
   per unit with >= 3 ratios: ``D = max(A(mid)) - max(A(lowest ratio),
   A(highest ratio))``, ``SE_D`` from the two cells' SEs. *hold* if
-  ``D - 2 SE_D > 0``; *fail* if ``D + 2 SE_D <= 0``; else *inconclusive*.
+  ``D - 2 SE_D > 0`` and ``D >= 0.05``; *fail* if ``D + 2 SE_D < 0.05`` (the
+  difference is confidently below the smallest effect counted); else
+  *inconclusive*. (0.05 is the smallest change :mod:`hlvm.predict`'s
+  verdicts count too.)
 - Claim 3 (larger units give a higher-level ``c``), per ratio with >= 2
   units: ``D = max(A(larger units)) - A(smallest unit)``, same rule. Whether
   the largest unit then falls below the best one ("until too large") is
@@ -322,12 +325,15 @@ class Verdict:
     predicted: str = ""  # the same rule on the theory's prediction
 
 
+MIN_EFFECT = 0.05
+
+
 def _interval_verdict(d: float, se: float) -> str:
     if math.isnan(d) or math.isnan(se):
         return "inconclusive"
-    if d - 2 * se > 0:
+    if d - 2 * se > 0 and d >= MIN_EFFECT:
         return "hold"
-    if d + 2 * se <= 0:
+    if d + 2 * se < MIN_EFFECT:
         return "fail"
     return "inconclusive"
 
@@ -562,6 +568,41 @@ def _figures(table: Mapping[tuple[GroupKey, float, int], Cell], out: Path, predi
     return figs
 
 
+def _prediction_section(prediction: list[dict[str, str]]) -> list[str]:
+    """A table of ``hlvm.predict``'s numbers for the grid (its own abstraction score: levels of ``c``'s nodes)."""
+    need = {"mask_kind", "mask_ratio", "mask_unit", "abstraction"}
+    if not need <= set(prediction[0]):
+        return ["## The theory's prediction", "", "`prediction.csv` lacks the columns of `hlvm.predict`; not shown.", ""]
+    k = prediction[0].get("k", "?")
+    lines = [
+        "## The theory's prediction over many masks",
+        "",
+        f"`prediction.csv` holds `hlvm.predict` for this grid: Algorithm 1 over {k} masks per cell, from the graph "
+        "alone. Its *abstraction* is `hlvm.locate.abstraction_score`, `1 - mean(level of c's nodes) / deepest "
+        "latent level`, a property of `c` itself (not measurable from a code, which holds all of CA); "
+        "`dim_c` is the width of `c`; `frac_noise_shared` the share of latent noise in CA.",
+        "",
+        "| mask kind | unit | ratio | abstraction of c | mean dim_c | frac_noise_shared |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def num(r: dict[str, str], key: str) -> str:
+        try:
+            x = float(r.get(key, "nan") or "nan")
+        except ValueError:
+            return "-"
+        return "-" if math.isnan(x) else f"{x:.3f}"
+
+    for r in sorted(prediction, key=lambda r: (r["mask_kind"], int(r["mask_unit"]), float(r["mask_ratio"]))):
+        if str(r.get("feasible", "True")).lower() == "false":
+            continue
+        lines.append(
+            f"| {r['mask_kind']} | {r['mask_unit']} | {float(r['mask_ratio']):g} | {num(r, 'abstraction')} | "
+            f"{num(r, 'mean_dim_c')} | {num(r, 'frac_noise_shared')} |"
+        )
+    return lines + [""]
+
+
 def _read_prediction(path: Path) -> list[dict[str, str]] | None:
     if not path.is_file():
         return None
@@ -633,13 +674,7 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
         for fname, caption in fl:
             lines += [f"![{caption}]({fname})", "", f"*{caption}.*", ""]
     if prediction:
-        lines += [
-            "## The theory's prediction over many random masks",
-            "",
-            f"`prediction.csv` ({len(prediction)} rows) holds `hlvm.predict` for this grid: Algorithm 1 over many "
-            "random masks per cell, from the graph alone.",
-            "",
-        ]
+        lines += _prediction_section(prediction)
     verdicts = {
         "claims": {
             str(k): {"claim": CLAIMS[k], "verdict": overall(parts), "theory": overall(parts, "predicted") if k != 1 else None}

@@ -136,6 +136,8 @@ class SweepConfig:
     ``model``, training ``steps`` / ``batch`` / ``blr`` (+ ``train`` extra
     :class:`hlvm.train.TrainConfig` fields), ``eval_masks`` held-out masks per
     point and ``predict_masks`` masks per cell for the theory's prediction.
+    ``keep_checkpoints=False`` deletes each point's ``checkpoint.pt`` once it
+    is evaluated (its ``config.json`` and ``metrics.jsonl`` stay).
     """
 
     mask_ratios: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -156,6 +158,7 @@ class SweepConfig:
     train: Mapping[str, Any] = field(default_factory=dict)
     eval_masks: int = 4
     predict_masks: int = 1000
+    keep_checkpoints: bool = True
 
     def __post_init__(self) -> None:
         ratios = _as_tuple("mask_ratios", self.mask_ratios)
@@ -191,6 +194,8 @@ class SweepConfig:
             raise ConfigError(f"n_eval must be at least 20 for a held-out R^2, got {self.n_eval}")
         if not isinstance(self.blr, int | float) or isinstance(self.blr, bool) or not self.blr > 0:
             raise ConfigError(f"blr must be a positive number, got {self.blr!r}")
+        if not isinstance(self.keep_checkpoints, bool):
+            raise ConfigError(f"keep_checkpoints must be true or false, got {self.keep_checkpoints!r}")
         if not isinstance(self.model, str) or not self.model:
             raise ConfigError(f"model must be a config name, got {self.model!r}")
         for name in ("graph", "simulate", "train"):
@@ -847,6 +852,10 @@ class MAEBackend:
                 for rep, layer in reps.items():
                     res = evaluate_encoder(encoder_for(layer), data, graph, mask, mseed)
                     rows.extend(rows_of(res, mask_kind=kind, mask_index=j, mask_seed=mseed, representation=rep))
+        if not cfg.keep_checkpoints:
+            from hlvm.train import CHECKPOINT
+
+            (Path(run_dir) / CHECKPOINT).unlink(missing_ok=True)
         return rows
 
 

@@ -124,9 +124,9 @@ def test_claim2_fails_when_extremes_are_clearly_more_abstract():
 def test_claim2_is_inconclusive_when_the_difference_is_within_noise():
     # Same roles everywhere; only the probe's noise differs, in both directions.
     spec = {
-        (0.1, 1): [perfect(ROOT_A, j) for j in (0.0, 0.3, 0.1, 0.2)],
-        (0.5, 1): [perfect(ROOT_A, j) for j in (0.25, 0.0, 0.3, 0.05)],
-        (0.9, 1): [perfect(ROOT_A, j) for j in (0.1, 0.2, 0.0, 0.3)],
+        (0.1, 1): [perfect(ROOT_A, j) for j in (0.0, 0.6, 0.1, 0.5)],
+        (0.5, 1): [perfect(ROOT_A, j) for j in (0.5, 0.0, 0.6, 0.1)],
+        (0.9, 1): [perfect(ROOT_A, j) for j in (0.1, 0.5, 0.0, 0.6)],
     }
     (v,) = claim2(cells(summarise_masks(load_like(toy_rows(spec)))))
     assert v.verdict == "inconclusive"
@@ -181,7 +181,7 @@ def test_report_from_a_small_results_file(tmp_path):
     path = build_report(tmp_path)
     text = path.read_text()
     assert "| 2. extreme mask ratios" in text and "**hold**" in text
-    assert "Verdict rules" in text and "D - 2 SE_D > 0" in text
+    assert "Verdict rules" in text and "D - 2 SE_D > 0" in text and "D >= 0.05" in text
     figs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert figs == ["abstraction_random-mae.png", "agreement_random-mae.png", "recovery_vs_ratio_random-mae.png", "recovery_vs_unit_random-mae.png"]
     for f in figs:
@@ -223,3 +223,14 @@ def test_loaded_rows_keep_raw_numbers(tmp_path):
     assert [g["r2_noise"] for g in got] == [float(r["r2_noise"]) for r in rows]
     assert {g["mask_kind"] for g in got} == {"random"}  # optional column defaulted
     assert np.isnan(got[0]["r2_value"])
+
+
+def test_interval_rule_edges():
+    from hlvm.report import _interval_verdict
+
+    assert _interval_verdict(0.2, 0.05) == "hold"
+    assert _interval_verdict(0.04, 0.001) == "fail"  # real but below the smallest effect counted
+    assert _interval_verdict(0.0, 0.0) == "fail"
+    assert _interval_verdict(-0.2, 0.05) == "fail"
+    assert _interval_verdict(0.1, 0.06) == "inconclusive"
+    assert _interval_verdict(0.2, float("nan")) == "inconclusive"
