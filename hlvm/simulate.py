@@ -259,10 +259,12 @@ class _Plan:
     """Where one mixing group reads and writes in the simulator's feature-major work array.
 
     ``inputs`` (K, d + 1): per node, the rows of its parents' values, of its
-    noise, and the constant-1 row (for the bias column). ``outputs``: the
-    first latent row when the group's value rows are one contiguous run
-    (written in place), else (K * d,) rows to scatter to; pixel groups cover
-    whole rows of the image in row-major order, ``outputs`` their pixel range.
+    noise, and the constant-1 row (for the bias column). For latents,
+    ``outputs`` is the first value row when the group's rows form one
+    contiguous run (the last layer writes there in place), else the (K * d,)
+    rows to scatter to. For pixels, ``outputs`` holds their row-major pixel
+    indices, and ``pixels`` their range when it is contiguous (written in
+    place).
     """
 
     inputs: np.ndarray
