@@ -374,16 +374,18 @@ class DataStream:
     Finite data (folders) is read in epochs: epoch ``e`` is the shuffled,
     rank-sharded order of ``DistributedSampler(seed=seed).set_epoch(e)``,
     cut into full batches; the state is ``(epoch, batch position)``. Online
-    data draws each batch from the simulator with this rank's own
-    ``numpy.random.Generator``; the state is the generator's state.
+    data draws batch ``k`` of rank ``r`` from the simulator with a generator
+    seeded by ``SeedSequence([seed, r, 1, k])``, so the stream is a function
+    of the batch count alone (the state), whatever the simulator does with
+    its generator (``Generator.spawn``'s counter, for one, is not part of
+    ``bit_generator.state``).
     """
 
     def __init__(self, src: _Source, batch_size: int, *, rank: int, world: int, seed: int, num_workers: int = 0):
         self.src, self.batch_size, self.rank, self.world, self.seed = src, batch_size, rank, world, seed
         self.num_workers = num_workers
         self.epoch, self.pos = 0, 0
-        # Distinct, reproducible streams per rank: SeedSequence entropy (seed, rank, purpose).
-        self.rng = np.random.default_rng([seed, rank, 1])
+        self.drawn = 0  # online batches drawn so far
         self._iter: Iterator[torch.Tensor] | None = None
         if src.kind != "online" and self.batches_per_epoch() == 0:
             raise DataError(
@@ -434,7 +436,10 @@ class DataStream:
 
     def __next__(self) -> torch.Tensor:
         if self.src.kind == "online":
-            ds = self.src.simulator.sample(self.batch_size, self.rng)
+            # Distinct, reproducible streams per rank and batch: SeedSequence entropy (seed, rank, purpose, k).
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.rank, 1, self.drawn]))
+            ds = self.src.simulator.sample(self.batch_size, rng)
+            self.drawn += 1
             return torch.from_numpy(np.asarray(ds.images, dtype=np.float32))  # (B, C, H, W)
         if self._iter is None:
             self._iter = self._finite()
@@ -444,11 +449,10 @@ class DataStream:
         epoch, pos = self.epoch, self.pos
         if self.src.kind != "online" and pos == self.batches_per_epoch():
             epoch, pos = epoch + 1, 0  # an epoch just ended: the same place, said canonically
-        return {"epoch": epoch, "pos": pos, "rng": self.rng.bit_generator.state}
+        return {"epoch": epoch, "pos": pos, "drawn": self.drawn}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
-        self.rng.bit_generator.state = state["rng"]
+        self.epoch, self.pos, self.drawn = int(state["epoch"]), int(state["pos"]), int(state["drawn"])
         self._iter = None
 
 

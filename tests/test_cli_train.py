@@ -140,3 +140,15 @@ def test_resume_without_a_checkpoint(tmp_path):
 def test_out_not_empty(online_spec, tmp_path):
     (tmp_path / "x.txt").write_text("keep")
     assert_one_line_error(invoke("--model", "mlp", "--data", online_spec, "--out", str(tmp_path), "-q"), "not empty")
+
+
+def test_ctrl_c_reports_the_saved_checkpoint_and_exits_130(monkeypatch, tmp_path):
+    from hlvm import train as lib
+
+    def interrupted(cfg, progress=True, **kw):
+        raise lib.TrainingInterrupted(tmp_path / "run", 7)
+
+    monkeypatch.setattr(lib, "train", interrupted)
+    result = invoke("--model", "mlp", "--out", str(tmp_path / "run"), "-q")
+    assert result.exit_code == 130
+    assert "interrupted at step 7" in result.output and f"--resume {tmp_path / 'run'}" in result.output

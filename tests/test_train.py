@@ -414,3 +414,22 @@ def test_a_fixed_mask_must_be_whole_tokens_but_not_whole_masking_units(online_sp
         train(cfg_for(online_spec, tmp_path / "run", model=patch2, mask={"masked": ["x_0_0"]}), progress=False)
     # Tokens of 1 pixel: one pixel is a valid fixed mask although random masks use 2x2 units.
     train(cfg_for(online_spec, tmp_path / "ok", model=TINY_VIT, mask={"masked": ["x_0_0"]}, steps=1), progress=False)
+
+
+# ----------------------------------------------------------------------------- real images
+
+
+def test_imagefolder_data_trains_through_hlvm_data(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k in range(8):
+        folder = tmp_path / "imgs" / f"class{k % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(folder / f"{k}.png")
+    rgb = dataclasses.replace(TINY_VIT, img_size=16, in_chans=3, mask_unit=4)
+    seen = []
+    cfg = cfg_for(f"imagefolder:{tmp_path / 'imgs'}", tmp_path / "run", model=rgb, steps=3, batch_size=4)
+    run = train(cfg, progress=False, on_step=lambda s, info: seen.append(info["batch"].shape))
+    assert seen == [(4, 3, 16, 16)] * 3
+    assert [r["epoch"] for r in rows(run)] == [0, 0, 1]  # 0-based epoch of the step's batch: 8 images / 4 = 2 per epoch
