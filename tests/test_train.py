@@ -433,3 +433,13 @@ def test_imagefolder_data_trains_through_hlvm_data(tmp_path):
     run = train(cfg, progress=False, on_step=lambda s, info: seen.append(info["batch"].shape))
     assert seen == [(4, 3, 16, 16)] * 3
     assert [r["epoch"] for r in rows(run)] == [0, 0, 1]  # 0-based epoch of the step's batch: 8 images / 4 = 2 per epoch
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(online_spec, tmp_path):
+    """torch.compile (inductor on CPU: tens of seconds to compile) changes speed, not the losses."""
+    eager = rows(train(cfg_for(online_spec, tmp_path / "eager", steps=4), progress=False))
+    compiled = rows(train(cfg_for(online_spec, tmp_path / "compiled", steps=4, compile=True), progress=False))
+    assert [x["loss"] for x in compiled] == pytest.approx([x["loss"] for x in eager], rel=1e-5)
+    model, cfg = load_run(tmp_path / "compiled")
+    assert cfg.compile and not any(k.startswith("_orig_mod") for k in model.state_dict())
