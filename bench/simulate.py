@@ -26,13 +26,13 @@ import numpy as np
 
 from hlvm import graphs
 from hlvm.graphs import GridSpec
-from hlvm.simulate import SAMPLE_BLOCK, SimulateConfig, Simulator
+from hlvm.simulate import SAMPLE_BLOCK, SimulateConfig, Simulator, block_generators
 
 
 def per_node_loop(sim: Simulator, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The baseline sampler: noise, then each node's map over all samples, node by node."""
     # The same noise stream as Simulator.sample: one spawned generator per block of samples.
-    blocks = rng.spawn(-(-n // SAMPLE_BLOCK))
+    blocks = block_generators(rng, -(-n // SAMPLE_BLOCK))
     noises = np.concatenate(
         [sim.draw_noise(min(SAMPLE_BLOCK, n - k * SAMPLE_BLOCK), g) for k, g in enumerate(blocks)]
     )  # (n, De)

@@ -154,6 +154,17 @@ def block_rng(seed: int, block: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, block)))
 
 
+def block_generators(rng: np.random.Generator, k: int) -> list[np.random.Generator]:
+    """``k`` independent generators seeded by ``k`` draws from ``rng``.
+
+    Unlike ``rng.spawn``, whose counter lives outside ``rng.bit_generator.state``,
+    this advances ``rng``'s own state: saving and restoring that state (as a
+    training checkpoint does) replays the same samples.
+    """
+    seeds = rng.integers(0, 2**63 - 1, size=k, dtype=np.int64)
+    return [np.random.default_rng(int(s)) for s in seeds]
+
+
 # ----------------------------------------------------------------------------- dataset
 
 
@@ -492,14 +503,14 @@ class Simulator:
     def sample(self, n: int, rng: np.random.Generator) -> Dataset:
         """``n`` fresh samples (float64, in memory) with noise from ``rng``.
 
-        Block ``k`` of :data:`SAMPLE_BLOCK` samples draws its noise from the
-        ``k``-th child of ``rng.spawn``, so the threads draw in parallel and
-        the result depends on ``rng``'s state only.
+        Block ``k`` of :data:`SAMPLE_BLOCK` samples draws its noise from its
+        own generator (:func:`block_generators`), so the threads draw in
+        parallel and the result depends on ``rng``'s state only.
         """
         if not _is_int(n) or n < 1:
             raise ConfigError(f"n must be an integer >= 1, got {n!r}")
         n = int(n)
-        children = rng.spawn(-(-n // SAMPLE_BLOCK))
+        children = block_generators(rng, -(-n // SAMPLE_BLOCK))
         images, latents, noises = self._empty(n)
         self._run(noises, images, latents, children.__getitem__)
         return Dataset(images, latents, noises, self.graph, self.index, self.config)

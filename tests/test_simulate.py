@@ -216,6 +216,16 @@ def test_sampled_bytes_do_not_depend_on_threads(default_sim):
     assert np.array_equal(default_sim.transform(two.noises).images, two.images)
 
 
+def test_restoring_the_generator_state_replays_the_samples(default_sim):
+    rng = np.random.default_rng(21)
+    default_sim.sample(30, rng)
+    state = rng.bit_generator.state
+    first = default_sim.sample(1500, rng)
+    rng.bit_generator.state = state
+    assert np.array_equal(default_sim.sample(1500, rng).images, first.images)
+    assert not np.array_equal(default_sim.sample(1500, rng).images, first.images)
+
+
 def test_sampling_is_deterministic_in_the_generator(default_sim):
     a = default_sim.sample(50, np.random.default_rng(11))
     b = default_sim.sample(50, np.random.default_rng(11))
