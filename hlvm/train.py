@@ -607,29 +607,38 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class _StopFlag:
-    """SIGINT sets the flag; the loop saves a checkpoint at the next step boundary, then stops.
+    """SIGINT or SIGTERM sets the flag; the loop saves a checkpoint at the next step boundary, then stops.
 
-    A second Ctrl-C restores the previous handler's behaviour and interrupts at once.
+    A second Ctrl-C interrupts at once, unless it comes within ``grace``
+    seconds of the first: torchrun forwards the terminal's Ctrl-C to workers
+    that already received it, and that echo must not cost the checkpoint.
     """
 
-    def __init__(self) -> None:
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, grace: float = 2.0) -> None:
         self.set = False
-        self._old: Any = None
+        self.grace = grace
+        self._first = 0.0
+        self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _StopFlag:
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.set:
+        now = time.monotonic()
+        if self.set and signum == signal.SIGINT and now - self._first > self.grace:
             raise KeyboardInterrupt
-        self.set = True
+        if not self.set:
+            self.set, self._first = True, now
 
     def __exit__(self, *exc: Any) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def _progress(enabled: bool) -> Any:
@@ -660,8 +669,8 @@ def train(
 
     With ``resume`` the run in ``cfg.out`` continues from its checkpoint, and on
     CPU the result is bit-for-bit that of an uninterrupted run. Ctrl-C (SIGINT)
-    finishes the current step, writes a checkpoint, and raises
-    ``KeyboardInterrupt``. ``on_step(step, info)`` is called on every rank
+    or SIGTERM finishes the current step, writes a checkpoint, and raises
+    :class:`TrainingInterrupted` (a ``KeyboardInterrupt``). ``on_step(step, info)`` is called on every rank
     after each optimizer step (``info`` holds this rank's ``loss`` and loss
     ``parts``, the ``lr``, the last micro-batch ``batch`` and its model
     ``output``, and the unwrapped ``model``).
@@ -687,6 +696,8 @@ def train(
 
     # Everything that can be wrong with the input is found before the first write.
     src = open_data(cfg.data)
+    if cfg.epochs is not None and src.kind == "online":
+        raise ConfigError("online data has no epochs; give --steps (or a data folder)")
     mcfg = resolve_model_config(cfg, src.shape)
     if src.kind == "dataset":
         _open_imagefolder(src, mcfg.img_hw[0], mcfg.in_chans)

@@ -119,6 +119,7 @@ def test_weight_decay_only_on_weight_matrices_not_norms_biases_or_tokens(mcfg):
         (dict(accum=0), "accum"),
         (dict(blr=-1.0), "blr"),
         (dict(device="tpu"), "device"),
+        (dict(mask=[1]), "mask spec"),
     ],
 )
 def test_train_config_rejects_bad_values(kw, match):
@@ -152,6 +153,22 @@ def test_model_config_gets_the_data_shape_and_overrides(online_spec):
 def test_model_config_errors(online_spec, kw, error, match):
     with pytest.raises(error, match=match):
         resolve_model_config(TrainConfig(**kw), (4, 4, 4))
+
+
+def test_epochs_need_a_finite_data_folder(online_spec, tmp_path):
+    with pytest.raises(ConfigError, match="online data has no epochs"):
+        train(cfg_for(online_spec, tmp_path / "run", steps=None, epochs=1), progress=False)
+
+
+def test_sigterm_also_saves_a_checkpoint_first(online_spec, tmp_path):
+    def on_step(step, info):
+        if step == 2:
+            signal.raise_signal(signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted):
+        train(cfg_for(online_spec, tmp_path / "run"), progress=False, on_step=on_step)
+    assert torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)["step"] == 2
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers put back
 
 
 def test_bad_data_specs_raise_data_error(tmp_path):
