@@ -670,8 +670,9 @@ def train(
     With ``resume`` the run in ``cfg.out`` continues from its checkpoint, and on
     CPU the result is bit-for-bit that of an uninterrupted run. Ctrl-C (SIGINT)
     or SIGTERM finishes the current step, writes a checkpoint, and raises
-    :class:`TrainingInterrupted` (a ``KeyboardInterrupt``). ``on_step(step, info)`` is called on every rank
-    after each optimizer step (``info`` holds this rank's ``loss`` and loss
+    :class:`TrainingInterrupted` (a ``KeyboardInterrupt``). With ``overwrite``
+    a non-empty ``cfg.out`` is reused (its run files replaced).
+    ``on_step(step, info)`` is called on every rank after each optimizer step (``info`` holds this rank's ``loss`` and loss
     ``parts``, the ``lr``, the last micro-batch ``batch`` and its model
     ``output``, and the unwrapped ``model``).
 
@@ -760,6 +761,8 @@ def _train_loop(cfg, mcfg, src, objective, fixed_mask, device, dd, ckpt, progres
             "provenance": provenance(),
         }
         if ckpt is None:
+            for name in (METRICS, CHECKPOINT):  # an overwritten run's files must not leak into this one
+                (run_dir / name).unlink(missing_ok=True)
             write_json(run_dir / CONFIG, info)
         else:
             _truncate_metrics(run_dir / METRICS, start)

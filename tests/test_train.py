@@ -460,3 +460,10 @@ def test_compiled_training_matches_eager(online_spec, tmp_path):
     assert [x["loss"] for x in compiled] == pytest.approx([x["loss"] for x in eager], rel=1e-5)
     model, cfg = load_run(tmp_path / "compiled")
     assert cfg.compile and not any(k.startswith("_orig_mod") for k in model.state_dict())
+
+
+def test_overwrite_replaces_the_old_run_files(online_spec, tmp_path):
+    train(cfg_for(online_spec, tmp_path / "run", steps=5), progress=False)
+    run = train(cfg_for(online_spec, tmp_path / "run", steps=3), progress=False, overwrite=True)
+    assert [x["step"] for x in rows(run)] == [1, 2, 3]
+    assert torch.load(run / CHECKPOINT, weights_only=False)["step"] == 3
