@@ -60,7 +60,7 @@ def channel_stats(in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     >>> channel_stats(3)[0]
     (0.485, 0.456, 0.406)
     >>> [round(v, 4) for v in channel_stats(1)[0]]
-    [0.4604]
+    [0.459]
     """
     if in_chans == 3:
         return IMAGENET_MEAN, IMAGENET_STD
