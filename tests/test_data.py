@@ -209,3 +209,40 @@ def test_training_on_a_tree_with_a_corrupt_jpeg_names_the_file(corrupt_tree, tmp
                       device="cpu", out=str(tmp_path / "run"), ckpt_every=0)
     with pytest.raises(DataError, match=r"(truncated|garbage)\.jpg"):
         train(cfg, progress=False)
+
+
+# --- recipes (hlvm.recipes): MAE's pre-training preset ------------------------------------
+
+
+def test_mae_pretrain_preset_is_maes_recipe():
+    from hlvm.recipes import PRESETS, get_preset
+
+    for name in ("mae_pretrain", "mae_pretrain_1gpu"):
+        r = get_preset(name)
+        t = r.train
+        assert r.effective_batch() == 4096 and r.model == "mae_vit_base_patch16"
+        assert (t["blr"], t["epochs"], t["weight_decay"], t["mask_ratio"], t["norm_pix_loss"]) == (
+            1.5e-4, 800, 0.05, 0.75, True)
+        assert t["warmup"] == 40 * r.derived["steps_per_epoch"]
+        cfg = r.train_config(data="imagefolder:/x", out="runs/x")
+        assert cfg.lr(r.world_size) == pytest.approx(1.5e-4 * 4096 / 256)
+        assert cfg.effective_batch(r.world_size) == 4096
+    assert PRESETS["mae_pretrain"].train["accum"] == 8 and PRESETS["mae_pretrain_1gpu"].train["accum"] == 64
+    with pytest.raises(ConfigError, match="unknown preset"):
+        get_preset("nope")
+
+
+def test_steps_per_epoch_counts_like_the_training_loop():
+    # Oracle: hlvm.train's own DataStream over an array source, per rank, then ceil(batches / accum).
+    import math
+
+    from hlvm.recipes import mae_pretrain, steps_per_epoch
+    from hlvm.train import DataStream, _Source
+
+    for n, b, accum, world in [(1000, 7, 3, 2), (64, 8, 1, 1), (1_281_167, 64, 8, 8)]:
+        src = _Source("array", (1, 1, 1), images=np.zeros((n, 1, 1, 1), np.float32))
+        per_rank = DataStream(src, b, rank=0, world=world, seed=0).batches_per_epoch()
+        assert steps_per_epoch(n, b, accum, world) == math.ceil(per_rank / accum)
+    assert steps_per_epoch(1_281_167, 64, 8, 8) == 313
+    with pytest.raises(ConfigError, match="not a multiple"):
+        mae_pretrain(world_size=3, batch_size=64)
