@@ -59,13 +59,13 @@ def expected_c(graph: Any, name: str) -> tuple[str, ...]:
     return tuple(graphs.parents(graph, graphs.observed_id(*VISIBLE_PIXEL)))
 
 
-def model_config(arch: str, dim_c: int) -> Any:
+def model_config(arch: str, code_dim: int) -> Any:
     from hlvm.models import get_config
 
     if arch == "mlp":
-        return get_config("mlp", img_size=8, in_chans=5, bottleneck=dim_c)
+        return get_config("mlp", img_size=8, in_chans=5, bottleneck=code_dim)
     # Pixel tokens so that a one-pixel hole is expressible; the small synthetic ViT otherwise.
-    return get_config("vit_small_synth", img_size=8, in_chans=5, patch_size=1, mask_unit=1, bottleneck=dim_c)
+    return get_config("vit_small_synth", img_size=8, in_chans=5, patch_size=1, mask_unit=1, bottleneck=code_dim)
 
 
 def check(
@@ -78,10 +78,15 @@ def check(
     warmup: int = 100,
     seed: int = 0,
     n_eval: int = 4000,
+    code_dim: int | None = None,
     root: Path,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train one bottleneck MAE for mask ``name`` and probe its code; returns raw numbers."""
+    """Train one bottleneck MAE for mask ``name`` and probe its code; returns raw numbers.
+
+    ``code_dim`` (default ``dim_c``) other than ``dim_c`` is the control: a
+    wider code may keep private visible noise, which the probe must then see.
+    """
     import torch
 
     from hlvm import graphs
@@ -104,7 +109,7 @@ def check(
         raise AssertionError(f"Algorithm 1 gives c = {located.c} for {name}, by hand {want}")
 
     cfg = TrainConfig(
-        model=model_config(arch, located.dim_c),
+        model=model_config(arch, located.dim_c if code_dim is None else code_dim),
         data=f"online:{spec_path}",
         mask=mask.to_spec(),
         steps=steps,
@@ -115,7 +120,7 @@ def check(
         ckpt_every=0,
         log_every=max(1, steps // 20),
         device="cpu",
-        out=str(root / f"{name}-{arch}"),
+        out=str(root / f"{name}-{arch}-{code_dim}"),
     )
     t0 = time.perf_counter()
     run = train(cfg, progress=progress)
@@ -174,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-eval", type=int, default=4000)
     p.add_argument("--mask", choices=[*masks(), "both"], default="both")
+    p.add_argument("--code-dim", type=int, default=None, help="code width (default dim_c; wider = control)")
     p.add_argument("--json", action="store_true", help="print the raw results as JSON")
     args = p.parse_args(argv)
     names = list(masks()) if args.mask == "both" else [args.mask]
@@ -182,19 +188,21 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             results.append(
                 check(name, arch=args.arch, steps=args.steps, batch_size=args.batch_size, blr=args.blr,
-                      seed=args.seed, n_eval=args.n_eval, root=Path(tmp), progress=not args.json)
+                      seed=args.seed, n_eval=args.n_eval, code_dim=args.code_dim, root=Path(tmp),
+                      progress=not args.json)
             )
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"\nidentifiability check: depth-3 grid hierarchy, {args.arch} MAE with bottleneck d = dim_c, "
+    width = "d = dim_c" if args.code_dim is None else f"d = {args.code_dim} (control)"
+    print(f"\nidentifiability check: depth-3 grid hierarchy, {args.arch} MAE with bottleneck {width}, "
           f"{args.steps} steps x batch {args.batch_size}, seed {args.seed}, {args.n_eval} held-out samples")
-    print(f"{'mask':<18} {'c':<10} {'dim_c':>5} {'group':<5} {'dims':>4} {'R2 mean':>8} {'R2 min':>8} {'R2 max':>8}  target")
+    print(f"{'mask':<18} {'c':<10} {'dim_c':>5} {'d':>3} {'group':<5} {'dims':>4} {'R2 mean':>8} {'R2 min':>8} {'R2 max':>8}  target")
     for r in results:
         for g, s in r["groups"].items():
             target = "> 0.9" if g == "CA" else "< 0.1"
             ok = (s["r2_mean"] > 0.9) if g == "CA" else (s["r2_mean"] < 0.1)
-            print(f"{r['mask']:<18} {','.join(r['c']):<10} {r['dim_c']:>5} {g:<5} {s['n_dims']:>4} "
+            print(f"{r['mask']:<18} {','.join(r['c']):<10} {r['dim_c']:>5} {r['code_dim']:>3} {g:<5} {s['n_dims']:>4} "
                   f"{s['r2_mean']:>8.3f} {s['r2_min']:>8.3f} {s['r2_max']:>8.3f}  {target} {'ok' if ok else 'FAIL'}")
         ca = ", ".join(f"{v} {x:.3f}" for v, x in r["groups"]["CA"]["per_node"].items())
         print(f"{'':<18} CA per node: {ca}; train {r['train_seconds']:.0f} s, final loss {r['final_train_loss']:.4f}")
