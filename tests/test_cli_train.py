@@ -106,6 +106,8 @@ def test_preset_fills_the_options_not_given(monkeypatch, tmp_path):
         (["--objective", "simclr"], ["unknown objective", "simclr"]),
         (["--steps", "0"], ["steps"]),
         (["--preset", "nope"], ["unknown preset"]),
+        (["--mask", "/nonexistent/spec.json"], ["mask spec not found"]),
+        (["--epochs", "2"], ["online data has no epochs"]),
     ],
 )
 def test_bad_options_are_one_line_errors(online_spec, tmp_path, args, words):
@@ -113,6 +115,15 @@ def test_bad_options_are_one_line_errors(online_spec, tmp_path, args, words):
     result = invoke("--data", online_spec, "--out", str(out), "-q", *args)
     assert_one_line_error(result, *words)
     assert not out.exists()
+
+
+def test_fixed_mask_from_a_spec_file(online_spec, tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"masked": ["x_0_0", "x_3_3"]}))
+    out = tmp_path / "run"
+    result = invoke("--model", "mlp", "--data", online_spec, "--mask", str(spec), "--steps", "2", "--out", str(out), "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["train"]["mask"] == {"masked": ["x_0_0", "x_3_3"]}
 
 
 def test_missing_data_folder(tmp_path):
