@@ -137,15 +137,25 @@ def _haar_orthogonal(d: int, rng: np.random.Generator) -> np.ndarray:
     return q * np.sign(np.diag(r))
 
 
-def unit_noise(kind: str, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
-    """Draw zero-mean, unit-variance noise of ``kind`` (gaussian, uniform, laplace)."""
+def unit_noise(kind: str, rng: np.random.Generator, size: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
+    """Draw zero-mean, unit-variance noise of ``kind`` (gaussian, uniform, laplace) in ``dtype``.
+
+    Gaussian float32 noise comes from numpy's float32 sampler (a different
+    stream from float64's, and faster); the other kinds are drawn in float64
+    and rounded.
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"noise dtype must be float32 or float64, got {dtype}")
     if kind == "gaussian":
-        return rng.standard_normal(size)
+        return rng.standard_normal(size, dtype=dtype)
     if kind == "uniform":
-        return rng.uniform(-np.sqrt(3.0), np.sqrt(3.0), size)
-    if kind == "laplace":
-        return rng.laplace(0.0, 1.0 / np.sqrt(2.0), size)
-    raise ConfigError(f"noise must be one of {', '.join(NOISE_KINDS)}, got {kind!r}")
+        x = rng.uniform(-np.sqrt(3.0), np.sqrt(3.0), size)
+    elif kind == "laplace":
+        x = rng.laplace(0.0, 1.0 / np.sqrt(2.0), size)
+    else:
+        raise ConfigError(f"noise must be one of {', '.join(NOISE_KINDS)}, got {kind!r}")
+    return x if dtype == np.float64 else x.astype(dtype)
 
 
 @dataclass(frozen=True)

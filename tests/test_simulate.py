@@ -314,8 +314,12 @@ def test_loaded_config_rebuilds_the_simulator(small_dir):
     assert not isinstance(data.images, np.memmap)
     sim = Simulator.from_config(data.config, graph=data.graph)
     again = sim.transform(np.asarray(data.noises[:100], dtype=np.float64))
-    # Stored noise is float32, so the replay matches to float32 precision of the inputs.
+    # A float64 replay of the stored float32 noise matches to float32 precision.
     np.testing.assert_allclose(again.images, data.images[:100], atol=1e-4)
+    # Float32 data were computed in float32 from exactly the stored noise: replaying it gives the bytes.
+    same = sim.transform(data.noises)
+    assert same.images.dtype == np.float32
+    assert np.array_equal(same.images, data.images) and np.array_equal(same.latents, data.latents)
 
 
 def test_same_seed_same_bytes_and_other_seeds_differ(tmp_path, small_dir):
@@ -348,8 +352,8 @@ def test_a_user_graph_file_drives_the_simulation(tmp_path):
     assert set(data.index.latents) == {"a", "b", "c", "d"}
     # The loaded config points at the folder's own copy of the graph, so it rebuilds without the original.
     (tmp_path / "g.json").unlink()
-    replay = Simulator.from_config(data.config).sample_seeded(cfg.seed, 0, 40)
-    assert np.array_equal(replay.images.astype(np.float32), data.images)
+    replay = Simulator.from_config(data.config).sample_seeded(cfg.seed, 0, 40, dtype=np.float32)
+    assert np.array_equal(replay.images, data.images)
 
 
 def test_existing_output_needs_overwrite(tmp_path):
