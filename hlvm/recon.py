@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
