@@ -839,9 +839,13 @@ def _train_loop(cfg, mcfg, src, objective, fixed_mask, device, dd, ckpt, progres
                     on_step(step, {"loss": loss_sum, "parts": parts_sum, "lr": lr, "batch": x, "output": out, "model": model})
                 if dd.world > 1:
                     # Log the mean over ranks; also agree on stopping, so no rank waits alone in an all-reduce.
-                    t = torch.tensor([loss_sum, float(stop.set)], dtype=torch.float64, device=device)
+                    keys = sorted(parts_sum)
+                    t = torch.tensor(
+                        [float(stop.set), loss_sum, *(parts_sum[k] for k in keys)], dtype=torch.float64, device=device
+                    )
                     dist.all_reduce(t)
-                    loss_sum, stop_now = t[0].item() / dd.world, t[1].item() > 0
+                    stop_now, loss_sum = t[0].item() > 0, t[1].item() / dd.world
+                    parts_sum = {k: t[2 + i].item() / dd.world for i, k in enumerate(keys)}
                 else:
                     stop_now = stop.set
                 now = time.perf_counter()

@@ -1,7 +1,8 @@
 """DDP on CPU: 2 processes, gloo, joined from the environment as torchrun would.
 
 Claims: the ranks see disjoint shards of a folder, the weights stay equal on
-both ranks after every step, the logged loss is the mean over ranks, the lr
+both ranks after every step (with gradient accumulation, so DDP's no_sync
+path runs), the logged loss is the mean over ranks, the lr
 counts both processes, and only rank 0 writes into the run folder.
 """
 
@@ -47,6 +48,7 @@ def _worker(rank: int, port: int, cfg_dict: dict, record_dir: str) -> None:
             {
                 "step": step,
                 "loss": info["loss"],
+                "parts": dict(info["parts"]),
                 "batch": info["batch"].clone(),
                 "params": [p.detach().clone() for p in info["model"].parameters()],
             }
@@ -62,7 +64,7 @@ def ddp_run(tmp_path_factory):
     data = root / "sim"
     simulate_to_dir(SimulateConfig(grid=GridSpec(depth=2), n=48, seed=2), data, progress=False)
     cfg = TrainConfig(
-        model=TINY_MLP, data=str(data), steps=6, batch_size=4, accum=1, warmup=1, ckpt_every=2, log_every=1,
+        model=TINY_MLP, data=str(data), steps=6, batch_size=2, accum=2, warmup=1, ckpt_every=2, log_every=1,
         device="cpu", out=str(root / "run"), blr=1e-2, objective="umae",  # its feature gather runs under DDP too
     )
     records = root / "records"
@@ -81,9 +83,10 @@ def test_ranks_see_disjoint_shards_of_each_epoch(ddp_run):
     def index(row: np.ndarray) -> int:
         return int(np.flatnonzero((images == row).all(axis=(1, 2, 3)))[0])
 
-    # 48 images / 2 ranks / 4 per batch = 6 batches per rank per epoch: the 6 steps are one epoch.
+    # 48 images / 2 ranks / 2 per batch = 12 micro-batches per rank per epoch: the 6 steps of accum 2
+    # are one epoch; the records hold each step's last micro-batch.
     seen = [[index(row) for rec in recs[r] for row in rec["batch"].numpy()] for r in range(WORLD)]
-    assert all(len(s) == len(set(s)) == 24 for s in seen)
+    assert all(len(s) == len(set(s)) == 12 for s in seen)
     assert not set(seen[0]) & set(seen[1])
 
 
@@ -105,6 +108,8 @@ def test_only_rank_zero_writes_and_logs_the_mean_loss(ddp_run):
     assert [r["step"] for r in rows] == list(range(1, 7))
     for row, a, b in zip(rows, *recs):
         assert row["loss"] == pytest.approx((a["loss"] + b["loss"]) / 2, rel=1e-12)
+        for part, value in a["parts"].items():  # the parts too, so that they add up to the logged loss
+            assert row[f"loss_{part}"] == pytest.approx((value + b["parts"][part]) / 2, rel=1e-12)
     info = json.loads((run / "config.json").read_text())
     assert info["world_size"] == 2 and info["effective_batch"] == 8
     assert info["lr"] == pytest.approx(cfg.blr * 8 / 256)
