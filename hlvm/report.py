@@ -501,12 +501,13 @@ def _figures(table: Mapping[tuple[GroupKey, float, int], Cell], out: Path, predi
                 ax.set_xlabel(xlabel)
                 if xkey == 1:
                     ax.set_xscale("log", base=2)
+                    ax.set_xticks(xs, [str(x) for x in xs])
                 ax.set_ylim(-0.05, 1.05)
                 ax.grid(alpha=0.3)
             axes[0][0].set_ylabel("R² of noise ε_v (solid)\nP(v in CA), theory (dashed)")
             axes[0][-1].legend(fontsize=7)
             fig.suptitle(f"Recovery by latent level: {group_label(g)}", fontsize=9)
-            fig.tight_layout()
+            fig.tight_layout(rect=(0, 0, 1, 0.95))
             fname = f"{name}_{slug}.png"
             fig.savefig(out / fname, dpi=110)
             plt.close(fig)
@@ -532,11 +533,13 @@ def _figures(table: Mapping[tuple[GroupKey, float, int], Cell], out: Path, predi
             ax.set_xlabel(xlabel)
             if xkey == 1:
                 ax.set_xscale("log", base=2)
-            ax.set_ylabel("abstraction A (measured solid, predicted dashed)")
+            ax.set_ylabel("A: measured (solid), theory (dashed)")
+            if xkey == 1:
+                ax.set_xticks(xs, [str(x) for x in xs])
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        fig.suptitle(f"Abstraction of c: {group_label(g)}", fontsize=9)
-        fig.tight_layout()
+        fig.suptitle(f"Abstraction of what the code holds: {group_label(g)}", fontsize=9)
+        fig.tight_layout(rect=(0, 0, 1, 0.95))
         fname = f"abstraction_{slug}.png"
         fig.savefig(out / fname, dpi=110)
         plt.close(fig)

@@ -133,7 +133,8 @@ class SweepConfig:
     Shared: the hierarchy (``graph``: :class:`hlvm.graphs.GridSpec` options),
     the simulator options (``simulate``: extra :class:`hlvm.simulate.SimulateConfig`
     fields), ``n_train`` / ``n_eval`` samples, the model config name
-    ``model``, training ``steps`` / ``batch`` / ``blr`` (+ ``train`` extra
+    ``model`` (+ ``model_options``: :class:`hlvm.models.MAEConfig` fields such
+    as ``mlp_hidden``), training ``steps`` / ``batch`` / ``blr`` (+ ``train`` extra
     :class:`hlvm.train.TrainConfig` fields), ``eval_masks`` held-out masks per
     point and ``predict_masks`` masks per cell for the theory's prediction.
     ``keep_checkpoints=False`` deletes each point's ``checkpoint.pt`` once it
@@ -152,6 +153,7 @@ class SweepConfig:
     n_eval: int = 2000
     data_seed: int = 0
     model: str = "mlp"
+    model_options: Mapping[str, Any] = field(default_factory=dict)
     steps: int = 1500
     batch: int = 256
     blr: float = 1.5e-4
@@ -198,7 +200,7 @@ class SweepConfig:
             raise ConfigError(f"keep_checkpoints must be true or false, got {self.keep_checkpoints!r}")
         if not isinstance(self.model, str) or not self.model:
             raise ConfigError(f"model must be a config name, got {self.model!r}")
-        for name in ("graph", "simulate", "train"):
+        for name in ("graph", "simulate", "train", "model_options"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ConfigError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
         object.__setattr__(self, "mask_ratios", tuple(float(r) for r in ratios))
@@ -210,6 +212,7 @@ class SweepConfig:
         object.__setattr__(self, "graph", dict(self.graph))
         object.__setattr__(self, "simulate", dict(self.simulate))
         object.__setattr__(self, "train", dict(self.train))
+        object.__setattr__(self, "model_options", dict(self.model_options))
         spec = self.grid_spec()  # validates the hierarchy options
         for u in self.mask_units:
             if spec.side % u:
@@ -227,6 +230,12 @@ class SweepConfig:
             return GridSpec(**self.graph)
         except TypeError as e:
             raise ConfigError(f"graph: {e}") from None
+
+    def grid_spec_graph(self):
+        """The hierarchy graph itself (:func:`hlvm.graphs.grid_hierarchy` of :meth:`grid_spec`)."""
+        from hlvm.graphs import grid_hierarchy
+
+        return grid_hierarchy(self.grid_spec())
 
     def _feasible(self, ratio: float, unit: int) -> str | None:
         side = self.grid_spec().side
@@ -564,7 +573,10 @@ def run_sweep(
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    _check_or_write_config(cfg, out)
+    _check_config(cfg, out)
+    # The backend checks what it needs (model configs, data) before sweep.json pins the settings.
+    context = dict(backend.prepare(cfg, out))
+    _write_config(cfg, out)
 
     store = ResultsStore(out)
     done = store.recover()
@@ -580,7 +592,6 @@ def run_sweep(
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"threads must be a positive integer, got {threads!r}")
 
-    context = dict(backend.prepare(cfg, out))
     pred = backend.predict(cfg, context)
     if pred is not None:
         _write_csv_atomic(out / "prediction.csv", pred)
@@ -635,9 +646,7 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _check_or_write_config(cfg: SweepConfig, out: Path) -> None:
-    from hlvm.io import provenance, write_json
-
+def _check_config(cfg: SweepConfig, out: Path) -> None:
     path = out / "sweep.json"
     if path.is_file():
         try:
@@ -654,7 +663,12 @@ def _check_or_write_config(cfg: SweepConfig, out: Path) -> None:
             raise ConfigError(
                 f"{out} holds a sweep with other shared settings ({', '.join(diff)}); use another --out to keep both"
             )
-    write_json(path, {"config": cfg.to_dict(), "infeasible": cfg.infeasible(), "provenance": provenance()})
+
+
+def _write_config(cfg: SweepConfig, out: Path) -> None:
+    from hlvm.io import provenance, write_json
+
+    write_json(out / "sweep.json", {"config": cfg.to_dict(), "infeasible": cfg.infeasible(), "provenance": provenance()})
 
 
 def _write_csv_atomic(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -782,8 +796,16 @@ class MAEBackend:
         else:
             run = None
         extra = {"ckpt_every": 0, "log_every": 50, "device": "cpu", **cfg.train}
+        model: Any = cfg.model
+        if cfg.model_options:
+            from hlvm.graphs import image_shape
+            from hlvm.models import get_config
+
+            c, h, _ = image_shape(cfg.grid_spec_graph())
+            opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.model_options.items()}
+            model = get_config(cfg.model, img_size=h, in_chans=c, **opts)
         return TrainConfig(
-            model=cfg.model,
+            model=model,
             data=data,
             objective=objective,
             mask_ratio=ratio,

@@ -97,19 +97,26 @@ def test_ctrl_c_says_finished_points_are_kept(tmp_path, monkeypatch):
 
 
 def test_a_real_tiny_sweep_runs_resumes_and_reports(tmp_path):
-    out = tmp_path / "o"
-    args = ["sweep", "--out", str(out), "--depth", "2", "--ratios", "0.25,0.5", "--units", "1", "--seeds", "0",
-            "--steps", "5", "--batch", "32", "--n-train", "128", "--n-eval", "64", "--eval-masks", "1",
-            "--mask-kinds", "random,aligned", "--workers", "1", "--threads", "1", "-q"]
+    out, conf = tmp_path / "o", tmp_path / "tiny.json"
+    conf.write_text(json.dumps({
+        "mask_ratios": [0.5], "mask_units": [1], "seeds": [0], "bottlenecks": [None, 2],
+        "mask_kinds": ["random", "aligned"], "graph": {"depth": 2}, "n_train": 128, "n_eval": 64,
+        "steps": 5, "batch": 32, "eval_masks": 1, "predict_masks": 10, "keep_checkpoints": False,
+    }))
+    args = ["sweep", "--config", str(conf), "--out", str(out), "--workers", "1", "--threads", "1", "-q"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     with open(out / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    # 2 points x 2 mask kinds x 1 mask x 5 latents (root + 4 at level 1)
-    assert len(rows) == 2 * 2 * 1 * 5
-    assert {(r["mask_ratio"], r["mask_kind"]) for r in rows} == {(a, b) for a in ("0.25", "0.5") for b in ("random", "aligned")}
+    # 5 latents (root + 4 at level 1) x 2 mask kinds x 1 mask, for the plain model's code and the
+    # bottleneck model's code and plain representation
+    assert len(rows) == 5 * 2 * 3
+    got = {(r["bottleneck"], r["representation"], r["rep_dim"]) for r in rows}
+    assert got == {("", "code", "64"), ("2", "code", "2"), ("2", "plain", "512")}
+    assert {r["mask_kind"] for r in rows} == {"random", "aligned"}
     assert {r["role"] for r in rows} <= {"c", "shared", "private_masked", "private_visible"}
     assert all(-10 < float(r["r2_noise"]) <= 1 for r in rows)
+    assert not list(out.glob("runs/*/checkpoint.pt")) and len(list(out.glob("runs/*/config.json"))) == 2
     assert (out / "prediction.csv").is_file() and (out / "report.md").is_file()
     assert "claim 1:" in r.output
     before = (out / "results.csv").read_bytes()

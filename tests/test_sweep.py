@@ -252,3 +252,15 @@ def test_bad_workers_and_out_path(tmp_path):
     with pytest.raises(ConfigError, match="not a folder"):
         run_sweep(small(), tmp_path / "f", backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
     assert os.listdir(tmp_path) == ["f"] or sorted(os.listdir(tmp_path)) == ["f", "o"]
+
+
+def test_bad_model_options_fail_before_the_settings_are_pinned(tmp_path):
+    # The real backend checks every (unit, bottleneck) model config before sweep.json is written,
+    # so the corrected command can reuse the folder.
+    out = tmp_path / "o"
+    with pytest.raises(ConfigError, match="unknown model config field 'mlp_width'"):
+        run_sweep(small(model_options={"mlp_width": [8]}), out, workers=1, progress=False)
+    assert not (out / "sweep.json").exists()
+    with pytest.raises(ConfigError, match="multiple of"):
+        run_sweep(small(model="vit_small_synth"), out, workers=1, progress=False)  # its patch 2 > unit 1
+    assert not (out / "sweep.json").exists()
