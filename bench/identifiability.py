@@ -64,8 +64,12 @@ def model_config(arch: str, code_dim: int) -> Any:
 
     if arch == "mlp":
         return get_config("mlp", img_size=8, in_chans=5, bottleneck=code_dim)
-    # Pixel tokens so that a one-pixel hole is expressible; the small synthetic ViT otherwise.
-    return get_config("vit_small_synth", img_size=8, in_chans=5, patch_size=1, mask_unit=1, bottleneck=code_dim)
+    # Pixel tokens so that a one-pixel hole is expressible; the small synthetic ViT, thinned to 64 wide and
+    # 2 + 1 blocks so that minutes of a shared 2-core CPU train it.
+    return get_config(
+        "vit_small_synth", img_size=8, in_chans=5, patch_size=1, mask_unit=1, bottleneck=code_dim,
+        embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4,
+    )
 
 
 def check(
