@@ -774,9 +774,10 @@ def _train_loop(cfg, mcfg, src, objective, fixed_mask, device, dd, ckpt, progres
         fwd = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         fwd = torch.compile(fwd)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    )
+    def autocast() -> Any:
+        # A fresh context per micro-step; bf16 on CUDA only, so CPU runs stay fp32 and bit-exact.
+        return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
 
     def save(step: int) -> None:
         states = _rng_state(mask_gen, stream)
@@ -818,7 +819,7 @@ def _train_loop(cfg, mcfg, src, objective, fixed_mask, device, dd, ckpt, progres
                     last = micro == cfg.accum - 1
                     # Gradients are all-reduced only on the last micro-step of an accumulation.
                     sync = fwd.no_sync() if (dd.world > 1 and not last and hasattr(fwd, "no_sync")) else contextlib.nullcontext()
-                    with sync, autocast:
+                    with sync, autocast():
                         if fixed_mask is None:
                             out = fwd(x, mask_ratio=cfg.mask_ratio, generator=mask_gen)
                         else:
