@@ -17,6 +17,7 @@ def train(
     data: Annotated[str, typer.Option(help="A 'hlvm simulate' folder, 'online', 'online:simulate_config.json' or 'imagefolder:PATH'.")] = "online",
     preset: Annotated[Optional[str], typer.Option(help="Named recipe from hlvm.recipes (its values replace the defaults of the options it sets).")] = None,
     objective: Annotated[str, typer.Option(help="Training objective: mae, umae or mmae.")] = "mae",
+    objective_coef: Annotated[Optional[list[str]], typer.Option(help="Objective coefficient NAME=VALUE, repeatable (umae: coef; mmae: coef, mu).")] = None,
     mask_ratio: Annotated[float, typer.Option(help="Fraction of masking units masked per sample, in (0, 1).")] = 0.75,
     mask: Annotated[Optional[Path], typer.Option(help="A mask spec JSON (masked / grid / ratio form): train with this one fixed mask instead of random ones.")] = None,
     mask_unit: Annotated[Optional[int], typer.Option(help="Masking unit u in pixels (a multiple of the patch size); default: the model config's.")] = None,
@@ -59,6 +60,8 @@ def train(
                     log_every=log_every, compile=compile, num_workers=num_workers, device=device,
                     out=None if out is None else str(out),
                 )
+                if objective_coef:
+                    values["objective_coefs"] = _coefs(objective_coef)
                 if mask is not None:
                     from hlvm.masks import load_spec
 
@@ -80,6 +83,20 @@ def train(
             raise typer.Exit(code=130) from None
     if main:
         console.print(f"trained: {run_dir}", markup=False)
+
+
+def _coefs(items: list[str]) -> dict[str, float]:
+    """``["coef=0.02", "mu=1"]`` -> ``{"coef": 0.02, "mu": 1.0}``."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise fail(f"--objective-coef must be NAME=NUMBER, got {item!r}") from None
+    return out
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

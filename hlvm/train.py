@@ -192,10 +192,11 @@ class TrainConfig:
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if not isinstance(self.data, str) or not self.data:
             raise ConfigError("data must be a non-empty spec string (a folder, 'online[:config.json]' or 'imagefolder:PATH')")
-        from hlvm.objectives import OBJECTIVES
+        from hlvm.objectives import OBJECTIVES, build_objective
 
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"unknown objective {self.objective!r}; choose from {', '.join(sorted(OBJECTIVES))}")
+        build_objective(self.objective, **(self.objective_coefs or {}))  # unknown or bad coefficients
 
     def lr(self, world_size: int = 1) -> float:
         """Peak learning rate: ``blr * batch_size * accum * world_size / 256``."""

@@ -47,14 +47,16 @@ def test_train_writes_a_run_with_the_options_given(online_spec, tmp_path):
     out = tmp_path / "run"
     result = invoke(
         "--model", "mlp", "--data", online_spec, "--steps", "4", "--batch-size", "8", "--mask-ratio", "0.5",
-        "--bottleneck", "3", "--warmup", "1", "--seed", "5", "--objective", "mae", "--accum", "2",
+        "--bottleneck", "3", "--warmup", "1", "--seed", "5", "--accum", "2",
         "--blr", "1e-3", "--log-every", "1", "--ckpt-every", "2", "--out", str(out), "--quiet",
+        "--objective", "mmae", "--objective-coef", "coef=0.5", "--objective-coef", "mu=2",
     )
     assert result.exit_code == 0, result.output
     assert f"trained: {out}" in result.output
     info = json.loads((out / "config.json").read_text())
     t = info["train"]
     assert (t["model"], t["mask_ratio"], t["bottleneck"], t["seed"], t["accum"], t["steps"]) == ("mlp", 0.5, 3, 5, 2, 4)
+    assert (t["objective"], t["objective_coefs"]) == ("mmae", {"coef": 0.5, "mu": 2.0})
     assert info["model"]["bottleneck"] == 3 and info["model"]["img_size"] == 4 and info["model"]["in_chans"] == 4
     assert info["lr"] == pytest.approx(1e-3 * 16 / 256)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -108,6 +110,8 @@ def test_preset_fills_the_options_not_given(monkeypatch, tmp_path):
         (["--preset", "nope"], ["unknown preset"]),
         (["--mask", "/nonexistent/spec.json"], ["mask spec not found"]),
         (["--epochs", "2"], ["online data has no epochs"]),
+        (["--objective", "umae", "--objective-coef", "mu=1"], ["takes coef", "mu"]),
+        (["--objective", "umae", "--objective-coef", "coef"], ["NAME=NUMBER"]),
     ],
 )
 def test_bad_options_are_one_line_errors(online_spec, tmp_path, args, words):
