@@ -15,7 +15,8 @@ from rich.console import Console
 
 from hlvm.errors import HlvmError
 
-console = Console(highlight=False)
+# soft_wrap: paths and ids are printed whole, never broken across lines at the terminal width.
+console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
