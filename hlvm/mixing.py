@@ -137,17 +137,22 @@ def _haar_orthogonal(d: int, rng: np.random.Generator) -> np.ndarray:
     return q * np.sign(np.diag(r))
 
 
-def unit_noise(kind: str, rng: np.random.Generator, size: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
+def unit_noise(
+    kind: str, rng: np.random.Generator, size: tuple[int, ...], dtype: Any = np.float64, out: np.ndarray | None = None
+) -> np.ndarray:
     """Draw zero-mean, unit-variance noise of ``kind`` (gaussian, uniform, laplace) in ``dtype``.
 
     Gaussian float32 noise comes from numpy's float32 sampler (a different
     stream from float64's, and faster); the other kinds are drawn in float64
-    and rounded.
+    and rounded. With ``out`` (C-contiguous, of ``size`` and ``dtype``) the
+    values are written there, gaussian ones without a temporary array.
     """
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"noise dtype must be float32 or float64, got {dtype}")
     if kind == "gaussian":
+        if out is not None:
+            return rng.standard_normal(dtype=dtype, out=out)
         return rng.standard_normal(size, dtype=dtype)
     if kind == "uniform":
         x = rng.uniform(-np.sqrt(3.0), np.sqrt(3.0), size)
@@ -155,6 +160,9 @@ def unit_noise(kind: str, rng: np.random.Generator, size: tuple[int, ...], dtype
         x = rng.laplace(0.0, 1.0 / np.sqrt(2.0), size)
     else:
         raise ConfigError(f"noise must be one of {', '.join(NOISE_KINDS)}, got {kind!r}")
+    if out is not None:
+        out[...] = x
+        return out
     return x if dtype == np.float64 else x.astype(dtype)
 
 

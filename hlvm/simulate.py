@@ -16,7 +16,7 @@ On disk (``simulate_to_dir``), readable with numpy alone::
                         "noises": {id: [start, stop]}}
 
 Seeding: the noise of samples ``[k * SAMPLE_BLOCK, (k + 1) * SAMPLE_BLOCK)``
-comes from its own generator, ``SeedSequence(seed, spawn_key=(1, k))``, and
+comes from its own generator, SFC64 seeded by ``SeedSequence(seed, spawn_key=(1, k))``, and
 every block is computed on its own; the mixing comes from
 ``SeedSequence(seed, spawn_key=(0,))``. So the bytes depend on the seed and
 options only, never on how the run is chunked or threaded.
@@ -149,9 +149,15 @@ def mixing_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
 
 
+def noise_generator(seed: int | np.random.SeedSequence) -> np.random.Generator:
+    """A noise generator: SFC64, whose gaussians numpy draws 15-20% faster than PCG64's (the noise
+    draw is the largest single cost of sampling); statistically sound for simulation."""
+    return np.random.Generator(np.random.SFC64(seed))
+
+
 def block_rng(seed: int, block: int) -> np.random.Generator:
     """The generator of the noise of samples ``[block * SAMPLE_BLOCK, (block + 1) * SAMPLE_BLOCK)``."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, block)))
+    return noise_generator(np.random.SeedSequence(seed, spawn_key=(1, block)))
 
 
 def block_generators(rng: np.random.Generator, k: int) -> list[np.random.Generator]:
@@ -162,7 +168,7 @@ def block_generators(rng: np.random.Generator, k: int) -> list[np.random.Generat
     training checkpoint does) replays the same samples.
     """
     seeds = rng.integers(0, 2**63 - 1, size=k, dtype=np.int64)
-    return [np.random.default_rng(int(s)) for s in seeds]
+    return [noise_generator(int(s)) for s in seeds]
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -397,9 +403,11 @@ class Simulator:
         """De: total noise dimension of one sample."""
         return self._de
 
-    def draw_noise(self, n: int, rng: np.random.Generator, dtype: Any = np.float64) -> np.ndarray:
-        """``(n, De)`` noise in ``dtype``, columns per :attr:`index`, from ``rng``."""
-        return unit_noise(self.noise, rng, (n, self._de), dtype)
+    def draw_noise(
+        self, n: int, rng: np.random.Generator, dtype: Any = np.float64, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``(n, De)`` noise in ``dtype``, columns per :attr:`index`, from ``rng`` (into ``out`` if given)."""
+        return unit_noise(self.noise, rng, (n, self._de), dtype, out)
 
     def seeded_noise(self, seed: int, start: int, stop: int, dtype: Any = np.float64) -> np.ndarray:
         """``(stop - start, De)`` noise of samples ``[start, stop)`` of the seeded stream (block-aligned start)."""
@@ -483,7 +491,7 @@ class Simulator:
             for s in part:
                 e = min(s + SAMPLE_BLOCK, n)
                 if block_rngs is not None:
-                    noises[s:e] = self.draw_noise(e - s, block_rngs(s // SAMPLE_BLOCK), dtype)
+                    self.draw_noise(e - s, block_rngs(s // SAMPLE_BLOCK), dtype, out=noises[s:e])
                 for cs in range(s, e, COMPUTE_BLOCK):
                     ce = min(cs + COMPUTE_BLOCK, e)
                     if ce - cs not in spaces:

@@ -87,10 +87,23 @@ def test_an_impossible_condition_bound_is_an_error():
 # ----------------------------------------------------------------------------- noise
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kind", ["gaussian", "uniform", "laplace"])
-def test_noise_has_zero_mean_and_unit_variance(kind):
-    x = unit_noise(kind, np.random.default_rng(0), (200_000,))
+def test_noise_has_zero_mean_and_unit_variance(kind, dtype):
+    x = unit_noise(kind, np.random.default_rng(0), (200_000,), dtype)
+    assert x.dtype == dtype
     assert abs(x.mean()) < 0.01 and abs(x.var() - 1.0) < 0.02
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", ["gaussian", "uniform", "laplace"])
+def test_noise_drawn_into_out_is_the_same_draw(kind, dtype):
+    fresh = unit_noise(kind, np.random.default_rng(5), (300, 7), dtype)
+    out = np.full((300, 7), np.nan, dtype)
+    assert unit_noise(kind, np.random.default_rng(5), (300, 7), dtype, out=out) is out
+    assert np.array_equal(out, fresh)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        unit_noise(kind, np.random.default_rng(5), (3,), np.float16)
 
 
 def test_noise_kinds_differ_in_shape_and_unknown_kinds_fail():
