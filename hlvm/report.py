@@ -606,6 +606,44 @@ def _prediction_section(prediction: list[dict[str, str]]) -> list[str]:
     return lines + [""]
 
 
+def _provenance_lines(src: Path) -> list[str]:
+    """What produced the results: the sweep's settings, its commit, and the time its points took."""
+    import json
+
+    out = []
+    sweep = src / "sweep.json"
+    if sweep.is_file():
+        try:
+            data = json.loads(sweep.read_text())
+            cfg, prov = data.get("config", {}), data.get("provenance", {})
+            g = cfg.get("graph", {})
+            out.append(
+                f"Sweep: depth-{g.get('depth')} branching-{g.get('branching')} grid hierarchy; model `{cfg.get('model')}` "
+                f"{json.dumps(cfg.get('model_options') or {})}; {cfg.get('steps')} steps x batch {cfg.get('batch')} "
+                f"(blr {cfg.get('blr')}) on {cfg.get('n_train')} simulated samples; {cfg.get('eval_masks')} held-out "
+                f"masks per point and kind on {cfg.get('n_eval')} held-out samples; hlvm {prov.get('hlvm_version')}, "
+                f"commit `{prov.get('git_commit')}`."
+            )
+        except (json.JSONDecodeError, AttributeError):
+            pass
+    commits = src / "points.jsonl"
+    if commits.is_file():
+        recs = []
+        for line in commits.read_text().splitlines():
+            try:
+                recs.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        if recs:
+            wall = sum(r.get("seconds", 0.0) for r in recs)
+            cpu = sum(r.get("cpu_seconds", 0.0) for r in recs)
+            out.append(
+                f"Points: {len(recs)} committed; per point {wall / len(recs):.0f} s wall and {cpu / len(recs):.0f} s CPU "
+                f"on average (sum {cpu:.0f} s CPU in the workers)."
+            )
+    return out + ([""] if out else [])
+
+
 def _read_prediction(path: Path) -> list[dict[str, str]] | None:
     if not path.is_file():
         return None
@@ -633,6 +671,7 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
 
     n_points = len({r["point_id"] for r in rows})
     lines = ["# Sweep report", ""]
+    lines += _provenance_lines(src)
     lines += [
         f"Source: `{(src / 'results.csv').name}` in `{src}`: {len(rows)} rows, {n_points} points, "
         f"{len(masks)} (point, evaluation mask, representation) combinations.",

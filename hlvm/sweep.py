@@ -568,6 +568,9 @@ def run_sweep(
     is called in this process after each commit.
     """
     t_start = time.perf_counter()
+    for name, value in (("workers", workers), ("threads", threads)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     out = Path(out)
     backend = MAEBackend() if backend is None else backend
     if out.exists() and not out.is_dir():
@@ -585,12 +588,8 @@ def run_sweep(
     cores = os.cpu_count() or 1
     if workers is None:
         workers = max(1, min(cores, len(todo)))
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     if threads is None:
         threads = max(1, cores // workers)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError(f"threads must be a positive integer, got {threads!r}")
 
     pred = backend.predict(cfg, context)
     if pred is not None:
