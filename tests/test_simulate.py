@@ -182,18 +182,28 @@ def test_user_graph_samples_and_inverts():
 
 
 @pytest.mark.parametrize(
-    "g",
-    [grid_hierarchy(depth=3, extra_parent_prob=0.6, seed=1), user_graph(), grid_hierarchy(depth=4)],
-    ids=["extra-parents", "user-dag", "default"],
+    "g,spec",
+    [
+        (grid_hierarchy(depth=3, extra_parent_prob=0.6, seed=1), MixingSpec()),
+        (user_graph(), MixingSpec()),
+        (grid_hierarchy(depth=4), MixingSpec()),
+        (grid_hierarchy(depth=2, branching=3), MixingSpec(layers=3)),
+        (grid_hierarchy(depth=2), MixingSpec(layers=1, kind="linear")),
+    ],
+    ids=["extra-parents", "user-dag", "default", "branching3-three-layers", "one-layer"],
 )
-def test_vectorised_sampler_matches_the_per_node_oracle(g):
-    sim = Simulator(g, build_mixing(g, MixingSpec(), np.random.default_rng(0)))
-    noises = sim.draw_noise(300, np.random.default_rng(4))  # 300: one full block and a partial one
+def test_vectorised_sampler_matches_the_per_node_oracle(g, spec):
+    sim = Simulator(g, build_mixing(g, spec, np.random.default_rng(0)))
+    noises = sim.draw_noise(300, np.random.default_rng(4))  # 300: full pieces and a partial one
     data = sim.transform(noises)
     images, values = reference_sample(sim, noises)
     np.testing.assert_allclose(data.images, images, rtol=0, atol=1e-10)
     for v in graphs.latent_nodes(g):
         np.testing.assert_allclose(data.latent(v), values[v], rtol=0, atol=1e-10)
+    # The float32 path computes the same maps to float32 precision.
+    single = sim.transform(noises.astype(np.float32))
+    assert single.images.dtype == np.float32
+    np.testing.assert_allclose(single.images, images, rtol=0, atol=1e-4)
 
 
 def test_threads_do_not_change_the_bytes(default_sim):
