@@ -270,6 +270,18 @@ def test_seeded_stream_does_not_depend_on_where_it_is_cut(default_sim):
         default_sim.seeded_noise(5, 3, 10)
 
 
+def test_sample_seeded_into_given_buffers_is_the_same_sample(default_sim):
+    fresh = default_sim.sample_seeded(7, SAMPLE_BLOCK, SAMPLE_BLOCK + 300, dtype=np.float32)
+    bufs = (np.full((300, *default_sim.image_shape), np.nan, np.float32),
+            np.full(fresh.latents.shape, np.nan, np.float32), np.full(fresh.noises.shape, np.nan, np.float32))
+    into = default_sim.sample_seeded(7, SAMPLE_BLOCK, SAMPLE_BLOCK + 300, dtype=np.float32, out=bufs)
+    assert into.images is bufs[0] and into.noises is bufs[2]
+    for name in ("images", "latents", "noises"):
+        assert np.array_equal(getattr(into, name), getattr(fresh, name)), name
+    with pytest.raises(ValueError, match="out arrays must be"):
+        default_sim.sample_seeded(7, 0, 300, dtype=np.float64, out=bufs)
+
+
 # ----------------------------------------------------------------------------- on disk
 
 
