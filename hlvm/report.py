@@ -43,9 +43,10 @@ per-mask A over every seed and evaluation mask; SE = std / sqrt(n)):
   units: ``D = max(A(larger units)) - A(smallest unit)``, same rule. Whether
   the largest unit then falls below the best one ("until too large") is
   reported, not judged.
-- A claim's overall verdict: *hold* if every decisive (non-inconclusive) part
-  holds and there is one; *fail* likewise; *mixed* if parts disagree;
-  *inconclusive* if no part is decisive.
+- A claim's verdict for a group: *hold* if every decisive (non-inconclusive)
+  part holds and there is one; *fail* likewise; *mixed* if parts disagree;
+  *inconclusive* if no part is decisive. Groups are kept apart: THEORY.md
+  expects claim 2 to differ between random and aligned masks.
 
 The same rules applied to predicted A give the theory's own verdict for this
 grid and these masks, shown beside the measured one.
@@ -323,6 +324,7 @@ class Verdict:
     verdict: str  # "hold" | "fail" | "inconclusive" | "mixed"
     numbers: str  # the numbers behind it
     predicted: str = ""  # the same rule on the theory's prediction
+    group: str = ""  # group_label of the group the part belongs to
 
 
 MIN_EFFECT = 0.05
@@ -371,7 +373,7 @@ def claim1(masks: Sequence[MaskSummary]) -> list[Verdict]:
             f"min {np.nanmin(ca):.3f}); s_m floor {floor_med:.3f}; s_mc leak {_nanmedian(leak):.3f}; "
             f"points with R^2(CA) >= {HOLD_CA}: {int((ca >= HOLD_CA).sum())}/{len(points)}"
         )
-        out.append(Verdict(1, group_label(g), v, numbers))
+        out.append(Verdict(1, group_label(g), v, numbers, group=group_label(g)))
     return out
 
 
@@ -403,7 +405,7 @@ def claim2(table: Mapping[tuple[GroupKey, float, int], Cell]) -> list[Verdict]:
             numbers = (
                 f"A by ratio ({curve}); D = A({bm.mask_ratio:g}) - A({ex.mask_ratio:g}) = {d:+.3f} ± 2x{se:.3f}"
             )
-            out.append(Verdict(2, f"{group_label(g)}; unit {u}", v, numbers, f"{pv} (D = {pd:+.3f} ± 2x{pse:.3f})"))
+            out.append(Verdict(2, f"{group_label(g)}; unit {u}", v, numbers, f"{pv} (D = {pd:+.3f} ± 2x{pse:.3f})", group_label(g)))
     return out
 
 
@@ -430,7 +432,7 @@ def claim3(table: Mapping[tuple[GroupKey, float, int], Cell]) -> list[Verdict]:
             numbers = (
                 f"A by unit ({curve}); D = A(u={best.mask_unit}) - A(u={cs[0].mask_unit}) = {d:+.3f} ± 2x{se:.3f}{tail}"
             )
-            out.append(Verdict(3, f"{group_label(g)}; ratio {r:g}", v, numbers, f"{pv} (D = {pd:+.3f} ± 2x{pse:.3f})"))
+            out.append(Verdict(3, f"{group_label(g)}; ratio {r:g}", v, numbers, f"{pv} (D = {pd:+.3f} ± 2x{pse:.3f})", group_label(g)))
     return out
 
 
@@ -683,12 +685,15 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
         "",
         "## Claims",
         "",
-        "| claim | verdict (measured) | verdict (theory, same rule) |",
-        "|---|---|---|",
+        "| claim | group | verdict (measured) | verdict (theory on the same masks, same rule) | parts (hold / fail / inconclusive) |",
+        "|---|---|---|---|---|",
     ]
     for k, parts in ((1, v1), (2, v2), (3, v3)):
-        theory = overall(parts, "predicted") if k != 1 else "n/a (Theorem 2 is the claim)"
-        lines.append(f"| {k}. {CLAIMS[k]} | **{overall(parts)}** | {theory} |")
+        for grp in sorted({p.group for p in parts}):
+            ps = [p for p in parts if p.group == grp]
+            theory = overall(ps, "predicted") if k != 1 else "n/a (Theorem 2 is the claim)"
+            counts = " / ".join(str(sum(p.verdict == v for p in ps)) for v in ("hold", "fail", "inconclusive"))
+            lines.append(f"| {k}. {CLAIMS[k]} | {grp} | **{overall(ps)}** | {theory} | {counts} |")
     lines += ["", "### Details", "", "| claim | scope | verdict | numbers | theory's verdict |", "|---|---|---|---|---|"]
     for parts in (v1, v2, v3):
         for p in parts:
@@ -719,7 +724,18 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
         lines += _prediction_section(prediction)
     verdicts = {
         "claims": {
-            str(k): {"claim": CLAIMS[k], "verdict": overall(parts), "theory": overall(parts, "predicted") if k != 1 else None}
+            str(k): {
+                "claim": CLAIMS[k],
+                "verdict": overall(parts),
+                "theory": overall(parts, "predicted") if k != 1 else None,
+                "by_group": {
+                    grp: {
+                        "verdict": overall([p for p in parts if p.group == grp]),
+                        "theory": overall([p for p in parts if p.group == grp], "predicted") if k != 1 else None,
+                    }
+                    for grp in sorted({p.group for p in parts})
+                },
+            }
             for k, parts in ((1, v1), (2, v2), (3, v3))
         },
         "parts": [asdict(p) for p in (*v1, *v2, *v3)],
@@ -739,6 +755,10 @@ def summary_lines(report_path: str | os.PathLike[str]) -> list[str]:
     data = json.loads((Path(report_path).parent / "verdicts.json").read_text())
     out = []
     for k, c in data["claims"].items():
-        theory = "" if c["theory"] is None else f" (theory on the same masks: {c['theory']})"
-        out.append(f"claim {k}: {c['verdict']}{theory}: {c['claim']}")
+        out.append(f"claim {k}: {c['claim']}")
+        for grp, v in c.get("by_group", {}).items():
+            theory = "" if v["theory"] is None else f" (theory on the same masks: {v['theory']})"
+            out.append(f"  {grp}: {v['verdict']}{theory}")
+        if not c.get("by_group"):
+            out.append(f"  {c['verdict']}")
     return out

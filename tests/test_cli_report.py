@@ -14,7 +14,8 @@ def test_report_prints_verdicts_and_writes_files(tmp_path):
     write_rows(tmp_path / "results.csv", toy_rows(claim2_spec(ROOT_ONLY, ROOT_A)))
     r = runner.invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / "rep")])
     assert r.exit_code == 0, r.output
-    assert "claim 2: hold (theory on the same masks: hold)" in " ".join(r.output.split())
+    out = " ".join(r.output.split())
+    assert "claim 2: extreme mask ratios" in out and "random masks, mae, no bottleneck, code representation: hold (theory on the same masks: hold)" in out
     assert (tmp_path / "rep" / "report.md").is_file() and (tmp_path / "rep" / "verdicts.json").is_file()
 
 

@@ -180,7 +180,7 @@ def test_report_from_a_small_results_file(tmp_path):
     (tmp_path / "prediction.csv").write_text("mask_kind,mask_ratio,mask_unit,abstraction\nrandom,0.5,1,0.9\n")
     path = build_report(tmp_path)
     text = path.read_text()
-    assert "| 2. extreme mask ratios" in text and "**hold**" in text
+    assert "| 2. extreme mask ratios give a low-level c; intermediate ratios a higher-level one | random masks, mae, no bottleneck, code representation | **hold** | hold | 1 / 0 / 0 |" in text
     assert "Verdict rules" in text and "D - 2 SE_D > 0" in text and "D >= 0.05" in text
     figs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert figs == ["abstraction_random-mae.png", "agreement_random-mae.png", "recovery_vs_ratio_random-mae.png", "recovery_vs_unit_random-mae.png"]
@@ -190,6 +190,7 @@ def test_report_from_a_small_results_file(tmp_path):
     verdicts = json.loads((tmp_path / "verdicts.json").read_text())
     assert verdicts["claims"]["1"]["verdict"] == "hold"
     assert verdicts["claims"]["2"]["verdict"] == "hold" and verdicts["claims"]["2"]["theory"] == "hold"
+    assert verdicts["claims"]["2"]["by_group"] == {"random masks, mae, no bottleneck, code representation": {"verdict": "hold", "theory": "hold"}}
 
 
 @pytest.mark.parametrize("missing", ["r2_noise", "role", "mask_unit"])
