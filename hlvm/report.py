@@ -513,7 +513,12 @@ def _figures(table: Mapping[tuple[GroupKey, float, int], Cell], out: Path, predi
             fname = f"{name}_{slug}.png"
             fig.savefig(out / fname, dpi=110)
             plt.close(fig)
-            figs[g].append((fname, f"recovery by latent level against {xlabel}"))
+            figs[g].append((
+                fname,
+                f"recovery by latent level against {xlabel}: solid, mean R^2 of the level's noises from the code "
+                "(every role, so a wide code's leak of the visible side's private noise shows here); dashed, the "
+                "share of the level's nodes in CA on the same masks (what the theory requires the code to hold)",
+            ))
 
         # 3. measured beside predicted abstraction
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
