@@ -84,21 +84,25 @@ def figures(result, arrays: Path, out: Path) -> list[str]:
     # Examples: per run, original / masked / reconstruction, and the cls attention.
     rows = sorted(result["rows"], key=lambda r: (r["mask_unit"], r["mask_ratio"]))
     k = result["config"]["eval"]["n_figure_images"]
-    fig, axes = plt.subplots(len(rows), 2 * k + 1, figsize=(1.0 * (2 * k + 1), 1.1 * len(rows)), squeeze=False)
-    for i, r in enumerate(rows):
-        a = np.load(arrays / f"{r['run']}-trainmask.npy")  # (3, k, H, W): original, masked, reconstruction
+    fig, axes = plt.subplots(len(rows) + 1, 2 * k, figsize=(1.0 * 2 * k, 1.1 * (len(rows) + 1)), squeeze=False)
+    first = np.load(arrays / f"{rows[0]['run']}-trainmask.npy")  # (3, k, H, W): original, masked, reconstruction
+    for j in range(k):
+        axes[0][j].imshow(first[0, j], cmap="gray", vmin=0, vmax=1)
+        axes[0][k + j].imshow(first[0, j], cmap="gray", vmin=0, vmax=1)
+    axes[0][0].set_ylabel("original", fontsize=7)
+    for i, r in enumerate(rows, start=1):
+        a = np.load(arrays / f"{r['run']}-trainmask.npy")
         att = np.load(arrays / f"{r['run']}-attention.npy")  # (k, h, w)
         for j in range(k):
             axes[i][j].imshow(np.concatenate([a[1, j], a[2, j]], axis=0), cmap="gray", vmin=0, vmax=1)
-            axes[i][k + 1 + j].imshow(att[j], cmap="inferno")
-        axes[i][k].imshow(a[0, 0], cmap="gray", vmin=0, vmax=1)
-        axes[i][0].set_ylabel(f"r{r['mask_ratio']}\nu{r['mask_unit']}", fontsize=7)
-        for ax in axes[i]:
+            axes[i][k + j].imshow(att[j], cmap="inferno")
+        axes[i][0].set_ylabel(f"r{r['mask_ratio']} u{r['mask_unit']}", fontsize=7)
+    for row in axes:
+        for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
-    axes[0][0].set_title("masked / reconstruction", fontsize=7, loc="left")
-    axes[0][k].set_title("orig.", fontsize=7)
-    axes[0][k + 1].set_title("last-layer cls attention", fontsize=7, loc="left")
+    axes[0][0].set_title("masked input over reconstruction", fontsize=7, loc="left")
+    axes[0][k].set_title("last-layer cls attention (head mean)", fontsize=7, loc="left")
     fig.tight_layout(pad=0.2)
     fig.savefig(out / "examples.png", dpi=110)
     plt.close(fig)
@@ -157,6 +161,8 @@ def write_report(result, arrays: Path, out: Path) -> None:
                                                  r["mask_unit"], r["mask_ratio"]))
 
     def fmt(k, v):
+        if k in ("mask_ratio", "mask_unit"):
+            return str(v)
         if k.startswith("probe"):
             return f"{100 * v:.2f}"
         if k.endswith("mse") or k.endswith("mse_masked"):
