@@ -20,9 +20,24 @@ console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def one_line(message: str) -> str:
+    """The user-facing line of an error message.
+
+    An error raised in a DataLoader worker reaches the main process re-raised
+    by torch with the worker's whole traceback as its message; its last line
+    (``module.ErrorType: the original message``) is what the user needs.
+    """
+    text = str(message)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        kind, sep, rest = last.partition(": ")
+        text = rest if sep and "Error" in kind else last
+    return " ".join(text.split())
+
+
 def fail(message: str) -> typer.Exit:
     """Print ``error: message`` on one line to stderr; return the exit-2 exception to raise."""
-    err_console.print(f"error: {' '.join(str(message).split())}", markup=False)
+    err_console.print(f"error: {one_line(message)}", markup=False)
     return typer.Exit(code=2)
 
 
