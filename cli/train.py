@@ -23,6 +23,8 @@ def train(
     mask_unit: Annotated[Optional[int], typer.Option(help="Masking unit u in pixels (a multiple of the patch size); default: the model config's.")] = None,
     patch_size: Annotated[Optional[int], typer.Option(help="Token patch size p in pixels; default: the model config's.")] = None,
     bottleneck: Annotated[Optional[int], typer.Option(help="Width d of the bottleneck code c_hat; default: none (a wide latent).")] = None,
+    img_size: Annotated[Optional[int], typer.Option(help="Image side in pixels for image folders; default: the model config's (simulated data set it themselves).")] = None,
+    in_chans: Annotated[Optional[int], typer.Option(help="Image channels for image folders (1: grayscale, 3: RGB); default: the model config's.")] = None,
     norm_pix_loss: Annotated[Optional[bool], typer.Option("--norm-pix-loss/--no-norm-pix-loss", help="Regress per-patch normalised pixels; default: the model config's.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (default 1000 unless --epochs is given).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs over a data folder, instead of --steps.")] = None,
@@ -55,6 +57,7 @@ def train(
                 values = dict(
                     model=model, data=data, objective=objective, mask_ratio=mask_ratio, mask_unit=mask_unit,
                     patch_size=patch_size, bottleneck=bottleneck, norm_pix_loss=norm_pix_loss,
+                    img_size=img_size, in_chans=in_chans,
                     steps=steps, epochs=epochs, batch_size=batch_size, accum=accum, blr=blr, warmup=warmup,
                     weight_decay=weight_decay, min_lr=min_lr, seed=seed, ckpt_every=ckpt_every,
                     log_every=log_every, compile=compile, num_workers=num_workers, device=device,

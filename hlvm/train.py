@@ -101,6 +101,9 @@ class TrainConfig:
         is Theorem 2's setting, an MAE trained for one mask ``m``.
     patch_size, mask_unit, bottleneck, norm_pix_loss : overrides of the
         named model config (``None`` keeps the config's value).
+    img_size, in_chans : image side and channels for image folders (a
+        named config's own otherwise); simulated data fix both themselves,
+        and a value that disagrees with them is a DataError.
     steps : optimizer steps; ``epochs`` instead sets them from a folder's size.
     batch_size : images per process per micro-step; ``accum`` micro-steps make
         an optimizer step, so the effective batch is ``batch_size * accum * world``.
@@ -126,6 +129,8 @@ class TrainConfig:
     mask_unit: int | None = None
     bottleneck: int | None = None
     norm_pix_loss: bool | None = None
+    img_size: int | None = None
+    in_chans: int | None = None
     steps: int | None = 1000
     epochs: int | None = None
     batch_size: int = 64
@@ -176,9 +181,11 @@ class TrainConfig:
             "patch_size": (self.patch_size, 1),
             "mask_unit": (self.mask_unit, 1),
             "bottleneck": (self.bottleneck, 1),
+            "img_size": (self.img_size, 1),
+            "in_chans": (self.in_chans, 1),
         }
         for name, (value, low) in ints.items():
-            if value is None and name in ("steps", "epochs", "patch_size", "mask_unit", "bottleneck"):
+            if value is None and name in ("steps", "epochs", "patch_size", "mask_unit", "bottleneck", "img_size", "in_chans"):
                 continue
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -471,7 +478,7 @@ def resolve_model_config(cfg: TrainConfig, shape: tuple[int, int, int] | None) -
     from hlvm.models import MAEConfig, get_config
 
     overrides: dict[str, Any] = {}
-    for name in ("patch_size", "mask_unit", "bottleneck", "norm_pix_loss"):
+    for name in ("patch_size", "mask_unit", "bottleneck", "norm_pix_loss", "img_size", "in_chans"):
         if getattr(cfg, name) is not None:
             overrides[name] = getattr(cfg, name)
     if isinstance(cfg.model, MAEConfig):
@@ -479,6 +486,9 @@ def resolve_model_config(cfg: TrainConfig, shape: tuple[int, int, int] | None) -
     else:
         if shape is not None:
             c, h, w = shape
+            for name, want in (("img_size", h if h == w else (h, w)), ("in_chans", c)):
+                if overrides.get(name, want) != want:
+                    raise DataError(f"{name} {overrides[name]} disagrees with the data's {c}x{h}x{w} (C x H x W) images")
             overrides.update(img_size=h if h == w else (h, w), in_chans=c)
         mcfg = get_config(cfg.model, **overrides)
     if shape is not None and (mcfg.in_chans, *mcfg.img_hw) != tuple(shape):

@@ -167,3 +167,25 @@ def test_ctrl_c_reports_the_saved_checkpoint_and_exits_130(monkeypatch, tmp_path
     result = invoke("--model", "mlp", "--out", str(tmp_path / "run"), "-q")
     assert result.exit_code == 130
     assert "interrupted at step 7" in result.output and f"--resume {tmp_path / 'run'}" in result.output
+
+
+def test_small_vit_on_an_image_folder_takes_img_size_and_in_chans(tmp_path):
+    """A small config trains on real images once the CLI can set their size and channels."""
+    from _imagetree import build_tree
+
+    tree = build_tree(tmp_path / "tree")
+    out = tmp_path / "run"
+    result = invoke(
+        "--model", "vit_small_synth", "--data", f"imagefolder:{tree}", "--img-size", "32", "--in-chans", "1",
+        "--patch-size", "4", "--mask-unit", "8", "--steps", "2", "--batch-size", "4", "--warmup", "1",
+        "--out", str(out), "-q",
+    )
+    assert result.exit_code == 0, result.output
+    model = json.loads((out / "config.json").read_text())["model"]
+    assert (model["img_size"], model["in_chans"], model["patch_size"], model["mask_unit"]) == (32, 1, 4, 8)
+
+
+def test_img_size_that_disagrees_with_simulated_data(folder, tmp_path):
+    out = tmp_path / "run"
+    assert_one_line_error(invoke("--data", folder, "--img-size", "8", "--out", str(out), "-q"), "img_size 8", "4x4x4")
+    assert not out.exists()
