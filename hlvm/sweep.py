@@ -512,8 +512,17 @@ def _set_threads(n: int) -> None:
         sys.modules["torch"].set_num_threads(n)
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, parent: int) -> None:
     _set_threads(threads)
+    # A worker whose sweep process died (killed, not Ctrl-C) would otherwise train on, orphaned.
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _cpu_seconds() -> float:
@@ -621,7 +630,7 @@ def run_sweep(
             import multiprocessing as mp
 
             # spawn: a clean interpreter per worker; fork after torch set up threads can hang.
-            pool = ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_worker_init, initargs=(threads,))
+            pool = ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_worker_init, initargs=(threads, os.getpid()))
             try:
                 pending: dict[Future, SweepPoint] = {pool.submit(_run_point, backend, cfg, p, context): p for p in todo}
                 while pending:
