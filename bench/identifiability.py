@@ -93,7 +93,6 @@ def check(
     """
     import torch
 
-    from hlvm import graphs
     from hlvm.graphs import GridSpec
     from hlvm.locate import locate
     from hlvm.masks import Mask

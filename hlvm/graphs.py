@@ -30,6 +30,7 @@ import networkx as nx
 import numpy as np
 
 from hlvm.errors import ConfigError, GraphError
+from hlvm.io import read_json
 
 __all__ = [
     "GridSpec",
@@ -389,13 +390,7 @@ def write_graph(g: nx.DiGraph, path: str | os.PathLike[str]) -> None:
 
 def read_graph(path: str | os.PathLike[str]) -> nx.DiGraph:
     """Read and validate a node-link JSON graph file; bad files raise :class:`GraphError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise GraphError(f"graph file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GraphError(f"graph file {path} is not valid JSON: {e}") from None
+    data = read_json(path, "graph file", GraphError, require_object=False)  # graph_from_json says what a graph needs
     try:
         return graph_from_json(data)
     except GraphError as e:

@@ -20,9 +20,30 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hlvm.errors import ConfigError
+from hlvm.errors import ConfigError, HlvmError
 
-__all__ = ["atomic_dir", "write_json", "provenance", "new_run_dir"]
+__all__ = ["atomic_dir", "write_json", "read_json", "provenance", "new_run_dir"]
+
+
+def read_json(
+    path: str | os.PathLike[str], what: str, error: type[HlvmError], *, require_object: bool = True
+) -> Any:
+    """Parse the JSON file ``path``, a ``what`` (e.g. "mask spec"), for a user-facing command.
+
+    A missing file, a file that is not JSON, or (with ``require_object``) JSON
+    that is not an object raises ``error`` with one line naming ``what`` and
+    the path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{what} {path} is not valid JSON: {e}") from None
+    if require_object and not isinstance(data, dict):
+        raise error(f"{what} {path} must be a JSON object, got {type(data).__name__}")
+    return data
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

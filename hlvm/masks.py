@@ -18,17 +18,16 @@ enters only as its ``(H, W)`` grid of observed node ids.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hlvm.errors import MaskError
+from hlvm.io import read_json
 
 __all__ = [
     "Mask",
@@ -286,16 +285,7 @@ class Mask:
 
 def load_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a mask spec file; missing or malformed files raise :class:`MaskError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise MaskError(f"mask spec not found: {path}")
-    try:
-        spec = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MaskError(f"mask spec {path} is not valid JSON: {e}") from None
-    if not isinstance(spec, dict):
-        raise MaskError(f"mask spec {path} must be a JSON object, got {type(spec).__name__}")
-    return spec
+    return read_json(path, "mask spec", MaskError)
 
 
 def mask_from_spec(spec: Mapping[str, Any], ids: np.ndarray, latents: Collection[str] = ()) -> Mask:

@@ -35,13 +35,15 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from hlvm.errors import ConfigError, DataError, MaskError, HlvmError
+from hlvm.evaluate import ROW_COLUMNS as NODE_COLUMNS
+from hlvm.io import read_json
 from hlvm.masks import num_masked
 
 __all__ = [
@@ -91,18 +93,7 @@ ROW_COLUMNS = POINT_COLUMNS + [
     "agreement_ca_vs_masked",
     "effective_rank",
     "cca_c",
-    "node",
-    "level",
-    "role",
-    "in_ca",
-    "dim",
-    "noise_dim",
-    "r2_value",
-    "r2_noise",
-    "r2_value_linear",
-    "r2_value_kernel",
-    "r2_noise_linear",
-    "r2_noise_kernel",
+    *NODE_COLUMNS,  # one row per latent node, as hlvm.evaluate reports it
 ]
 
 
@@ -307,13 +298,7 @@ def _known_objectives() -> tuple[str, ...]:
 
 def load_sweep_config(path: str | os.PathLike[str]) -> SweepConfig:
     """Read a study's ``config.json``; missing or malformed files raise :class:`ConfigError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep config not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"sweep config {path} is not valid JSON: {e}") from None
+    data = read_json(path, "sweep config", ConfigError)
     try:
         return SweepConfig.from_dict(data)
     except ConfigError as e:

@@ -52,7 +52,7 @@ import torch.distributed as dist
 from torch import nn
 
 from hlvm.errors import ConfigError, DataError, HlvmError
-from hlvm.io import provenance, write_json
+from hlvm.io import provenance, read_json, write_json
 
 __all__ = [
     "TrainConfig",
@@ -297,15 +297,7 @@ def _simulator_from_spec(spec: str) -> Any:
 
     if spec == "online":
         return simulate.Simulator.from_config(simulate.SimulateConfig())
-    path = Path(spec.split(":", 1)[1])
-    if not path.is_file():
-        raise DataError(f"simulate config not found: {path}")
-    try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"simulate config {path} is not valid JSON: {e}") from None
-    if not isinstance(raw, dict):
-        raise DataError(f"simulate config {path} must be a JSON object")
+    raw = read_json(spec.split(":", 1)[1], "simulate config", DataError)
     return simulate.Simulator.from_config(simulate.SimulateConfig.from_dict(raw))
 
 
