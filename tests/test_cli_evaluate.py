@@ -11,6 +11,7 @@ from hlvm.cli.main import app
 from hlvm.evaluate import ROW_COLUMNS, SUMMARY_KEYS
 from hlvm.graphs import GridSpec
 from hlvm.simulate import SimulateConfig, simulate_to_dir
+from _cli import assert_one_line_error
 
 runner = CliRunner()
 
@@ -38,14 +39,6 @@ def spec_file(tmp_path, spec, name="spec.json"):
 def invoke(*args):
     return runner.invoke(app, ["evaluate", *map(str, args)])
 
-
-def assert_one_line_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert "Traceback" not in result.output
 
 
 def test_json_output_holds_summary_rows_and_c(run_dir, tmp_path):

@@ -12,6 +12,7 @@ from hlvm.cli.main import app
 from hlvm.graphs import GridSpec, graph_to_json, grid_hierarchy, write_graph
 from hlvm.locate import locate
 from hlvm.masks import Mask
+from _cli import assert_one_line_error
 
 runner = CliRunner()
 DEFAULT = grid_hierarchy(GridSpec())  # what `hlvm simulate` builds on its defaults: 16x16, depth 4
@@ -26,14 +27,6 @@ def spec_file(tmp_path, spec, name="spec.json"):
     path.write_text(spec if isinstance(spec, str) else json.dumps(spec))
     return str(path)
 
-
-def assert_one_line_error(result, *words: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for w in words:
-        assert w in lines[0], lines[0]
-    assert "Traceback" not in result.output
 
 
 def test_json_without_a_graph_uses_the_default_simulate_graph(tmp_path):

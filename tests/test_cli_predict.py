@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from hlvm.cli.main import app
 from hlvm.graphs import grid_hierarchy, write_graph
 from hlvm.predict import predict, predict_columns
+from _cli import assert_one_line_error
 
 runner = CliRunner()
 G3 = grid_hierarchy(depth=3, branching=2)
@@ -26,13 +27,6 @@ def graph_file(tmp_path_factory) -> str:
     write_graph(G3, path)
     return str(path)
 
-
-def assert_one_line_error(result, *words: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 def test_predict_writes_the_library_rows_and_prints_the_verdicts(tmp_path, graph_file):

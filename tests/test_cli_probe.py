@@ -11,6 +11,7 @@ from _tinyrun import tiny_run
 from typer.testing import CliRunner
 
 from hlvm.cli.main import app
+from _cli import assert_one_line_error as _one_line_error
 
 runner = CliRunner()
 
@@ -24,13 +25,6 @@ def tree(tmp_path_factory):
 def run(tree, tmp_path_factory):
     return tiny_run(tree, tmp_path_factory.mktemp("runs") / "r")
 
-
-def _one_line_error(result, *words):
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for w in words:
-        assert w in lines[0], result.output
 
 
 def test_probe_prints_top1_on_the_held_out_split(run, tree, tmp_path):

@@ -13,6 +13,7 @@ from hlvm.cli.main import app
 from hlvm.graphs import GridSpec, graph_to_json, grid_hierarchy, read_graph, write_graph
 from hlvm.mixing import MixingSpec
 from hlvm.simulate import SimulateConfig, load_dataset
+from _cli import assert_one_line_error
 
 runner = CliRunner()
 
@@ -20,14 +21,6 @@ runner = CliRunner()
 def invoke(*args: str):
     return runner.invoke(app, ["simulate", *args])
 
-
-def assert_one_line_error(result, *words: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for w in words:
-        assert w in lines[0], lines[0]
-    assert "Traceback" not in result.output
 
 
 def test_defaults_are_the_library_defaults(tmp_path):

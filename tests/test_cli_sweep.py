@@ -9,14 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from hlvm.cli.main import app
+from _cli import assert_one_line_error as one_line_error
 
 runner = CliRunner()
 
-
-def one_line_error(result, text):
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], result.output
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from hlvm.cli.main import app
 from hlvm.graphs import GridSpec
 from hlvm.simulate import SimulateConfig, simulate_to_dir
+from _cli import assert_one_line_error
 
 runner = CliRunner()
 
@@ -33,14 +34,6 @@ def folder(tmp_path_factory) -> str:
 def invoke(*args: str):
     return runner.invoke(app, ["train", *args])
 
-
-def assert_one_line_error(result, *words: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for w in words:
-        assert w in lines[0], lines[0]
-    assert "Traceback" not in result.output
 
 
 def test_train_writes_a_run_with_the_options_given(online_spec, tmp_path):
