@@ -160,6 +160,21 @@ def _select(
     return _Fit(loo_mse[best, np.arange(loo_mse.shape[1])], predict(best), alphas[best])
 
 
+def _loo_mse(U: np.ndarray, UtY: np.ndarray, Y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mean squared LOO residual per (alpha, target) for hat matrices ``H_a = U diag(weights[a]) U^T``.
+
+    ``U`` is ``(n, r)``, ``UtY = U^T Y`` and ``weights`` is ``(n_alphas, r)``;
+    the LOO residual of a linear smoother is ``(Y - H Y) / (1 - diag H)``.
+    """
+    U2 = U**2
+    loo = np.empty((len(weights), Y.shape[1]))
+    for i, w in enumerate(weights):
+        h = U2 @ w  # (n,) diag of the hat matrix
+        resid = (Y - U @ (w[:, None] * UtY)) / (1.0 - h)[:, None]
+        loo[i] = (resid**2).mean(axis=0)
+    return loo
+
+
 def _ridge_primal(
     F: np.ndarray, Y: np.ndarray, F_test: np.ndarray, alphas: np.ndarray, proj: np.ndarray | None = None
 ) -> _Fit:
@@ -178,13 +193,7 @@ def _ridge_primal(
     B = V if proj is None else proj @ V  # (m, r): from F's columns to the eigenbasis
     P = F @ B  # (n, r)
     PtY = P.T @ Y  # (r, T)
-    P2 = P**2
-    loo = np.empty((len(alphas), Y.shape[1]))
-    for i, a in enumerate(alphas):
-        inv = 1.0 / (s2 + a)
-        h = P2 @ inv  # (n,) diag of the hat matrix
-        resid = (Y - P @ (inv[:, None] * PtY)) / (1.0 - h)[:, None]
-        loo[i] = (resid**2).mean(axis=0)
+    loo = _loo_mse(P, PtY, Y, 1.0 / (s2[None, :] + alphas[:, None]))  # (A, T)
     FtV = F_test @ B  # (n_test, r)
 
     def predict(best: np.ndarray) -> np.ndarray:
@@ -202,13 +211,7 @@ def _ridge_dual(K: np.ndarray, Y: np.ndarray, K_test: np.ndarray, alphas: np.nda
     lam, Q = np.linalg.eigh(K)
     lam = np.clip(lam, 0.0, None)  # round-off can leave tiny negative eigenvalues of a PSD kernel
     QtY = Q.T @ Y  # (n, T)
-    Q2 = Q**2
-    loo = np.empty((len(alphas), Y.shape[1]))
-    for i, a in enumerate(alphas):
-        shrink = lam / (lam + a)
-        h = Q2 @ shrink
-        resid = (Y - Q @ (shrink[:, None] * QtY)) / (1.0 - h)[:, None]
-        loo[i] = (resid**2).mean(axis=0)
+    loo = _loo_mse(Q, QtY, Y, lam[None, :] / (lam[None, :] + alphas[:, None]))  # (A, T)
     KtQ = K_test @ Q  # (n_test, n)
 
     def predict(best: np.ndarray) -> np.ndarray:
