@@ -5,3 +5,22 @@ import matplotlib
 matplotlib.use("Agg")
 # Tests run two xdist workers on two cores; one torch thread each avoids oversubscription.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tree(tmp_path_factory):
+    """A small ImageFolder of real photos (tests/_imagetree.py); tests must not write into it."""
+    from _imagetree import build_tree
+
+    return build_tree(tmp_path_factory.mktemp("imgs"))
+
+
+@pytest.fixture(scope="session")
+def run(tree, tmp_path_factory):
+    """A tiny trained ViT run on :func:`tree`, shared by the probe and recon CLI tests (one training per worker)."""
+    from _tinyrun import tiny_run
+
+    return tiny_run(tree, tmp_path_factory.mktemp("runs") / "r")

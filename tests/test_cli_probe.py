@@ -6,24 +6,12 @@ import json
 
 import pytest
 import torch
-from _imagetree import build_tree
-from _tinyrun import tiny_run
 from typer.testing import CliRunner
 
 from hlvm.cli.main import app
 from _cli import assert_one_line_error as _one_line_error
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    return build_tree(tmp_path_factory.mktemp("imgs"))
-
-
-@pytest.fixture(scope="module")
-def run(tree, tmp_path_factory):
-    return tiny_run(tree, tmp_path_factory.mktemp("runs") / "r")
 
 
 

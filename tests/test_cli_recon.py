@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from _imagetree import build_tree
-from _tinyrun import tiny_run
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -14,16 +12,6 @@ from hlvm.cli.main import app
 from hlvm.masks import num_masked
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    return build_tree(tmp_path_factory.mktemp("imgs"))
-
-
-@pytest.fixture(scope="module")
-def run(tree, tmp_path_factory):
-    return tiny_run(tree, tmp_path_factory.mktemp("runs") / "r")
 
 
 def test_recon_writes_metrics_images_and_attention(run, tree, tmp_path):
