@@ -36,6 +36,7 @@ import networkx as nx
 import numpy as np
 
 from hlvm import graphs
+from hlvm._kernels import rows_from_samples, run_program, samples_from_rows
 from hlvm.errors import ConfigError, DataError, HlvmError
 from hlvm.graphs import GridSpec
 from hlvm.io import atomic_dir, provenance, write_json
@@ -55,12 +56,10 @@ __all__ = [
 
 #: Samples per seeded noise block: the unit that fixes the bytes.
 SAMPLE_BLOCK = 1024
-#: Samples per unit of computation: small enough that a piece's buffers stay in
-#: L2, large enough to spread the fixed cost of a piece (~90 us, mostly ~680
-#: tiny BLAS calls at depth 4). 96 measured ~7% faster than 64 or 128 (float32,
-#: depth 4). Pieces start at fixed offsets in each SAMPLE_BLOCK (the last one
-#: is shorter), so the bytes still depend on seed and options only.
-COMPUTE_BLOCK = 96
+#: Samples per unit of computation (a speed knob only: the kernels compute each
+#: sample on its own, so no piece size changes a byte). Long enough rows for the
+#: SIMD loops over samples, short enough that a piece's work array stays in cache.
+COMPUTE_BLOCK = 128
 #: Blocks per chunk written to disk at once (memory, not bytes: any value gives the same files).
 CHUNK_BLOCKS = 16
 DTYPES = ("float32", "float64")
@@ -274,66 +273,62 @@ class Dataset:
 # ----------------------------------------------------------------------------- simulator
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """Where one mixing group reads and writes in the simulator's feature-major work array.
+class _Program:
+    """The forward pass of one graph as a flat program for :func:`hlvm._kernels.run_program`.
 
-    ``inputs`` (K, d + 1): per node, the rows of its parents' values, of its
-    noise, and the constant-1 row (for the bias column). For latents,
-    ``outputs`` is the first value row when the group's rows form one
-    contiguous run (the last layer writes there in place), else the (K * d,)
-    rows to scatter to. For pixels, ``outputs`` holds their row-major pixel
-    indices, and ``pixels`` their range when it is contiguous (written in
-    place).
+    One feature-major work array per thread holds, row by row: every latent
+    value (``Dz`` rows, the latent array's columns), every noise (``De``
+    rows), every pixel channel (``C * H * W`` rows, channel-major, so a
+    sample's image is ``C * H * W`` consecutive rows) and two hidden layers of
+    scratch. Each node's map is ``L`` affine steps in topological order: the
+    first reads its parents' and its noise's rows, the last writes the node's
+    rows, a leaky ReLU after every step but the last. The standardisation is
+    already folded into the last layer (:class:`hlvm.mixing.MixingGroup`).
     """
 
-    inputs: np.ndarray
-    outputs: np.ndarray | int
-    pixels: tuple[int, int] | None = None
-
-
-class _Workspace:
-    """Buffers and views of one thread for pieces of exactly ``b`` samples in ``dtype``.
-
-    Reused piece after piece: fresh multi-megabyte arrays per piece cost
-    page faults that take longer than the arithmetic, and building the views
-    once saves numpy call overhead, which at these matrix sizes is a large
-    share of the time.
-    """
-
-    def __init__(self, sim: Simulator, b: int, dtype: np.dtype):
+    def __init__(self, sim: Simulator):
+        g, index = sim.graph, sim.index
         c, h, w = sim.image_shape
-        self.b = b
-        self.work = np.empty((sim._dz + sim._de + 1, b), dtype)  # (Dz + De + 1, B): values, noises, ones
-        self.work[-1] = 1.0
-        self.noise_rows = self.work[sim._dz : sim._dz + sim._de]  # (De, B)
-        self.latent_rows = self.work[: sim._dz]  # (Dz, B)
-        self.pix = np.empty((c, h * w, b), dtype)  # (C, H*W, B)
-        self.steps = []
-        buffers: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        for group, plan, wts in zip(sim.mixing.groups, sim._plans, sim._weights(dtype), strict=True):
-            k, d = len(group.nodes), group.dim
-            if (k, d) not in buffers:
-                hid = np.empty((k, d + 1, b), dtype)  # hidden layer plus its ones row
-                hid[:, d] = 1.0
-                # (K, d + 1, B) gathered inputs; (K, d, B) scratch for the activation and scattered outputs
-                buffers[k, d] = (np.empty((k, d + 1, b), dtype), hid, np.empty((k, d, b), dtype))
-            x, hid, tmp = buffers[k, d]
-            if group.observed:
-                dest = self.pix[:, plan.pixels[0] : plan.pixels[1]].transpose(1, 0, 2) if plan.pixels else tmp  # (K, C, B)
-            elif isinstance(plan.outputs, int):
-                dest = self.work[plan.outputs : plan.outputs + k * d].reshape(k, d, b)  # (K, d, B) view
-            else:
-                dest = tmp
-            # Each layer: (weights (K, d, d + 1), input (K, d + 1, B), output (K, d, B)); the last writes dest.
-            layers = [(wts[i], x if i == 0 else hid, hid[:, :d]) for i in range(len(wts) - 1)]
-            layers.append((wts[-1], x if len(wts) == 1 else hid, dest))
-            scatter = None
-            if dest is tmp:
-                scatter = (self.pix, (slice(None), plan.outputs), tmp.transpose(1, 0, 2)) if group.observed else (
-                    self.work, plan.outputs, tmp.reshape(k * d, b))  # pixels: (C, K, B); latents: (K * d, B)
-            act = (hid[:, :d], tmp, group.slope) if group.slope != 1.0 and len(wts) > 1 else None
-            self.steps.append((plan.inputs, x, layers, act, scatter))
+        dz, de = index.latent_dim, index.noise_dim
+        self.noise_row, self.pixel_row = dz, dz + de
+        dmax = max(grp.dim for grp in sim.mixing.groups)
+        hidden = self.pixel_row + c * h * w
+        self.rows_total = hidden + 2 * dmax
+        steps, rows, weights = [], [], []
+        w_at = 0
+
+        def add_rows(r: np.ndarray) -> int:
+            rows.append(np.asarray(r, np.int64))
+            return sum(len(x) for x in rows) - len(r)
+
+        for grp in sim.mixing.groups:
+            n_layers, _, d, _ = grp.weights.shape
+            for k, v in enumerate(grp.nodes):
+                inputs = [np.arange(index.latents[p].start, index.latents[p].stop) for p in graphs.parents(g, v)]
+                inputs.append(dz + np.arange(index.noises[v].start, index.noises[v].stop))
+                src = add_rows(np.concatenate(inputs))
+                if grp.observed:
+                    r, col = g.nodes[v]["pos"]
+                    final = self.pixel_row + np.arange(c) * (h * w) + r * w + col
+                else:
+                    final = np.arange(index.latents[v].start, index.latents[v].stop)
+                for layer in range(n_layers):
+                    last = layer == n_layers - 1
+                    dst = add_rows(final if last else hidden + (layer % 2) * dmax + np.arange(d))
+                    weights.append(grp.weights[layer, k].reshape(-1))
+                    steps.append((w_at, d, src, dst, 0 if last else int(grp.slope != 1.0)))
+                    w_at += d * (d + 1)
+                    src = dst
+        self.steps = np.array(steps, np.int64).reshape(-1, 5)
+        self.rows = np.concatenate(rows)
+        self.weights = np.concatenate(weights)  # float64; cast per dtype in weights_as
+        self.slope = sim.mixing.groups[0].slope if sim.mixing.groups else 1.0
+        self._cast: dict[np.dtype, np.ndarray] = {}
+
+    def weights_as(self, dtype: np.dtype) -> np.ndarray:
+        if dtype not in self._cast:
+            self._cast[dtype] = self.weights.astype(dtype)
+        return self._cast[dtype]
 
 
 class Simulator:
@@ -368,8 +363,7 @@ class Simulator:
         self.config: SimulateConfig | None = None
         self._dz = self.index.latent_dim
         self._de = self.index.noise_dim
-        self._plans = [self._plan(g) for g in mixing.groups]
-        self._cast: dict[np.dtype, list[np.ndarray]] = {}
+        self._program = _Program(self)
 
     @classmethod
     def from_config(cls, cfg: SimulateConfig, graph: nx.DiGraph | None = None, **kw: Any) -> Simulator:
@@ -378,26 +372,6 @@ class Simulator:
         sim = cls(graph, build_mixing(graph, cfg.mixing, mixing_rng(cfg.seed)), cfg.noise, **kw)
         sim.config = cfg
         return sim
-
-    def _plan(self, group: Any) -> _Plan:
-        g, dz, ones = self.graph, self._dz, self._dz + self._de
-        rows = []
-        for v in group.nodes:
-            r = [np.arange(self.index.latents[p].start, self.index.latents[p].stop) for p in graphs.parents(g, v)]
-            s = self.index.noises[v]
-            r += [np.arange(dz + s.start, dz + s.stop), [ones]]
-            rows.append(np.concatenate(r))
-        inputs = np.stack(rows)  # (K, d + 1)
-        if group.observed:
-            _, _, w = self.image_shape
-            flat = np.array([g.nodes[v]["pos"][0] * w + g.nodes[v]["pos"][1] for v in group.nodes])
-            if np.array_equal(flat, np.arange(flat[0], flat[0] + len(flat))):
-                return _Plan(inputs, flat, (int(flat[0]), int(flat[-1]) + 1))
-            return _Plan(inputs, flat)
-        out = np.concatenate([np.arange(self.index.latents[v].start, self.index.latents[v].stop) for v in group.nodes])
-        if np.array_equal(out, np.arange(out[0], out[0] + len(out))):
-            return _Plan(inputs, int(out[0]))
-        return _Plan(inputs, out)
 
     # -- noise
 
@@ -423,47 +397,19 @@ class Simulator:
 
     # -- forward
 
-    def _weights(self, dtype: np.dtype) -> list[np.ndarray]:
-        """Every group's stacked weights in the compute dtype (cast once, kept)."""
-        if dtype not in self._cast:
-            self._cast[dtype] = [np.ascontiguousarray(g.weights, dtype=dtype) for g in self.mixing.groups]
-        return self._cast[dtype]
+    def _forward_piece(self, work: np.ndarray, noises: np.ndarray, images: np.ndarray, latents: np.ndarray) -> None:
+        """One piece of samples: ``noises`` (B, De) -> ``images`` (B, C, H, W), ``latents`` (B, Dz), in place.
 
-    def _forward_block(self, ws: _Workspace, noises: np.ndarray, images: np.ndarray, latents: np.ndarray) -> None:
-        """Run one piece: ``noises`` (B, De) -> ``images`` (B, C, H, W), ``latents`` (B, Dz), written in place.
-
-        Feature-major (features x samples), so each node's layer is one small
-        gemm over the piece's samples and a generation's nodes one batched
-        matmul; layers write straight into the next one's input buffer. All
-        arithmetic is in the workspace's dtype.
+        The noise goes into the work array's rows, the compiled program runs
+        every node's map over the piece's samples (SIMD across samples), and
+        the latent and pixel rows come back out sample-major. All arithmetic
+        is in ``work``'s dtype; the outputs must be C-contiguous of that dtype.
         """
-        b = len(noises)
-        c, h, w = self.image_shape
-        matmul, take, multiply, maximum = np.matmul, np.take, np.multiply, np.maximum
-        ws.noise_rows[...] = noises.T
-        work = ws.work
-        for inputs, x, layers, act, scatter in ws.steps:
-            # mode="clip": with the default "raise", take buffers the whole output first.
-            take(work, inputs, axis=0, out=x, mode="clip")  # (K, d + 1, B)
-            last = len(layers) - 1
-            for i, (wt, src, dst) in enumerate(layers):
-                matmul(wt, src, out=dst)  # (K, d, d + 1) @ (K, d + 1, B) -> (K, d, B)
-                if i < last and act is not None:
-                    layer, tmp, slope = act
-                    multiply(layer, slope, out=tmp)
-                    maximum(layer, tmp, out=layer)  # leaky ReLU
-            if scatter is not None:
-                target, where, value = scatter
-                target[where] = value
-        latents[...] = ws.latent_rows.T
-        pix = ws.pix
-        if images.flags.c_contiguous:
-            flat = images.reshape(b, c, h * w)
-            for ch in range(c):
-                # One channel at a time: the (H*W, B) source then stays in L1/L2 while it is transposed.
-                flat[:, ch] = pix[ch].T
-        else:
-            images[...] = pix.transpose(2, 0, 1).reshape(b, c, h, w)
+        b, prog = len(noises), self._program
+        rows_from_samples(noises, work, prog.noise_row)
+        run_program(work, b, prog.weights_as(work.dtype), prog.steps, prog.rows, work.dtype.type(prog.slope))
+        samples_from_rows(work, 0, latents)
+        samples_from_rows(work, prog.pixel_row, images.reshape(b, -1))
 
     def _run(
         self,
@@ -476,13 +422,14 @@ class Simulator:
 
         The arithmetic runs in ``noises``' dtype (float32 or float64).
         Threads take whole :data:`SAMPLE_BLOCK` blocks, every ``threads``-th
-        one, each with its own buffers; numpy drops the GIL inside matmul and
-        ufuncs, so they run in parallel. With ``block_rngs``, block ``k``'s
-        noise is drawn from ``block_rngs(k)`` inside the thread, just before
-        it is used. Within a block, :data:`COMPUTE_BLOCK`-sample pieces run
-        one after another. Every piece is computed alone, at an offset fixed
-        by its block, so a sample's bytes depend neither on the thread count
-        nor on how a run is chunked.
+        one, each with its own work array; the compiled kernels and numpy's
+        noise draws release the GIL, so the threads run in parallel. With
+        ``block_rngs``, block ``k``'s noise is drawn from ``block_rngs(k)``
+        inside the thread, just before it is used. Within a block,
+        :data:`COMPUTE_BLOCK`-sample pieces run one after another. The
+        kernels compute every sample on its own, so a sample's bytes depend
+        neither on the thread count, nor on the piece size, nor on how a run
+        is chunked.
         """
         n = len(noises)
         dtype = noises.dtype
@@ -490,16 +437,14 @@ class Simulator:
         threads = max(1, min(self.threads, len(starts)))
 
         def run(part: list[int]) -> None:
-            spaces: dict[int, _Workspace] = {}  # by piece size: the full one, and at most one short tail
+            work = np.zeros((self._program.rows_total, min(COMPUTE_BLOCK, n)), dtype)
             for s in part:
                 e = min(s + SAMPLE_BLOCK, n)
                 if block_rngs is not None:
                     self.draw_noise(e - s, block_rngs(s // SAMPLE_BLOCK), dtype, out=noises[s:e])
                 for cs in range(s, e, COMPUTE_BLOCK):
                     ce = min(cs + COMPUTE_BLOCK, e)
-                    if ce - cs not in spaces:
-                        spaces[ce - cs] = _Workspace(self, ce - cs, dtype)
-                    self._forward_block(spaces[ce - cs], noises[cs:ce], images[cs:ce], latents[cs:ce])
+                    self._forward_piece(work, noises[cs:ce], images[cs:ce], latents[cs:ce])
 
         parts = [starts[i::threads] for i in range(threads)]
         if threads > 1:
@@ -512,14 +457,11 @@ class Simulator:
         return (np.empty((n, *self.image_shape), dtype), np.empty((n, self._dz), dtype),
                 np.empty((n, self._de), dtype))
 
-    def forward(
-        self, noises: np.ndarray, *, images: np.ndarray | None = None, latents: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def forward(self, noises: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Images ``(N, C, H, W)`` and latents ``(N, Dz)`` made from ``noises`` ``(N, De)``.
 
         Computed in float32 when ``noises`` are float32 (so stored float32
         noise replays its stored samples byte for byte), else in float64.
-        ``images`` / ``latents`` may be given to write into (any float dtype).
         """
         noises = np.asarray(noises)
         dtype = np.float32 if noises.dtype == np.float32 else np.float64
@@ -527,8 +469,7 @@ class Simulator:
         n = len(noises)
         if noises.ndim != 2 or noises.shape[1] != self._de:
             raise ValueError(f"noises must be (N, {self._de}), got {noises.shape}")
-        images = np.empty((n, *self.image_shape), dtype) if images is None else images
-        latents = np.empty((n, self._dz), dtype) if latents is None else latents
+        images, latents = np.empty((n, *self.image_shape), dtype), np.empty((n, self._dz), dtype)
         self._run(noises, images, latents)
         return images, latents
 
