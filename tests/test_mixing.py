@@ -87,23 +87,45 @@ def test_an_impossible_condition_bound_is_an_error():
 # ----------------------------------------------------------------------------- noise
 
 
+# Gaussian noise has two sources: the compiled ziggurat for SFC64 (the sampler's generators) and
+# numpy's standard_normal for any other generator; each test runs on both.
+GENERATORS = {"pcg64": np.random.default_rng, "sfc64": lambda seed: np.random.Generator(np.random.SFC64(seed))}
+
+
+@pytest.mark.parametrize("make_rng", GENERATORS.values(), ids=GENERATORS.keys())
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kind", ["gaussian", "uniform", "laplace"])
-def test_noise_has_zero_mean_and_unit_variance(kind, dtype):
-    x = unit_noise(kind, np.random.default_rng(0), (200_000,), dtype)
+def test_noise_has_zero_mean_and_unit_variance(kind, dtype, make_rng):
+    x = unit_noise(kind, make_rng(0), (200_000,), dtype)
     assert x.dtype == dtype
     assert abs(x.mean()) < 0.01 and abs(x.var() - 1.0) < 0.02
 
 
+@pytest.mark.parametrize("make_rng", GENERATORS.values(), ids=GENERATORS.keys())
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kind", ["gaussian", "uniform", "laplace"])
-def test_noise_drawn_into_out_is_the_same_draw(kind, dtype):
-    fresh = unit_noise(kind, np.random.default_rng(5), (300, 7), dtype)
+def test_noise_drawn_into_out_is_the_same_draw(kind, dtype, make_rng):
+    fresh = unit_noise(kind, make_rng(5), (300, 7), dtype)
     out = np.full((300, 7), np.nan, dtype)
-    assert unit_noise(kind, np.random.default_rng(5), (300, 7), dtype, out=out) is out
+    assert unit_noise(kind, make_rng(5), (300, 7), dtype, out=out) is out
     assert np.array_equal(out, fresh)
     with pytest.raises(ValueError, match="float32 or float64"):
-        unit_noise(kind, np.random.default_rng(5), (3,), np.float16)
+        unit_noise(kind, make_rng(5), (3,), np.float16)
+
+
+@pytest.mark.parametrize("make_rng", GENERATORS.values(), ids=GENERATORS.keys())
+def test_gaussian_draws_continue_the_generator(make_rng):
+    """Two draws in a row are one longer draw: the generator's state moves on by what was used."""
+    rng = make_rng(9)
+    parts = [unit_noise("gaussian", rng, (n,)) for n in (1, 1000, 37)]
+    assert np.array_equal(np.concatenate(parts), unit_noise("gaussian", make_rng(9), (1038,)))
+    assert not np.array_equal(unit_noise("gaussian", rng, (5,)), parts[1][:5])
+
+
+def test_sfc64_float32_gaussians_are_the_float64_ones_rounded():
+    wide = unit_noise("gaussian", GENERATORS["sfc64"](3), (10_000,), np.float64)
+    narrow = unit_noise("gaussian", GENERATORS["sfc64"](3), (10_000,), np.float32)
+    assert np.array_equal(narrow, wide.astype(np.float32))
 
 
 def test_noise_kinds_differ_in_shape_and_unknown_kinds_fail():
