@@ -135,18 +135,29 @@ def rows_from_samples(src, work, row0):  # pragma: no cover - compiled
                     row[t] = src[t, c]
 
 
+_SAMPLES = 8
+
+
 @njit(nogil=True, cache=True, boundscheck=False)
 def samples_from_rows(work, row0, dst):  # pragma: no cover - compiled
-    """``dst[t, f] = work[row0 + f, t]``: feature-major rows into sample-major ``dst`` (n, F), in tiles."""
+    """``dst[t, f] = work[row0 + f, t]``: feature-major rows into sample-major ``dst`` (n, F).
+
+    Eight samples at a time (a constant, so the inner loop is unrolled): one
+    short contiguous read per row, eight writes into eight output rows that
+    stay in L1 while every feature goes by. About twice as fast as square tiles
+    here, where the output is the image (1536 features per sample at depth 4).
+    """
     n, f = dst.shape
-    for f0 in range(0, f, _TILE):
-        f1 = min(f0 + _TILE, f)
-        for t0 in range(0, n, _TILE):
-            t1 = min(t0 + _TILE, n)
-            for t in range(t0, t1):
-                out = dst[t]
-                for c in range(f0, f1):
-                    out[c] = work[row0 + c, t]
+    full = n - n % _SAMPLES
+    for t0 in range(0, full, _SAMPLES):
+        for c in range(f):
+            row = work[row0 + c]
+            for b in range(_SAMPLES):
+                dst[t0 + b, c] = row[t0 + b]
+    for c in range(f):
+        row = work[row0 + c]
+        for t in range(full, n):
+            dst[t, c] = row[t]
 
 
 # ----------------------------------------------------------------------------- Gaussian noise
