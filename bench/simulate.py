@@ -11,13 +11,13 @@ Two paths are timed, each against its own baseline:
 * float64: ``Simulator.sample(n, rng)`` (online sampling, float64 in memory).
 
 The baseline is the straightforward implementation: the same noise (the same
-per-block generators, in the same dtype), then one node at a time in
+per-block generators and Gaussian kernel, in the same dtype), then one node at a time in
 topological order, each node's map (concatenate parents and noise, layers,
 leaky ReLU, standardise) applied to all n samples at once in the same dtype
-(so it is vectorised over samples, only not over nodes, and not
-cache-blocked). Outputs are asserted equal (float64 to 1e-9; float32 to 1e-4,
-as the fast path folds the standardisation into the last layer, which rounds
-differently), and both timings include drawing the noise. Targets (issue 2):
+(numpy matmuls, so it is vectorised over samples, only not over nodes, and
+not cache-blocked). Outputs are asserted equal (float64 to 1e-9; float32 to
+1e-4, as the fast path folds the standardisation into the last layer and sums
+in its own order, which rounds differently), and both timings include drawing the noise. Targets (issue 2):
 >= 200,000 samples/s on 2 cores, and >= 10x the per-node loop. The machine is
 shared, so the samples per CPU-second are printed too.
 """
