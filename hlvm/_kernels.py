@@ -14,20 +14,21 @@ depend on how many samples a call takes, on the vector width of the CPU, or on
 threads, and ``tests/test_kernels.py`` checks them bit for bit against numpy.
 
 The loop over samples is the innermost one, over contiguous rows, two inputs
-per pass, which LLVM turns into SIMD code: one affine step costs about 2 ns per
-sample on this project's 2-core CI machine (float32, d = 6), against the
-~1 us of call overhead per (K, d, d + 1) x (K, d + 1, B) numpy matmul that
-the whole graph's hundreds of tiny per-node maps would cost.
+per pass, which LLVM turns into SIMD code: a d = 6 step costs about 2 ns per
+sample in float32 on this project's 2-core machine. numpy's batched matmuls
+pay a BLAS call per node at these sizes (d <= 7, hundreds of nodes), which
+cost the sampler more than the arithmetic.
 
 The module also holds the sampler's Gaussian noise source,
 :func:`gaussian_fill`: a 256-layer ziggurat (Marsaglia and Tsang, 2000) fed by
 numpy's SFC64 bit generator, whose raw 64-bit stream it reproduces word for
 word (numpy keeps bit generators' raw streams stable across releases). It
-takes about a quarter of the time of ``Generator.standard_normal``, which on
-this machine spends ~6 of its ~8.5 ns per value outside the bit generator.
+takes 3.3 ns a value here, where ``Generator.standard_normal`` takes 8.5 (of
+which the bit generator is 1.9).
 
-Compiled on first use and cached on disk next to this file (``cache=True``),
-so later processes load them in well under a second.
+Compiled on first use (about 2 s) and cached on disk next to this file
+(``cache=True``; numba falls back to a per-user cache where that folder is
+read-only), so later processes only load them.
 """
 
 from __future__ import annotations
@@ -186,20 +187,19 @@ def _layers(r: float) -> tuple[float, list[float]]:
     return v, xs
 
 
-def ziggurat_tables(layers: int = _LAYERS) -> dict[str, np.ndarray | float]:
+def ziggurat_tables() -> dict[str, np.ndarray | float]:
     """The 256-layer ziggurat of the (unnormalised) density ``f(x) = exp(-x^2 / 2)`` on ``x >= 0``.
 
     Layer ``i >= 1`` is the box ``[0, X_i] x [f(X_i), f(X_{i+1})]``; layer 0 is
     ``[0, r] x [0, f(r)]`` plus the tail beyond ``r``, drawn as a box of
     width ``X_0 = v / f(r)``. All have area ``v``, and ``X_256 = 0``. The base
     edge ``r`` is found by bisection so that the 255th layer ends exactly at the
-    top (``f(X_255) + v / X_255 = 1``): r = 3.6541528853610088, Marsaglia and
+    top (``f(X_255) + v / X_255 = 1``): r = 3.65415288536101, Marsaglia and
     Tsang's value. Returned: ``w`` (X_i / 2^52, a 52-bit integer times it is a
     point in the layer), ``k`` (the integers below which that point lies
     inside the next layer's edge, ``floor(2^52 X_{i+1} / X_i)``), ``f``
     (f(X_i), 257 entries with f(X_256) = 1), ``r`` and ``v``.
     """
-    assert layers == _LAYERS
     lo, hi = 3.0, 4.0  # the layers overshoot the top at r = 3 and fall short of it at r = 4
     while True:
         mid = 0.5 * (lo + hi)
@@ -290,15 +290,3 @@ def gaussian_fill(s, out, w, k, f, r):  # pragma: no cover - compiled
                 break
         out[i] = sign * x
     s[0], s[1], s[2], s[3] = a, b, c, n
-
-
-def warm_up() -> None:
-    """Compile (or load from the cache) every kernel for float32 and float64."""
-    for dtype in (np.float32, np.float64):
-        work = np.zeros((4, 3), dtype)
-        run_program(work, 3, np.ones(2, dtype), np.array([[0, 1, 0, 1, 1]], np.int64), np.array([0, 1], np.int64),
-                    dtype(0.5))
-        rows_from_samples(np.zeros((3, 2), dtype), work, 0)
-        samples_from_rows(work, 0, np.zeros((3, 2), dtype))
-        gaussian_fill(np.ones(4, np.uint64), np.zeros(3, dtype), ZIGGURAT["w"], ZIGGURAT["k"], ZIGGURAT["f"],
-                      ZIGGURAT["r"])
