@@ -24,7 +24,9 @@ noise stays recoverable from a single pixel (``tests/test_mixing.py`` checks
 it with a kernel-ridge probe).
 
 Nodes of one topological generation with the same dim are stacked into a
-:class:`MixingGroup` whose maps run as one batched matmul.
+:class:`MixingGroup`, the layout the sampler's compiled program
+(:mod:`hlvm.simulate`) is built from; :meth:`MixingGroup.apply` is its plain
+numpy reference.
 """
 
 from __future__ import annotations
@@ -176,12 +178,13 @@ def _sfc64_gaussian(bit_generator: np.random.SFC64, out: np.ndarray) -> np.ndarr
     """Fill ``out`` (C-contiguous) with standard normals from ``bit_generator``, advancing its state."""
     if not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous")
-    state = bit_generator.state
-    words = np.array(state["state"]["state"], dtype=np.uint64)
     z = ZIGGURAT
-    gaussian_fill(words, out.reshape(-1), z["w"], z["k"], z["f"], z["r"])
-    # A 32-bit half word numpy may have buffered is dropped: the next draws start from fresh words.
-    bit_generator.state = {**state, "state": {"state": words}, "has_uint32": 0, "uinteger": 0}
+    with bit_generator.lock:  # as numpy's own draws: one thread at a time per generator
+        state = bit_generator.state
+        words = np.array(state["state"]["state"], dtype=np.uint64)
+        gaussian_fill(words, out.reshape(-1), z["w"], z["k"], z["f"], z["r"])
+        # A 32-bit half word numpy may have buffered is dropped: the next draws start from fresh words.
+        bit_generator.state = {**state, "state": {"state": words}, "has_uint32": 0, "uinteger": 0}
     return out
 
 

@@ -1,9 +1,9 @@
 """The hierarchy sampler and its on-disk dataset format.
 
 A :class:`Simulator` draws every node's noise ``eps_v`` and runs the graph's
-invertible maps (:mod:`hlvm.mixing`) in topological order, a generation's
-same-dim nodes as one batched matmul, samples along the last axis: no Python
-loop over samples or, within a group, over nodes.
+invertible maps (:mod:`hlvm.mixing`) in topological order, all of them in one
+compiled program (:mod:`hlvm._kernels`) over pieces of samples, SIMD across
+the samples: no Python loop over samples or over nodes.
 
 On disk (``simulate_to_dir``), readable with numpy alone::
 
@@ -16,9 +16,9 @@ On disk (``simulate_to_dir``), readable with numpy alone::
                         "noises": {id: [start, stop]}}
 
 Seeding: the noise of samples ``[k * SAMPLE_BLOCK, (k + 1) * SAMPLE_BLOCK)``
-comes from its own generator, SFC64 seeded by ``SeedSequence(seed, spawn_key=(1, k))``, and
-every block is computed on its own; the mixing comes from
-``SeedSequence(seed, spawn_key=(0,))``. So the bytes depend on the seed and
+comes from its own generator, SFC64 seeded by ``SeedSequence(seed, spawn_key=(1, k))``
+(Gaussians through :func:`hlvm._kernels.gaussian_fill`), and every sample is
+computed on its own; the mixing comes from ``SeedSequence(seed, spawn_key=(0,))``. So the bytes depend on the seed and
 options only, never on how the run is chunked or threaded.
 """
 
@@ -341,7 +341,7 @@ class Simulator:
     graph : a validated hierarchy graph.
     mixing : its maps (:func:`hlvm.mixing.build_mixing`).
     noise : ``"gaussian"``, ``"uniform"`` or ``"laplace"`` (unit variance).
-    threads : worker threads over sample blocks (numpy releases the GIL in matmul).
+    threads : worker threads over sample blocks (the compiled kernels release the GIL).
 
     Examples
     --------
