@@ -215,6 +215,20 @@ def test_threads_do_not_change_the_bytes(default_sim):
     assert all(np.array_equal(a, b) for a, b in zip(one, two))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_piece_size_does_not_change_the_bytes(default_sim, monkeypatch, dtype):
+    """Each sample is computed on its own: any piece size (including ones the SIMD loops split
+    into vector and scalar parts) gives the same bytes, and a sample alone equals it in a crowd."""
+    noises = default_sim.draw_noise(300, np.random.default_rng(8), dtype)
+    want = default_sim.forward(noises)
+    for piece in (1, 7, 64, 300):
+        monkeypatch.setattr(simulate, "COMPUTE_BLOCK", piece)
+        got = default_sim.forward(noises)
+        assert all(np.array_equal(a, b) for a, b in zip(got, want)), piece
+    alone = default_sim.forward(noises[17:18])
+    assert np.array_equal(alone[0][0], want[0][17]) and np.array_equal(alone[1][0], want[1][17])
+
+
 def test_sampled_bytes_do_not_depend_on_threads(default_sim):
     default_sim.threads = 1
     one = default_sim.sample(2100, np.random.default_rng(9))
