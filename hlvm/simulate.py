@@ -16,9 +16,10 @@ On disk (``simulate_to_dir``), readable with numpy alone::
                         "noises": {id: [start, stop]}}
 
 Seeding: the noise of samples ``[k * SAMPLE_BLOCK, (k + 1) * SAMPLE_BLOCK)``
-comes from its own generator, SFC64 seeded by ``SeedSequence(seed, spawn_key=(1, k))``
-(Gaussians through :func:`hlvm._kernels.gaussian_fill`), and every sample is
-computed on its own; the mixing comes from ``SeedSequence(seed, spawn_key=(0,))``. So the bytes depend on the seed and
+comes from its own generator, SFC64 seeded by ``SeedSequence(seed,
+spawn_key=(1, k))`` (Gaussians through :func:`hlvm._kernels.gaussian_fill`),
+and every sample is computed on its own; the mixing comes from
+``SeedSequence(seed, spawn_key=(0,))``. So the bytes depend on the seed and
 options only, never on how the run is chunked or threaded.
 """
 
