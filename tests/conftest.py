@@ -24,3 +24,14 @@ def run(tree, tmp_path_factory):
     from _tinyrun import tiny_run
 
     return tiny_run(tree, tmp_path_factory.mktemp("runs") / "r")
+
+
+@pytest.fixture(scope="session")
+def online_spec(tmp_path_factory) -> str:
+    """A ``--data online:<simulate.json>`` spec: a depth-2 hierarchy sampled fresh at every step."""
+    from hlvm.graphs import GridSpec
+    from hlvm.simulate import SimulateConfig
+
+    path = tmp_path_factory.mktemp("sim") / "simulate.json"
+    path.write_text(SimulateConfig(grid=GridSpec(depth=2)).to_json())
+    return f"online:{path}"

@@ -18,13 +18,6 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def online_spec(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("sim") / "simulate.json"
-    path.write_text(SimulateConfig(grid=GridSpec(depth=2)).to_json())
-    return f"online:{path}"
-
-
-@pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("data") / "sim"
     simulate_to_dir(SimulateConfig(grid=GridSpec(depth=2), n=32, seed=1), out, progress=False)
