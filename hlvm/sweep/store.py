@@ -1,0 +1,164 @@
+"""Append-only, crash-safe results of a sweep folder (:class:`ResultsStore`).
+
+- ``results.csv`` and ``results.jsonl`` hold the rows (same rows, two formats);
+- ``points.jsonl`` holds one *commit record* per finished point, written after
+  its rows were appended and fsynced, with the byte length both row files had
+  at that moment.
+
+A point counts as finished only once its commit record is on disk. On resume
+the row files are cut back to the last commit's lengths (dropping the rows of a
+point that died mid-append, which is never a finished point) and a torn last
+line of ``points.jsonl`` is ignored and cut. Finished rows are never rewritten.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hlvm.errors import DataError
+
+from .grid import ROW_COLUMNS
+
+__all__ = ["ResultsStore", "write_csv_atomic"]
+
+
+def _fsync_append(path: Path, data: bytes) -> int:
+    """Append ``data`` in one write, flush and fsync; return the file's new length."""
+    with open(path, "ab") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+        return f.tell()
+
+
+def _truncate(path: Path, size: int) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(size)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class ResultsStore:
+    """Append-only results of a sweep folder; see the module docstring for the protocol."""
+
+    CSV = "results.csv"
+    JSONL = "results.jsonl"
+    COMMITS = "points.jsonl"
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.csv_path = self.root / self.CSV
+        self.jsonl_path = self.root / self.JSONL
+        self.commits_path = self.root / self.COMMITS
+        self._header: list[str] | None = None
+
+    def recover(self) -> dict[str, dict[str, Any]]:
+        """Finished points (``point_id`` -> commit record); cut torn or uncommitted tails.
+
+        Raises :class:`DataError` if a row file is shorter than its commits
+        say (edited or truncated by hand) or a line before the last is corrupt.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        for p in (self.csv_path, self.jsonl_path, self.commits_path):
+            p.touch(exist_ok=True)
+        raw = self.commits_path.read_bytes()
+        commits: dict[str, dict[str, Any]] = {}
+        good_end = 0
+        last: dict[str, Any] | None = None
+        pos = 0
+        while pos < len(raw):
+            nl = raw.find(b"\n", pos)
+            line = raw[pos:] if nl < 0 else raw[pos:nl]
+            try:
+                rec = json.loads(line) if nl >= 0 else None
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                rec = None
+            if rec is None or not isinstance(rec, dict) or "point_id" not in rec:
+                if nl >= 0 and raw[nl + 1 :].strip():
+                    raise DataError(f"{self.commits_path}: corrupt line at byte {pos}, followed by more records")
+                break  # a torn last line: the point it described was not committed
+            commits[rec["point_id"]] = rec
+            last = rec
+            pos = good_end = nl + 1
+        if good_end < len(raw):
+            _truncate(self.commits_path, good_end)
+        csv_end = last["csv_end"] if last else 0
+        jsonl_end = last["jsonl_end"] if last else 0
+        for path, end in ((self.csv_path, csv_end), (self.jsonl_path, jsonl_end)):
+            size = path.stat().st_size
+            if size < end:
+                raise DataError(f"{path} has {size} bytes but its committed rows end at byte {end}; was it edited?")
+            if size > end:
+                _truncate(path, end)  # rows of a point that never committed
+        self._header = None
+        if csv_end:
+            with open(self.csv_path, newline="") as f:
+                self._header = next(csv.reader(f))
+        return commits
+
+    def append(self, point_id: str, rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> dict[str, Any]:
+        """Append one finished point's rows to both files, then its commit record."""
+        if self._header is None:
+            extra = sorted({k for r in rows for k in r} - set(ROW_COLUMNS))
+            self._header = ROW_COLUMNS + extra
+            header = True
+        else:
+            header = False
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self._header, restval="", extrasaction="ignore", lineterminator="\n")
+        if header:
+            writer.writeheader()
+        for r in rows:
+            writer.writerow({k: _csv_value(v) for k, v in r.items()})
+        csv_end = _fsync_append(self.csv_path, buf.getvalue().encode())
+        blob = "".join(json.dumps(_json_value(dict(r)), allow_nan=True) + "\n" for r in rows)
+        jsonl_end = _fsync_append(self.jsonl_path, blob.encode())
+        rec = {"point_id": point_id, "rows": len(rows), "csv_end": csv_end, "jsonl_end": jsonl_end, **meta}
+        _fsync_append(self.commits_path, (json.dumps(_json_value(rec)) + "\n").encode())
+        return rec
+
+
+def _csv_value(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, float | np.floating):
+        return repr(float(v))  # full precision, round-trips
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def _json_value(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, np.floating):
+            v = float(v)
+        elif isinstance(v, np.integer):
+            v = int(v)
+        if isinstance(v, float) and not math.isfinite(v):
+            v = None  # JSON has no NaN; an undefined number is null
+        out[k] = v
+    return out
+
+
+def write_csv_atomic(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys.extend(k for k in r if k not in keys)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, restval="", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: _csv_value(v) for k, v in r.items()})
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
