@@ -67,6 +67,9 @@ def simulate(
     max_cond: Annotated[float, typer.Option(help="Weight matrices are redrawn until their condition number is at most this.")] = 1.8,
     noise: Annotated[str, typer.Option(help="Noise law: gaussian, uniform or laplace (unit variance).")] = "gaussian",
     seed: Annotated[int, typer.Option(help="Seed of the mixing and the noise.")] = 0,
+    sample_seed: Annotated[
+        Optional[int], typer.Option(help="Seed of the noise alone: the same process (--seed), a fresh draw of samples.")
+    ] = None,
     dtype: Annotated[str, typer.Option(help="dtype of the arrays on disk: float32 or float64.")] = "float32",
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: a new folder under runs/).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty --out.")] = False,
@@ -88,7 +91,7 @@ def simulate(
             seed=graph_seed,
         )
         mix = MixingSpec(kind=mixing, layers=layers, slope=slope, sv_min=sv_min, sv_max=sv_max, max_cond=max_cond)
-        cfg = SimulateConfig(grid=grid, mixing=mix, noise=noise, n=n, seed=seed, dtype=dtype,
+        cfg = SimulateConfig(grid=grid, mixing=mix, noise=noise, n=n, seed=seed, sample_seed=sample_seed, dtype=dtype,
                              graph=str(graph) if graph is not None else None)
         g = cfg.build_graph()
         target = out if out is not None else new_run_dir("runs", "simulate")
@@ -99,5 +102,6 @@ def simulate(
     c, h, w = image_shape(g)
     console.print(summary_table(g))
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-    console.print(f"image shape (C, H, W): ({c}, {h}, {w})   samples: {n:,}   seed: {seed}")
+    console.print(f"image shape (C, H, W): ({c}, {h}, {w})   samples: {n:,}   seed: {seed}"
+                  + ("" if sample_seed is None else f"   sample seed: {sample_seed}"))
     console.print(f"wrote {path} ({_size(size)} on disk) in {elapsed:.1f} s ({n / max(elapsed, 1e-9):,.0f} samples/s)")

@@ -16,10 +16,11 @@ On disk (``simulate_to_dir``), readable with numpy alone::
                         "noises": {id: [start, stop]}}
 
 Seeding: the noise of samples ``[k * SAMPLE_BLOCK, (k + 1) * SAMPLE_BLOCK)``
-comes from its own generator, SFC64 seeded by ``SeedSequence(seed,
-spawn_key=(1, k))`` (Gaussians through :func:`hlvm._kernels.gaussian_fill`),
-and every sample is computed on its own; the mixing comes from
-``SeedSequence(seed, spawn_key=(0,))``. So the bytes depend on the seed and
+comes from its own generator, SFC64 seeded by ``SeedSequence(noise_seed,
+spawn_key=(1, k))`` (Gaussians through :func:`hlvm._kernels.gaussian_fill`;
+``noise_seed`` is ``sample_seed`` when set, else ``seed``), and every sample
+is computed on its own; the mixing comes from ``SeedSequence(seed,
+spawn_key=(0,))``. So the bytes depend on the seed and
 options only, never on how the run is chunked or threaded.
 """
 
@@ -81,6 +82,10 @@ class SimulateConfig:
     noise : distribution of every ``eps_v`` (zero mean, unit variance).
     n : number of samples.
     seed : seed of the mixing and of the noise.
+    sample_seed : seed of the noise alone (``None``: ``seed``). The same
+        ``seed`` with another ``sample_seed`` is the same generating process
+        (graph and mixing) with a fresh draw of samples: what a replicate
+        needs.
     dtype : dtype of the arrays on disk.
     graph : optional path of a user graph (node-link JSON) used instead of ``grid``.
     """
@@ -90,6 +95,7 @@ class SimulateConfig:
     noise: Literal["gaussian", "uniform", "laplace"] = "gaussian"
     n: int = 10_000
     seed: int = 0
+    sample_seed: int | None = None
     dtype: Literal["float32", "float64"] = "float32"
     graph: str | None = None
 
@@ -104,10 +110,17 @@ class SimulateConfig:
             raise ConfigError(f"n must be an integer >= 1, got {self.n!r}")
         if not _is_int(self.seed) or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.sample_seed is not None and (not _is_int(self.sample_seed) or self.sample_seed < 0):
+            raise ConfigError(f"sample_seed must be an integer >= 0 or null, got {self.sample_seed!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.graph is not None and not isinstance(self.graph, str):
             raise ConfigError(f"graph must be a file path or null, got {self.graph!r}")
+
+    @property
+    def noise_seed(self) -> int:
+        """The seed of the samples' noise stream: ``sample_seed``, else ``seed``."""
+        return self.seed if self.sample_seed is None else self.sample_seed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -536,7 +549,7 @@ class Simulator:
 
 def simulate(cfg: SimulateConfig) -> Dataset:
     """The dataset of ``cfg`` in memory, in ``cfg.dtype``: the samples :func:`simulate_to_dir` writes."""
-    return Simulator.from_config(cfg).sample_seeded(cfg.seed, 0, cfg.n, dtype=cfg.dtype)
+    return Simulator.from_config(cfg).sample_seeded(cfg.noise_seed, 0, cfg.n, dtype=cfg.dtype)
 
 
 # ----------------------------------------------------------------------------- disk
@@ -595,7 +608,7 @@ def simulate_to_dir(
             buffers = sim._empty(min(chunk, n), dtype)  # reused chunk after chunk: no fresh pages to fault in
             with _progress(progress, n) as advance:
                 for s, e in _chunks(n, chunk):
-                    part = sim.sample_seeded(cfg.seed, s, e, dtype=dtype, out=tuple(b[: e - s] for b in buffers))
+                    part = sim.sample_seeded(cfg.noise_seed, s, e, dtype=dtype, out=tuple(b[: e - s] for b in buffers))
                     arrays = (("images", part.images), ("latents", part.latents), ("noises", part.noises))
                     for key, arr in arrays:
                         f = files[key]
