@@ -19,6 +19,7 @@ def train(
     objective: Annotated[str, typer.Option(help="Training objective: mae, umae or mmae.")] = "mae",
     objective_coef: Annotated[Optional[list[str]], typer.Option(help="Objective coefficient NAME=VALUE, repeatable (umae: coef; mmae: coef, mu).")] = None,
     mask_ratio: Annotated[float, typer.Option(help="Fraction of masking units masked per sample, in (0, 1).")] = 0.75,
+    mask_kind: Annotated[str, typer.Option(help="Training masks: random (MAE's) or aligned (whole hierarchy blocks, depth-first).")] = "random",
     mask: Annotated[Optional[Path], typer.Option(help="A mask spec JSON (masked / grid / ratio form): train with this one fixed mask instead of random ones.")] = None,
     mask_unit: Annotated[Optional[int], typer.Option(help="Masking unit u in pixels (a multiple of the patch size); default: the model config's.")] = None,
     patch_size: Annotated[Optional[int], typer.Option(help="Token patch size p in pixels; default: the model config's.")] = None,
@@ -55,7 +56,7 @@ def train(
                 run_dir = lib.resume(resume, progress=not quiet)
             else:
                 values = dict(
-                    model=model, data=data, objective=objective, mask_ratio=mask_ratio, mask_unit=mask_unit,
+                    model=model, data=data, objective=objective, mask_ratio=mask_ratio, mask_kind=mask_kind, mask_unit=mask_unit,
                     patch_size=patch_size, bottleneck=bottleneck, norm_pix_loss=norm_pix_loss,
                     img_size=img_size, in_chans=in_chans,
                     steps=steps, epochs=epochs, batch_size=batch_size, accum=accum, blr=blr, warmup=warmup,

@@ -65,6 +65,8 @@ __all__ = [
     "resolve_model_config",
     "fixed_training_mask",
     "mask_generator",
+    "init_model",
+    "TRAIN_MASK_KINDS",
     "open_data",
     "DataStream",
     "CHECKPOINT",
@@ -75,6 +77,9 @@ __all__ = [
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+
+#: Distributions of training masks (``TrainConfig.mask_kind``).
+TRAIN_MASK_KINDS = ("random", "aligned")
 
 # Parameters MAE keeps out of weight decay besides norms and biases.
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token")
@@ -96,6 +101,14 @@ class TrainConfig:
     objective : one of ``hlvm.objectives.OBJECTIVES``; ``objective_coefs``
         are passed to ``build_objective``.
     mask_ratio : fraction of masking units masked per sample, in (0, 1).
+    mask_kind : the distribution of the training masks (:data:`TRAIN_MASK_KINDS`):
+        ``"random"``, MAE's (uniformly random whole units); ``"aligned"``,
+        the same count of units taken depth-first through the hierarchy's
+        ``branching x branching`` blocks
+        (:func:`hlvm.models.masking.aligned_token_mask`, Kong et al.'s Figure
+        4 regime), with the data graph's branching (2 for data without a grid
+        hierarchy); the unit grid must be square with a side that is a power
+        of it.
     mask : a fixed mask used for every sample instead of random ones: a mask
         spec dict (DESIGN.md: ``masked``, ``grid`` or ``ratio`` form). This
         is Theorem 2's setting, an MAE trained for one mask ``m``.
@@ -124,6 +137,7 @@ class TrainConfig:
     objective: str = "mae"
     objective_coefs: Mapping[str, float] | None = None
     mask_ratio: float = 0.75
+    mask_kind: str = "random"
     mask: Mapping[str, Any] | None = None
     patch_size: int | None = None
     mask_unit: int | None = None
@@ -166,6 +180,10 @@ class TrainConfig:
             raise ConfigError(f"mask ratio must be a number in (0, 1), got {self.mask_ratio!r}")
         if not (math.isfinite(self.mask_ratio) and 0.0 < self.mask_ratio < 1.0):
             raise ConfigError(f"mask ratio must be in (0, 1), got {self.mask_ratio}")
+        if self.mask_kind not in TRAIN_MASK_KINDS:
+            raise ConfigError(f"unknown train mask kind {self.mask_kind!r}; choose from {', '.join(TRAIN_MASK_KINDS)}")
+        if self.mask is not None and self.mask_kind != "random":
+            raise ConfigError(f"give a fixed mask or mask kind {self.mask_kind!r}, not both")
         if (self.steps is None) == (self.epochs is None):
             raise ConfigError("give exactly one of steps and epochs")
         ints = {
@@ -681,7 +699,6 @@ def train(
 
     Bad input raises an :class:`HlvmError` before anything is written.
     """
-    from hlvm.models import build_model
     from hlvm.objectives import build_objective
 
     if cfg.out is None:
@@ -713,18 +730,72 @@ def train(
             num_masked(mcfg.num_units, cfg.mask_ratio)
         except HlvmError as e:
             raise ConfigError(str(e)) from None
+    masker = _masker(cfg, mcfg, src, fixed_mask)
     objective = build_objective(cfg.objective, **(cfg.objective_coefs or {}))
 
     device = _pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)))
     dd = _init_distributed(device)
     try:
-        return _train_loop(cfg, mcfg, src, objective, fixed_mask, device, dd, ckpt, progress, on_step, build_model)
+        return _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, on_step)
     finally:
         if dd.owns_group:
             dist.destroy_process_group()
 
 
-def _train_loop(cfg, mcfg, src, objective, fixed_mask, device, dd, ckpt, progress, on_step, build_model) -> Path:  # noqa: ANN001
+@dataclass(frozen=True)
+class _Masker:
+    """How a training step masks its batch: keyword arguments for the model's forward."""
+
+    kind: str
+    ratio: float
+    fixed: Any = None
+    mcfg: Any = None
+    branching: int = 2
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> dict[str, Any]:
+        if self.fixed is not None:
+            return {"mask": self.fixed}
+        if self.kind == "aligned":
+            from hlvm.models.masking import aligned_token_mask
+
+            tokens = aligned_token_mask(self.mcfg, x.shape[0], self.ratio, self.branching, generator=gen)  # (B, L)
+            return {"mask": tokens.to(x.device)}
+        return {"mask_ratio": self.ratio, "generator": gen}
+
+    @property
+    def logged_ratio(self) -> float:
+        return self.fixed.ratio if self.fixed is not None else self.ratio
+
+
+def _masker(cfg: TrainConfig, mcfg: Any, src: _Source, fixed_mask: Any) -> _Masker:
+    """The run's masking, checked against the model's unit grid before anything is written."""
+    from hlvm.predict import graph_branching
+
+    # A grid hierarchy's own branching; quad-tree blocks for other data (image folders, user graphs).
+    branching = (graph_branching(src.graph) if src.graph is not None else None) or 2
+    if cfg.mask_kind == "aligned":
+        from hlvm.models.masking import aligned_levels
+
+        try:
+            aligned_levels(mcfg, branching)
+        except HlvmError as e:
+            raise ConfigError(str(e)) from None
+    return _Masker(cfg.mask_kind, cfg.mask_ratio, fixed_mask, mcfg, branching)
+
+
+def init_model(mcfg: Any, seed: int) -> nn.Module:
+    """The model a run seeded ``seed`` starts from: ``build_model(mcfg)`` right after ``torch.manual_seed(seed)``.
+
+    Training starts here, so this is also the *untrained* control of every
+    run of this architecture and seed (:mod:`hlvm.evaluate`).
+    """
+    from hlvm.models import build_model
+
+    torch.manual_seed(seed)
+    return build_model(mcfg)
+
+
+def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, on_step) -> Path:  # noqa: ANN001
     run_dir = Path(cfg.out)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -733,10 +804,9 @@ def _train_loop(cfg, mcfg, src, objective, fixed_mask, device, dd, ckpt, progres
     peak_lr = cfg.lr(dd.world)
 
     # Same init on every rank (DDP also broadcasts rank 0's weights).
-    torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-    model = build_model(mcfg).to(device)
+    model = init_model(mcfg, cfg.seed).to(device)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak_lr, betas=(0.9, 0.95))
     mask_gen = mask_generator(cfg.seed, dd.rank)
 
@@ -823,10 +893,7 @@ def _train_loop(cfg, mcfg, src, objective, fixed_mask, device, dd, ckpt, progres
                     # Gradients are all-reduced only on the last micro-step of an accumulation.
                     sync = fwd.no_sync() if (dd.world > 1 and not last and hasattr(fwd, "no_sync")) else contextlib.nullcontext()
                     with sync, autocast():
-                        if fixed_mask is None:
-                            out = fwd(x, mask_ratio=cfg.mask_ratio, generator=mask_gen)
-                        else:
-                            out = fwd(x, mask=fixed_mask)
+                        out = fwd(x, **masker(x, mask_gen))
                         loss, parts = objective(out)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --blr or check the data")
@@ -862,8 +929,9 @@ def _train_loop(cfg, mcfg, src, objective, fixed_mask, device, dd, ckpt, progres
                         **{f"loss_{k}": v for k, v in parts_sum.items() if k != "loss"},
                         "lr": lr,
                         "images_per_s": ips,
-                        "mask_ratio": cfg.mask_ratio if fixed_mask is None else fixed_mask.ratio,
-                        "fixed_mask": fixed_mask is not None,
+                        "mask_ratio": masker.logged_ratio,
+                        "mask_kind": masker.kind,
+                        "fixed_mask": masker.fixed is not None,
                         "objective": cfg.objective,
                         "time": time.time(),
                     }

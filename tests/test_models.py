@@ -17,6 +17,7 @@ from hlvm.models import (
     MAEConfig,
     MLPMAE,
     ViTMAE,
+    aligned_token_mask,
     build_model,
     get_config,
     load_official_checkpoint,
@@ -137,6 +138,43 @@ def test_random_masks_have_exact_counts_of_whole_units(name, img, p, u, ratio):
     assert (units.flatten(1).sum(1) == num_masked(cfg.num_units, ratio)).all()
     assert (tokens.sum(1) == num_masked(cfg.num_units, ratio) * k * k).all()
     assert len({tuple(t.tolist()) for t in tokens}) > 1, "every sample got the same mask"
+
+
+@pytest.mark.parametrize(("img", "p", "u", "b", "ratio"), [(8, 1, 1, 2, 0.4), (16, 2, 2, 2, 0.1), (16, 1, 2, 2, 0.75), (27, 1, 1, 3, 0.3)])
+def test_aligned_token_masks_count_units_and_fill_whole_blocks_depth_first(img, p, u, b, ratio):
+    cfg = get_config("mlp", img_size=img, in_chans=1, patch_size=p, mask_unit=u)
+    tokens = aligned_token_mask(cfg, 64, ratio, b, generator=torch.Generator().manual_seed(2))  # (B, L)
+    n = num_masked(cfg.num_units, ratio)
+    k, side = u // p, cfg.unit_grid[0]
+    units = tokens.reshape(64, side, k, side, k).all(dim=4).all(dim=2)  # (B, S, S)
+    assert (tokens.sum(1) == n * k * k).all() and (units.flatten(1).sum(1) == n).all()
+    size = side  # depth-first filling: at every block level at most one block is partly masked
+    while size > 1:
+        size //= b
+        blocks = units.reshape(64, side // size, size, side // size, size).sum(dim=(2, 4))
+        assert (((blocks > 0) & (blocks < size * size)).flatten(1).sum(1) <= 1).all()
+    assert len({tuple(t.tolist()) for t in tokens}) > 1
+
+
+def test_aligned_token_masks_are_seeded_and_uniform_over_units():
+    cfg = get_config("mlp", img_size=8, in_chans=1)
+    a = aligned_token_mask(cfg, 4000, 0.4, 2, generator=torch.Generator().manual_seed(3))
+    b = aligned_token_mask(cfg, 4000, 0.4, 2, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    assert (a.float().mean(0) - 26 / 64).abs().max() < 0.035  # every unit alike: sd 0.008
+    # the same distribution as hlvm.masks.aligned_unit_masks: how many level-2 blocks are whole
+    from hlvm.masks import aligned_unit_masks
+
+    ref = torch.from_numpy(aligned_unit_masks(4000, 8, 8, 0.4, 1, 2, np.random.default_rng(0)).reshape(4000, 64))
+    whole = lambda t: t.reshape(-1, 4, 2, 4, 2).all(dim=4).all(dim=2).flatten(1).sum(1).float().mean()  # noqa: E731
+    assert whole(a) == whole(ref) == 6  # 26 pixels depth-first: one quadrant (4 blocks) + 2 blocks + 2 pixels
+
+
+@pytest.mark.parametrize(("img", "u", "b", "message"), [(8, 1, 3, "power of 3"), (12, 4, 2, "power of 2"), (8, 1, 1, "branching")])
+def test_aligned_token_masks_reject_grids_that_are_not_a_hierarchy(img, u, b, message):
+    cfg = get_config("mlp", img_size=img, in_chans=1, mask_unit=u)
+    with pytest.raises(MaskError, match=message):
+        aligned_token_mask(cfg, 2, 0.5, b)
 
 
 def test_random_masks_are_reproducible_and_uniform_over_units():

@@ -22,6 +22,7 @@ from hlvm.train import (
     DataStream,
     TrainConfig,
     TrainingInterrupted,
+    init_model,
     load_run,
     lr_at,
     mask_generator,
@@ -381,6 +382,68 @@ def test_resume_drops_metrics_rows_written_after_the_checkpoint(online_spec, tmp
     resumed = rows(resume(tmp_path / "run", progress=False))
     assert [x["step"] for x in resumed] == list(range(1, 7))
     assert [x["loss"] for x in resumed] == [x["loss"] for x in straight]
+
+
+# ----------------------------------------------------------------------------- mask kinds and init
+
+
+def test_aligned_training_masks_are_whole_blocks_and_resume_exactly(online_spec, tmp_path):
+    # depth-2 grid: 4x4 pixels, 2x2 blocks; ratio 0.4 of 16 pixels masks 6 = one block + 2 pixels of another
+    masks = []
+    cfg = cfg_for(online_spec, tmp_path / "run", mask_kind="aligned", mask_ratio=0.4)
+    run = train(cfg, progress=False, on_step=lambda step, info: masks.append(info["output"].mask.clone()))
+    for m in masks:
+        blocks = m.reshape(4, 2, 2, 2, 2).sum(dim=(2, 4))  # (B, 2, 2) masked pixels per block
+        assert (m.sum(1) == 6).all() and sorted(blocks[0].flatten().tolist()) == [0, 0, 2, 4]
+    assert len({tuple(m[0].tolist()) for m in masks}) > 1
+    assert all(r["mask_kind"] == "aligned" for r in rows(run))
+    assert load_run(run)[1].mask_kind == "aligned"
+    # a run stopped at step 3 and resumed equals the straight run, masks included
+    stopped = cfg_for(online_spec, tmp_path / "stopped", mask_kind="aligned", mask_ratio=0.4)
+
+    def stop(step, info):
+        if step == 3:
+            import os
+
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        train(stopped, progress=False, on_step=stop)
+    resume(tmp_path / "stopped", progress=False)
+    a, b = load_run(run)[0].state_dict(), load_run(tmp_path / "stopped")[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "match"),
+    [
+        (dict(mask_kind="diagonal"), ConfigError, "unknown train mask kind 'diagonal'"),
+        (dict(mask_kind="aligned", mask={"masked": ["x_0_0"]}), ConfigError, "not both"),
+        (dict(mask_kind="aligned", mask_unit=4, mask_ratio=0.5), ConfigError, "mask ratio 0.5 of 1 units|power of 2"),
+    ],
+)
+def test_bad_mask_kinds_are_rejected_before_anything_is_written(online_spec, tmp_path, kw, error, match):
+    with pytest.raises(error, match=match):
+        train(cfg_for(online_spec, tmp_path / "run", **kw), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("mcfg", [TINY_MLP, TINY_VIT], ids=["mlp", "vit"])
+def test_init_model_is_the_model_training_starts_from(online_spec, tmp_path, mcfg, monkeypatch):
+    import hlvm.train as lib
+
+    seen, real = {}, lib.init_model
+
+    def spy(m, seed):  # the weights the loop starts from, before any step
+        model = real(m, seed)
+        seen.update({k: v.clone() for k, v in model.state_dict().items()})
+        return model
+
+    monkeypatch.setattr(lib, "init_model", spy)
+    train(cfg_for(online_spec, tmp_path / "run", model=mcfg, seed=5), progress=False)
+    again, other = init_model(mcfg, 5).state_dict(), init_model(mcfg, 6).state_dict()
+    assert all(torch.equal(seen[k], again[k]) for k in again)
+    assert not all(torch.equal(other[k], again[k]) for k in again)
 
 
 # ----------------------------------------------------------------------------- fixed mask

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .base import MAE, MAEOutput, patchify, unpatchify
 from .configs import MODEL_CONFIGS, MAEConfig, get_config
-from .masking import random_token_mask, resolve_mask
+from .masking import aligned_token_mask, random_token_mask, resolve_mask
 from .mlp_mae import MLPMAE
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ __all__ = [
     "MLPMAE",
     "MODEL_CONFIGS",
     "ViTMAE",
+    "aligned_token_mask",
     "build_model",
     "get_config",
     "load_official_checkpoint",

@@ -23,7 +23,7 @@ from hlvm.masks import Mask, num_masked
 
 from .configs import MAEConfig
 
-__all__ = ["random_token_mask", "units_to_tokens", "resolve_mask", "shuffle_indices"]
+__all__ = ["random_token_mask", "aligned_token_mask", "aligned_levels", "units_to_tokens", "resolve_mask", "shuffle_indices"]
 
 
 def units_to_tokens(units: torch.Tensor, per_unit: int) -> torch.Tensor:
@@ -56,6 +56,66 @@ def random_token_mask(
     units.scatter_(1, order[:, :n], True)
     gh, gw = cfg.unit_grid
     return units_to_tokens(units.reshape(batch, gh, gw), cfg.mask_unit // cfg.patch_size)
+
+
+def aligned_levels(cfg: MAEConfig, branching: int) -> int:
+    """Levels ``L`` of the block hierarchy over the unit grid (its side is ``branching ** L``).
+
+    Raises :class:`MaskError` unless the unit grid is square with a side that
+    is a power of ``branching`` (what hierarchy-aligned masks need).
+    """
+    if isinstance(branching, bool) or not isinstance(branching, int | np.integer) or branching < 2:
+        raise MaskError(f"branching must be an integer >= 2, got {branching!r}")
+    gh, gw = cfg.unit_grid
+    levels = 0
+    while branching**levels < gh:
+        levels += 1
+    if gh != gw or branching**levels != gh or levels == 0:
+        raise MaskError(
+            f"aligned masks need a square unit grid whose side is a power of {branching}; "
+            f"got {gh}x{gw} units of {cfg.mask_unit} pixels"
+        )
+    return levels
+
+
+def aligned_token_mask(
+    cfg: MAEConfig,
+    batch: int,
+    ratio: float,
+    branching: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Hierarchy-aligned masks, one per sample: exactly ``num_masked(units, ratio)`` whole units.
+
+    The torch twin of :func:`hlvm.masks.aligned_unit_masks` (same
+    distribution, its own stream): units are visited in a random depth-first
+    order of the ``branching x branching`` block hierarchy over the unit grid
+    (a random order of the top-level blocks, inside each a random order of its
+    sub-blocks, down to single units) and the first ``num_masked`` are masked,
+    so the masked set is a union of as few whole blocks as the count allows
+    (Kong et al.'s Figure 4). Vectorised over the batch: at each level every
+    block gets the rank of a random permutation of its parent's children, and
+    a unit's visiting position is the base-``branching**2`` number those ranks
+    spell, coarsest level first; masked = position < count. Returns ``(B, L)``
+    bool on the generator's device when one is given.
+    """
+    levels = aligned_levels(cfg, branching)
+    n = num_masked(cfg.num_units, ratio)  # validates the ratio
+    if generator is not None:
+        device = generator.device
+    b, side = int(branching), cfg.unit_grid[0]
+    position = torch.zeros(batch, side, side, dtype=torch.long, device=device)  # (B, S, S)
+    for level in range(1, levels + 1):
+        parents = b ** (level - 1)
+        keys = torch.rand(batch, parents, parents, b * b, generator=generator, device=device)  # (B, P, P, b*b)
+        rank = keys.argsort(dim=-1).argsort(dim=-1)  # (B, P, P, b*b): each child's place among its siblings
+        rank = rank.reshape(batch, parents, parents, b, b).permute(0, 1, 3, 2, 4).reshape(batch, parents * b, parents * b)
+        up = side // (parents * b)  # units per block side at this level
+        rank = rank.repeat_interleave(up, dim=1).repeat_interleave(up, dim=2)  # (B, S, S)
+        position += rank * (b * b) ** (levels - level)
+    units = position < n  # (B, S, S)
+    return units_to_tokens(units, cfg.mask_unit // cfg.patch_size)
 
 
 def _as_bool(t: torch.Tensor, what: str) -> torch.Tensor:
