@@ -30,25 +30,30 @@ weighs the same) with R^2 as measured (unclipped):
   bottleneck (Assumption 2), kept apart from identifiability;
 - ``r2_private_masked_latent_noise``, ``r2_private_visible_latent_noise``:
   the same over latent nodes only (NaN when no latent has that role);
-- ``agreement``: how well the measured recovery matches the theory's
-  membership (``c_hat`` holds exactly the information of ``CA``), defined as
-  ``1 - mean_k mean_{j in class k} |clip(R^2_j, 0, 1) - t_k|`` over the
-  non-empty classes ``k`` of noise dims: ``CA`` (target ``t = 1``),
-  ``s_m`` (``t = 0``) and ``s_mc`` (``t = 0``). 1 = perfect: every ``CA``
-  noise fully recovered and nothing private. Why this one: an encoder that is
-  an invertible function of ``c`` (Theorem 2) holds all of ``CA``'s noise and
-  no private noise from either side, so both kinds of error count; a
-  magnitude score (unlike a rank score such as AUC, which is 1 as soon as
-  ``CA`` noise merely scores above private noise) rewards only full recovery;
-  the classes are balanced so the many low-level private nodes do not swamp
-  the few shared ones; negative held-out R^2 means no information, hence
-  the clip;
-- ``agreement_ca_vs_masked``: the same over ``CA`` and ``s_m`` only, the part
-  of the prediction that does not ask for a bottleneck (a wide encoder may
-  keep ``s_mc``, THEORY.md);
-- ``cca_c``: mean canonical correlation of ``c_hat`` with ``c``'s values,
-  only when ``c_hat`` is at most twice as wide as ``dim_c`` (a wide code
-  scores a high CCA against anything; NaN otherwise);
+- ``*_linear``: the same three figures from the linear probe alone (linear
+  accessibility: Kong et al. judge what a level holds by linear probing; a
+  wide code may hold a latent yet not make it linearly readable);
+- ``selectivity`` (and ``selectivity_linear``): ``r2_ca_noise -
+  r2_private_visible_noise``, what the code holds of the shared side beyond
+  what it keeps of the visible side's private noise: about 1 for Theorem 2's
+  ``dim_c``-wide code, about 0 for the raw visible pixels (they hold both);
+- ``agreement``: ``mean_CA clip(R^2) - mean_{s_m} clip(R^2) - mean_{s_mc}
+  clip(R^2)``, each mean over that class's noise dims (a class with no dims
+  adds 0), R^2 clipped to [0, 1] since a negative held-out R^2 means no
+  information. It rewards exactly what Theorem 2 asks of a ``dim_c``-wide
+  code: all of ``CA`` and nothing private to either side. The oracle (the true
+  ``c``) scores 1; pure noise and the raw visible pixels both score 0 (the
+  pixels hold all of ``CA`` and all of ``s_mc``); a code that holds only the
+  root scores the root's share of ``CA``. It is the old "1 - class-balanced
+  mean error" score rescaled so that noise gives 0 instead of 2/3;
+- ``agreement_ca_vs_masked``: ``mean_CA clip(R^2) - mean_{s_m} clip(R^2)``,
+  the part that does not ask for a bottleneck (a wide encoder may keep
+  ``s_mc``): 1 for the oracle and for the pixels, 0 for noise;
+- ``cca_c``: the canonical correlations of ``c_hat`` with ``c``'s values,
+  summed over the first ``dim_c`` and divided by ``dim_c`` (correlations a
+  narrower code cannot have count as 0), only when ``c_hat`` is at most twice
+  as wide as ``dim_c`` (a wide code scores a high CCA against anything; NaN
+  otherwise);
 - ``effective_rank``: of ``c_hat`` (Roy and Vetterli);
 - counts and sizes: ``n_samples``, ``code_dim``, ``dim_c``, ``n_c``,
   ``n_ca``, ``n_private_masked``, ``n_private_visible``, ``mask_ratio``,
@@ -59,7 +64,21 @@ private classes), not the rows.
 
 :func:`evaluate_encoder` needs no trained model (any ``encode_fn``);
 :func:`evaluate_run` loads a run folder, draws held-out samples from its data
-source, and encodes them with the trained model.
+source, and encodes them with the trained model or a control.
+
+Controls (:data:`CONTROLS`), encoders that learned nothing, to judge every
+trained result against (THEORY.md: any injective code of ``x_mc`` holds all of
+``CA`` and all of ``s_mc``, so a wide code passing "CA high, s_m low" shows
+nothing about training):
+
+- ``pixels`` (:func:`pixels_encoder`): the visible pixels themselves,
+  flattened; no parameters;
+- ``untrained`` (:func:`model_encoder` of :func:`hlvm.train.init_model`): the
+  run's own architecture at the seeded initialisation its training started
+  from;
+- ``oracle`` (:func:`oracle_encoder`): the true values of ``c``'s nodes for
+  the mask, Theorem 2's ideal code (``dim_c`` wide); it reads the latents, not
+  the images.
 """
 
 from __future__ import annotations
@@ -81,6 +100,12 @@ from hlvm.masks import Mask, load_spec, mask_from_spec
 from hlvm.metrics import cca, effective_rank, r2_probes
 
 __all__ = [
+    "CONTROLS",
+    "ENCODERS",
+    "pixels_encoder",
+    "oracle_encoder",
+    "model_encoder",
+    "control_encoder",
     "ROW_COLUMNS",
     "SUMMARY_KEYS",
     "EvaluationResult",
@@ -129,6 +154,11 @@ SUMMARY_KEYS = (
     "r2_private_visible_noise",
     "r2_private_masked_latent_noise",
     "r2_private_visible_latent_noise",
+    "r2_ca_noise_linear",
+    "r2_private_masked_noise_linear",
+    "r2_private_visible_noise_linear",
+    "selectivity",
+    "selectivity_linear",
     "agreement",
     "agreement_ca_vs_masked",
     "cca_c",
@@ -140,6 +170,11 @@ SUMMARY_KEYS = (
 EVAL_SPAWN_KEY = (0xE7A1,)
 
 CA_ROLES = ("c", "shared")
+
+#: Encoders that learned nothing, evaluated beside every trained one (module docstring).
+CONTROLS = ("pixels", "untrained", "oracle")
+#: The ``encoder`` column of a results row.
+ENCODERS = ("trained", *CONTROLS)
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,17 +223,22 @@ def _mean(a: np.ndarray) -> float:
 
 
 def agreement_score(r2: np.ndarray, classes: np.ndarray, targets: Mapping[Any, float]) -> float:
-    """``1 - mean over non-empty classes k of mean_{j in k} |clip(r2_j, 0, 1) - targets[k]|``.
+    """``sum_k sign_k * mean_{j in k} clip(r2_j, 0, 1)`` with sign +1 for a class of target 1 and -1 for target 0.
 
-    ``r2`` and ``classes`` are per-dimension; dimensions whose class is not in
-    ``targets`` are ignored. NaN if no class is present.
+    ``r2`` and ``classes`` are per-dimension; a class of ``targets`` with no
+    dimension adds 0; dimensions whose class is not in ``targets`` are
+    ignored. NaN if no class of ``targets`` is present. With targets
+    ``{CA: 1, s_m: 0, s_mc: 0}`` this is the module docstring's agreement:
+    1 for the true ``c``, 0 for noise and for the raw visible pixels.
 
-    >>> agreement_score(np.array([1.0, 0.9, 0.0, -0.1]), np.array(["ca", "ca", "m", "m"]), {"ca": 1, "m": 0})
-    0.975
+    >>> agreement_score(np.array([1.0, 0.9, 0.2, -0.1]), np.array(["ca", "ca", "m", "m"]), {"ca": 1, "m": 0})
+    0.85
     """
     r2 = np.clip(np.asarray(r2, dtype=float), 0.0, 1.0)
-    errors = [np.abs(r2[classes == k] - t).mean() for k, t in targets.items() if (classes == k).any()]
-    return float(1.0 - np.mean(errors)) if errors else float("nan")
+    present = [(k, t) for k, t in targets.items() if (classes == k).any()]
+    if not present:
+        return float("nan")
+    return float(sum((1.0 if t else -1.0) * r2[classes == k].mean() for k, t in present))
 
 
 def evaluate_encoder(
@@ -282,9 +322,11 @@ def evaluate_encoder(
             }
         )
 
-    def dims(roles: tuple[str, ...], cols: dict[str, tuple[int, int]], among: list[str] = nodes) -> np.ndarray:
+    def dims(
+        roles: tuple[str, ...], cols: dict[str, tuple[int, int]], among: list[str] = nodes, probe: str = "best"
+    ) -> np.ndarray:
         idx = [np.arange(*cols[v]) for v in among if v in cols and located.roles[v] in roles]
-        return probes.best[np.concatenate(idx)] if idx else np.zeros(0)
+        return getattr(probes, probe)[np.concatenate(idx)] if idx else np.zeros(0)
 
     # Per noise dim (latents and pixels): which class of the theory's membership it belongs to.
     every = nodes + pixels
@@ -295,7 +337,8 @@ def evaluate_encoder(
     c_values = np.concatenate([np.asarray(dataset.latent(v), dtype=np.float64).reshape(n, -1) for v in located.c], axis=1) if located.c else None
     cca_c = float("nan")
     if c_values is not None and code.shape[1] <= 2 * located.dim_c:
-        cca_c = cca(code, c_values).mean
+        # Over dim_c correlations: those a narrower code cannot have count as 0.
+        cca_c = float(cca(code, c_values).correlations[: located.dim_c].sum() / located.dim_c)
     try:
         erank = effective_rank(code)
     except DataError:  # an all-constant code has no directions
@@ -318,11 +361,18 @@ def evaluate_encoder(
         "r2_private_visible_noise": _mean(dims(("private_visible",), noise_cols, every)),
         "r2_private_masked_latent_noise": _mean(dims(("private_masked",), noise_cols)),
         "r2_private_visible_latent_noise": _mean(dims(("private_visible",), noise_cols)),
+        "r2_ca_noise_linear": _mean(dims(CA_ROLES, noise_cols, probe="linear")),
+        "r2_private_masked_noise_linear": _mean(dims(("private_masked",), noise_cols, every, "linear")),
+        "r2_private_visible_noise_linear": _mean(dims(("private_visible",), noise_cols, every, "linear")),
+        "selectivity": float("nan"),
+        "selectivity_linear": float("nan"),
         "agreement": agreement_score(noise_r2, noise_class, {"ca": 1.0, "private_masked": 0.0, "private_visible": 0.0}),
         "agreement_ca_vs_masked": agreement_score(noise_r2, noise_class, {"ca": 1.0, "private_masked": 0.0}),
         "cca_c": cca_c,
         "effective_rank": erank,
     }
+    for suffix in ("", "_linear"):
+        summary[f"selectivity{suffix}"] = summary[f"r2_ca_noise{suffix}"] - summary[f"r2_private_visible_noise{suffix}"]
     by_level: dict[int, list[float]] = {}
     for v in nodes:
         by_level.setdefault(int(graph.nodes[v]["level"]), []).extend(probes.best[slice(*noise_cols[v])].tolist())
@@ -395,18 +445,91 @@ def resolve_mask(mask: Mask | Mapping[str, Any] | str | os.PathLike[str], graph:
     return mask
 
 
-def _model_encoder(model: Any, batch_size: int, device: str) -> EncodeFn:
-    import torch
+def pixels_encoder() -> EncodeFn:
+    """The ``pixels`` control: the visible pixels themselves, ``(N, C * n_visible)``; no parameters."""
 
     def encode(images: np.ndarray, mask: Mask) -> np.ndarray:
-        out = []
-        with torch.no_grad():
-            for s in range(0, len(images), batch_size):
-                batch = torch.as_tensor(np.asarray(images[s : s + batch_size]), dtype=torch.float32, device=device)
-                out.append(model.encode(batch, mask).float().cpu().numpy())  # (B, d)
-        return np.concatenate(out).astype(np.float64)
+        x = np.asarray(images)
+        return x[:, :, mask.visible].reshape(len(x), -1)  # (N, C * n_visible), pixels row-major
 
     return encode
+
+
+def oracle_encoder(dataset: Any, graph: nx.DiGraph) -> EncodeFn:
+    """The ``oracle`` control: the true values of Algorithm 1's ``c`` for the mask, ``(N, dim_c)``.
+
+    It reads ``dataset``'s latents (the images it is handed must be that
+    dataset's); an empty ``c`` (nothing shared) gives one constant column.
+    """
+
+    def encode(images: np.ndarray, mask: Mask) -> np.ndarray:
+        n = len(images)
+        if n != len(dataset.images):
+            raise DataError(f"the oracle reads the latents of its dataset ({len(dataset.images)} samples), got {n} images")
+        c = locate(graph, mask).c
+        if not c:
+            return np.zeros((n, 1))
+        return np.concatenate([np.asarray(dataset.latent(v), dtype=np.float64).reshape(n, -1) for v in c], axis=1)
+
+    return encode
+
+
+def model_encoder(model: Any, *, batch_size: int = 1024, device: str = "cpu", representation: str = "code") -> EncodeFn:
+    """``model.encode`` of the visible part, in batches, as an :data:`EncodeFn`.
+
+    ``representation="plain"`` takes instead the input of the projection to a
+    bottleneck code (a ViT's ``bottleneck_proj``, an MLP encoder's last
+    layer): what the encoder holds before it is squeezed to ``d`` dims.
+    """
+    import torch
+
+    if representation not in ("code", "plain"):
+        raise ConfigError(f"representation must be 'code' or 'plain', got {representation!r}")
+    layer = None
+    if representation == "plain":
+        layer = getattr(model, "bottleneck_proj", None)
+        if layer is None and isinstance(getattr(model, "encoder", None), torch.nn.Sequential):
+            layer = model.encoder[-1]
+        if layer is None:
+            raise ConfigError("this model has no projection to a bottleneck code: no 'plain' representation")
+
+    @torch.no_grad()
+    def encode(images: np.ndarray, mask: Mask) -> np.ndarray:
+        got: list[torch.Tensor] = []
+        hook = layer.register_forward_pre_hook(lambda m, a: got.append(a[0])) if layer is not None else None
+        try:
+            out = []
+            for s in range(0, len(images), batch_size):
+                batch = torch.as_tensor(np.asarray(images[s : s + batch_size]), dtype=torch.float32, device=device)
+                code = model.encode(batch, mask)  # (B, d)
+                out.append((got.pop() if layer is not None else code).float().cpu())
+        finally:
+            if hook is not None:
+                hook.remove()
+        return torch.cat(out).double().numpy()
+
+    return encode
+
+
+def control_encoder(name: str, *, dataset: Any, graph: nx.DiGraph, model_config: Any = None, seed: int = 0) -> EncodeFn:
+    """The encoder of control ``name`` (:data:`CONTROLS`) for held-out ``dataset``.
+
+    ``untrained`` needs the architecture (``model_config``, an ``MAEConfig``)
+    and the seed whose initialisation it is (:func:`hlvm.train.init_model`).
+    """
+    if name == "pixels":
+        return pixels_encoder()
+    if name == "oracle":
+        return oracle_encoder(dataset, graph)
+    if name == "untrained":
+        if model_config is None:
+            raise ConfigError("the untrained control needs the model's architecture")
+        from hlvm.train import init_model
+
+        model = init_model(model_config, seed)
+        model.eval()
+        return model_encoder(model)
+    raise ConfigError(f"unknown control {name!r}; choose from {', '.join(CONTROLS)}")
 
 
 def evaluate_run(
@@ -417,27 +540,35 @@ def evaluate_run(
     seed: int = 0,
     batch_size: int = 256,
     device: str = "cpu",
+    control: str | None = None,
     **probe_options: Any,
 ) -> EvaluationResult:
-    """:func:`evaluate_encoder` for the trained model of a run folder.
+    """:func:`evaluate_encoder` for the trained model of a run folder, or for a control beside it.
 
     Loads the run (:func:`hlvm.train.load_run`; :class:`DataError` without a
     checkpoint), draws ``n`` held-out samples (:func:`heldout_dataset`),
     resolves ``mask`` against the data's graph (:func:`resolve_mask`;
     :class:`MaskError` if its image shape differs from the run's), encodes the
     visible part with ``model.encode(imgs, mask)`` and probes it. The probes'
-    split is seeded by ``seed`` too.
+    split is seeded by ``seed`` too. ``control`` (one of :data:`CONTROLS`)
+    encodes the same samples under the same mask with that control instead:
+    ``untrained`` is the run's architecture at its seeded initialisation.
     """
     from hlvm.train import load_run
 
+    if control is not None and control not in CONTROLS:
+        raise ConfigError(f"unknown control {control!r}; choose from {', '.join(CONTROLS)}")
     model, cfg = load_run(run_dir)
     data = heldout_dataset(cfg.data, n, seed)
     mask = resolve_mask(mask, data.graph)
     model_hw = tuple(model.cfg.img_hw)
     if tuple(data.images.shape[2:]) != model_hw:
         raise DataError(f"the run's model takes {model_hw[0]}x{model_hw[1]} images but its data are {data.images.shape[2]}x{data.images.shape[3]}")
-    model = model.to(device)
-    result = evaluate_encoder(_model_encoder(model, batch_size, device), data, data.graph, mask, seed, **probe_options)
+    if control is None:
+        encode = model_encoder(model.to(device), batch_size=batch_size, device=device)
+    else:
+        encode = control_encoder(control, dataset=data, graph=data.graph, model_config=model.cfg, seed=cfg.seed)
+    result = evaluate_encoder(encode, data, data.graph, mask, seed, **probe_options)
     meta = {
         "run": str(run_dir),
         "data": cfg.data,
@@ -449,6 +580,7 @@ def evaluate_run(
         "bottleneck": model.cfg.bottleneck,
         "train_seed": cfg.seed,
         "eval_seed": int(seed),
+        "encoder": control or "trained",
     }
     return EvaluationResult(result.rows, result.summary, result.by_level, result.located, result.mask, meta)
 

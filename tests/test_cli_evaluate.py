@@ -87,3 +87,14 @@ def test_missing_or_malformed_spec_and_bad_options_are_exit_2(run_dir, tmp_path)
     good = spec_file(tmp_path, {"grid": QUADRANT})
     assert_one_line_error(invoke("--run", run_dir, "--mask", good, "--n", 3), "n must be")
     assert_one_line_error(invoke("--run", run_dir, "--mask", good, "--device", "tpu"), "device")
+
+
+def test_control_scores_the_same_samples_and_mask(run_dir, tmp_path):
+    spec = spec_file(tmp_path, {"grid": QUADRANT})
+    result = invoke("--run", run_dir, "--mask", spec, "--n", 200, "--control", "pixels", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["meta"]["encoder"] == "pixels" and out["summary"]["code_dim"] == 4 * 12
+    table = invoke("--run", run_dir, "--mask", spec, "--n", 200, "--control", "oracle")
+    assert table.exit_code == 0 and "control 'oracle'" in table.output
+    assert_one_line_error(invoke("--run", run_dir, "--mask", spec, "--control", "noise"), "unknown control 'noise'")
