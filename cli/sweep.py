@@ -28,10 +28,10 @@ def _ints(text: str, name: str) -> list[int]:
         raise ConfigError(f"--{name} must be comma-separated integers, got {text!r}") from None
 
 
-def _bottlenecks(text: str) -> list[int | None]:
+def _bottlenecks(text: str) -> list[int | str | None]:
     from hlvm.errors import ConfigError
 
-    out: list[int | None] = []
+    out: list[int | str | None] = []
     for x in text.split(","):
         x = x.strip().lower()
         if not x:
@@ -39,11 +39,19 @@ def _bottlenecks(text: str) -> list[int | None]:
         if x in ("none", "null", "no"):
             out.append(None)
             continue
+        if x == "dim_c":
+            out.append(x)
+            continue
         try:
             out.append(int(x))
         except ValueError:
-            raise ConfigError(f"--bottlenecks must be integers or 'none', got {x!r}") from None
+            raise ConfigError(f"--bottlenecks must be integers, 'dim_c' or 'none', got {x!r}") from None
     return out
+
+
+def _controls(text: str) -> list[str]:
+    words = _words(text)
+    return [] if [w.lower() for w in words] == ["none"] else words
 
 
 def _words(text: str) -> list[str]:
@@ -57,7 +65,9 @@ def sweep(
     units: Annotated[str | None, typer.Option(help="Masking units in pixels, comma-separated, e.g. 1,2,4.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Training seeds, comma-separated.")] = None,
     objectives: Annotated[str | None, typer.Option(help="Objectives, comma-separated: mae, umae, mmae.")] = None,
-    bottlenecks: Annotated[str | None, typer.Option(help="Bottleneck widths, comma-separated; 'none' for no bottleneck.")] = None,
+    bottlenecks: Annotated[str | None, typer.Option(help="Bottleneck widths, comma-separated; 'none' for no bottleneck; 'dim_c' for Theorem 2's width, resolved per cell to Algorithm 1's dim_c of the training masks (cells where dim_c varies between masks, as with random masks, are skipped and listed).")] = None,
+    train_mask_kinds: Annotated[str | None, typer.Option(help="Training mask kinds, comma-separated: random (MAE's), aligned (whole hierarchy blocks).")] = None,
+    controls: Annotated[str | None, typer.Option(help="Controls probed beside the trained points, comma-separated: pixels, untrained, oracle (default all); 'none' for none.")] = None,
     mask_kinds: Annotated[str | None, typer.Option(help="Evaluation mask kinds, comma-separated: random, aligned.")] = None,
     depth: Annotated[int | None, typer.Option(help="Latent levels of the grid hierarchy.")] = None,
     branching: Annotated[int | None, typer.Option(help="Branching of the grid hierarchy.")] = None,
@@ -73,11 +83,13 @@ def sweep(
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write the report (hlvm report) when the sweep finishes.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
-    """Train an MAE per grid point (mask ratio x unit x seed x objective x bottleneck) and measure recovery.
+    """Train an MAE per grid point (ratio x unit x training masks x objective x bottleneck x seed) and measure recovery beside controls.
 
-    Every finished point is appended to OUT/results.csv and results.jsonl at
-    once; re-running the same command resumes and skips finished points.
-    The theory's prediction for the grid goes to OUT/prediction.csv.
+    Every trained point is probed on held-out masks, and so are the controls
+    (pixels, untrained, oracle) on the same samples and masks. Every finished
+    point is appended to OUT/results.csv and results.jsonl at once;
+    re-running the same command resumes and skips finished points. The
+    theory's prediction for the grid goes to OUT/prediction.csv.
     """
     with user_errors():
         import time
@@ -93,6 +105,8 @@ def sweep(
             "seeds": None if seeds is None else _ints(seeds, "seeds"),
             "objectives": None if objectives is None else _words(objectives),
             "bottlenecks": None if bottlenecks is None else _bottlenecks(bottlenecks),
+            "train_mask_kinds": None if train_mask_kinds is None else _words(train_mask_kinds),
+            "controls": None if controls is None else _controls(controls),
             "mask_kinds": None if mask_kinds is None else _words(mask_kinds),
             "model": model,
             "steps": steps,
@@ -116,10 +130,13 @@ def sweep(
             raise ConfigError(f"--workers must be >= 1, got {workers}")
 
         points = cfg.points()
+        trained = sum(p.trained for p in points)
         console.print(
-            f"[bold]sweep[/] {len(points)} points ({len(cfg.mask_ratios)} ratios x {len(cfg.mask_units)} units x "
-            f"{len(cfg.seeds)} seeds x {len(cfg.objectives)} objectives x {len(cfg.bottlenecks)} bottlenecks"
-            f"{', less infeasible pairs' if cfg.infeasible() else ''}) -> {out}"
+            f"[bold]sweep[/] {trained} trained points ({len(cfg.mask_ratios)} ratios x {len(cfg.mask_units)} units x "
+            f"{len(cfg.train_mask_kinds)} training mask kinds x {len(cfg.objectives)} objectives x "
+            f"{len(cfg.bottlenecks)} bottlenecks x {len(cfg.seeds)} seeds"
+            f"{', less skipped combinations' if cfg.infeasible() else ''}) and {len(points) - trained} control points "
+            f"({', '.join(cfg.controls) or 'none'}) -> {out}"
         )
         for why in cfg.infeasible():
             console.print(f"  skipped: {why}", markup=False)

@@ -86,7 +86,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -388,7 +388,7 @@ def evaluate_encoder(
 # ----------------------------------------------------------------------------- trained runs
 
 
-def heldout_dataset(data: str, n: int, seed: int) -> Any:
+def heldout_dataset(data: str, n: int, seed: int | Sequence[int]) -> Any:
     """``n`` samples the run never trained on, from the simulator behind its data spec.
 
     ``data`` is a :class:`hlvm.train.TrainConfig` data spec. A ``hlvm simulate``
@@ -403,6 +403,9 @@ def heldout_dataset(data: str, n: int, seed: int) -> Any:
 
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 8:
         raise ConfigError(f"n must be an integer >= 8 (held-out samples), got {n!r}")
+    entropy = [seed] if isinstance(seed, int | np.integer) and not isinstance(seed, bool) else list(seed)
+    if not entropy or any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0 for s in entropy):
+        raise ConfigError(f"seed must be a non-negative integer or a sequence of them, got {seed!r}")
     if data.startswith("imagefolder:"):
         raise DataError(f"run data {data!r} are real images without known latents; evaluate needs simulated data")
     if data == "online" or data.startswith("online:"):
@@ -414,7 +417,7 @@ def heldout_dataset(data: str, n: int, seed: int) -> Any:
         if ds.config is None:
             raise DataError(f"{data}: no simulate config to draw held-out samples from")
         sim = simulate.Simulator.from_config(ds.config, graph=ds.graph)
-    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=EVAL_SPAWN_KEY))
+    rng = np.random.default_rng(np.random.SeedSequence([int(s) for s in entropy], spawn_key=EVAL_SPAWN_KEY))
     return sim.sample(int(n), rng)
 
 

@@ -495,6 +495,21 @@ class ManyResult:
         """Sorted ids of ``CA`` of mask ``i``."""
         return tuple(sorted(self.index.latents[j] for j in np.flatnonzero(self.shared[i])))
 
+    @property
+    def ca_abstraction(self) -> np.ndarray:
+        """``(K,)`` abstraction of ``CA``'s noise: ``1 - sum_CA d_v l_v / sum_CA d_v / l_max`` (NaN if CA is empty).
+
+        The theory's *A* of what a code of the visible part must hold
+        (:mod:`hlvm.rules`): 1 when ``CA`` is the root alone, lower the more
+        low-level noise it shares.
+        """
+        idx = self.index
+        top = idx.max_latent_level
+        w = self.shared @ idx.noise_dim  # (K,)
+        wl = self.shared @ (idx.noise_dim * idx.level)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(w > 0, 1.0 - wl / np.where(w > 0, w, 1) / top if top > 0 else 1.0, np.nan)
+
     def c_level_counts(self) -> np.ndarray:
         """``(max_latent_level + 1,)`` number of ``c`` nodes at each level, summed over the masks."""
         lv = self.index.level

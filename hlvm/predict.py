@@ -13,7 +13,11 @@ summarises, as one row of raw numbers per ``(kind, ratio, unit)``:
   ``1 - mean(level of c's nodes) / deepest latent level`` (1: ``c`` is the
   root alone; 0: every node of ``c`` sits at the deepest latent level; see
   :func:`hlvm.locate.abstraction_score`), over the masks that share anything,
-  with its standard error.
+  with its standard error;
+- ``ca_abstraction``: the mean *A* of ``CA`` (:attr:`hlvm.locate.ManyResult.ca_abstraction`,
+  the noise-weighted level of what a code must hold), with its standard
+  error: the quantity ``hlvm report`` measures on trained codes and judges
+  the claims on.
 
 Two masking kinds:
 
@@ -22,7 +26,9 @@ Two masking kinds:
   hierarchy's blocks (:func:`hlvm.masks.aligned_unit_masks`), so the masked
   set is a union of as few whole subtrees as possible (the paper's Figure 4).
 
-:func:`verdicts` then judges claims 2 and 3 of THEORY.md from these numbers;
+:func:`verdicts` then judges claims 2 and 3 of THEORY.md on ``ca_abstraction``
+with the rules of :mod:`hlvm.rules` (the same rules, on the same quantity, as
+``hlvm report``);
 :func:`figure4_rows` gives the hand-made Figure-4 masks (exactly one subtree,
 a pixel less, a pixel more). :func:`write_outputs` writes the CSVs, the
 verdicts and the figures (matplotlib, Agg) into a folder.
@@ -41,9 +47,11 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from hlvm import rules
 from hlvm.errors import ConfigError, MaskError
 from hlvm.locate import index_graph, locate, locate_many
 from hlvm.masks import Mask, aligned_unit_masks, check_unit, num_masked, random_unit_masks
+from hlvm.rules import Estimate
 
 __all__ = [
     "DEFAULT_RATIOS",
@@ -82,6 +90,8 @@ BASE_COLUMNS = (
     "mean_c_level",
     "abstraction",
     "abstraction_se",
+    "ca_abstraction",
+    "ca_abstraction_se",
     "frac_nothing_shared",
 )
 
@@ -233,6 +243,7 @@ def predict(
                 level_counts = res.c_level_counts()
                 total_c = level_counts.sum()
                 a = res.abstraction[some]
+                a_ca = res.ca_abstraction[some]
                 with np.errstate(invalid="ignore", divide="ignore"):
                     mean_level = (res.c @ index.level)[some] / res.n_c[some]
                 row.update(
@@ -247,6 +258,8 @@ def predict(
                     mean_c_level=float(mean_level.mean()) if some.any() else math.nan,
                     abstraction=float(a.mean()) if a.size else math.nan,
                     abstraction_se=float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else math.nan,
+                    ca_abstraction=float(a_ca.mean()) if a_ca.size else math.nan,
+                    ca_abstraction_se=float(a_ca.std(ddof=1) / math.sqrt(a_ca.size)) if a_ca.size > 1 else math.nan,
                     frac_nothing_shared=float(1.0 - some.mean()),
                 )
                 for lv in range(top + 1):
@@ -317,110 +330,51 @@ def figure4_rows(graph: nx.DiGraph) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- verdicts
 
 
-#: The smallest difference in mean abstraction (on its 0-1 scale) a verdict counts as a change.
-MIN_EFFECT = 0.05
-
-
-def _significant(a: float, se_a: float, b: float, se_b: float) -> bool:
-    """``a > b`` by more than two standard errors of the difference and by at least :data:`MIN_EFFECT`.
-
-    The floor keeps a real but negligible shift (a rare mask whose ``c`` is
-    the root moving the mean by 0.001) from counting as "a higher-level c".
-    A NaN standard error counts as 0.
-    """
-    se = math.sqrt(np.nan_to_num(se_a) ** 2 + np.nan_to_num(se_b) ** 2)
-    return a - b > max(2 * se, MIN_EFFECT)
-
-
-def _overall(holds: list[bool]) -> str:
-    if not holds:
-        return "untestable"
-    return "holds" if all(holds) else ("fails" if not any(holds) else "mixed")
-
-
 def verdicts(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Judge claims 2 and 3 of THEORY.md from :func:`predict` rows, per mask kind, by the abstraction score.
+    """Judge claims 2 and 3 of THEORY.md from :func:`predict` rows, per mask kind, with :mod:`hlvm.rules`.
 
-    A difference counts when it exceeds two standard errors and
-    :data:`MIN_EFFECT` (:func:`_significant`).
-
-    Claim 2 (extreme ratios give a low-level ``c``, intermediate ones a
-    higher-level one), per unit for which the sweep's lowest and highest
-    ratios are both feasible and some ratio lies between: holds if the best
-    intermediate ratio's mean abstraction exceeds that of both extremes.
-
-    Claim 3 (larger units give a higher-level ``c``, until too large), per
-    ratio with >= 2 feasible units: holds if the unit of peak abstraction is
-    larger than the smallest unit and beats it, and no step up to the peak
-    falls (a fall after the peak is the "too large" part and allowed).
-
-    Each verdict is ``"holds"`` (every group holds), ``"fails"`` (none),
-    ``"mixed"`` or ``"untestable"``, with the per-group numbers and a sentence.
+    The quantity is ``ca_abstraction`` (the A of ``CA``, what ``hlvm report``
+    judges too); a cell's estimate is its mean over the ``k`` masks with its
+    standard error, masks being the replicates, and two cells' masks are
+    independent draws. Each verdict is a dict with ``claim``, ``mask_kind``,
+    ``verdict`` (:func:`hlvm.rules.overall` of the parts), ``parts`` (scope,
+    verdict, the difference and its SE) and a one-line ``statement``.
     """
     out = []
     for kind in dict.fromkeys(r["mask_kind"] for r in rows):
-        cells = {(r["mask_ratio"], r["mask_unit"]): r for r in rows if r["mask_kind"] == kind and r["feasible"]}
+        cells = {
+            (r["mask_ratio"], r["mask_unit"]): Estimate(r["ca_abstraction"], r["ca_abstraction_se"], int(r.get("k", 2)))
+            for r in rows
+            if r["mask_kind"] == kind and r["feasible"] and not math.isnan(r["ca_abstraction"])
+        }
         ratios = sorted({r["mask_ratio"] for r in rows if r["mask_kind"] == kind})  # the sweep's, feasible or not
-        units = sorted({u for _, u in cells})
 
-        def a(r: float, u: int) -> tuple[float, float]:
-            c = cells[(r, u)]
-            return c["abstraction"], c["abstraction_se"]
+        def diff(a: tuple[float, int], b: tuple[float, int]) -> Estimate:
+            return Estimate.independent(cells[a], cells[b])
 
-        groups2 = []
-        for u in units:
-            rs = [r for r in ratios if (r, u) in cells and not math.isnan(cells[(r, u)]["abstraction"])]
-            # The claim is about the extremes of the sweep: a unit too coarse for them cannot test it.
-            if len(rs) < 3 or rs[0] != ratios[0] or rs[-1] != ratios[-1]:
-                continue
-            lo, hi, mids = rs[0], rs[-1], rs[1:-1]
-            best = max(mids, key=lambda r: a(r, u)[0])
-            holds = _significant(*a(best, u), *a(lo, u)) and _significant(*a(best, u), *a(hi, u))
-            groups2.append({
-                "mask_unit": u, "holds": bool(holds),
-                "low_ratio": lo, "abstraction_low": a(lo, u)[0],
-                "best_middle_ratio": best, "abstraction_middle": a(best, u)[0],
-                "high_ratio": hi, "abstraction_high": a(hi, u)[0],
-                "mean_dim_c": {str(r): cells[(r, u)]["mean_dim_c"] for r in rs},
+        def level(key: tuple[float, int]) -> float:
+            return cells[key].mean
+
+        for claim, parts in (
+            (2, rules.claim2_parts(cells, diff, level, ratios)),
+            (3, rules.claim3_parts(cells, diff, level)),
+        ):
+            v = rules.overall(p.verdict for p in parts)
+            counts = {w: sum(p.verdict.startswith(w) for p in parts) for w in ("hold", "fail", "inconclusive", "not testable")}
+            detail = "; ".join(f"{p.scope}: {p.verdict}" + (f" (D = {p.d.fmt()})" if not math.isnan(p.d.mean) else "") for p in parts)
+            out.append({
+                "claim": claim,
+                "mask_kind": kind,
+                "verdict": v,
+                "parts": [
+                    {"scope": p.scope, "verdict": p.verdict, "d": p.d.mean, "se": p.d.se, "numbers": p.numbers} for p in parts
+                ],
+                "statement": (
+                    f"Claim {claim} ({kind} masks): {v}; "
+                    + ", ".join(f"{n} {w}" for w, n in counts.items() if n)
+                    + f" of {len(parts)} parts ({detail or 'no part'})."
+                ),
             })
-        held = [g["holds"] for g in groups2]
-        v2 = _overall(held)
-        detail = "; ".join(
-            f"unit {g['mask_unit']}: abstraction {g['abstraction_low']:.3f} at ratio {g['low_ratio']}, "
-            f"{g['abstraction_middle']:.3f} at {g['best_middle_ratio']}, {g['abstraction_high']:.3f} at "
-            f"{g['high_ratio']}, mean dim_c {g['mean_dim_c'][str(g['low_ratio'])]:.1f} / "
-            f"{g['mean_dim_c'][str(g['best_middle_ratio'])]:.1f} / {g['mean_dim_c'][str(g['high_ratio'])]:.1f}"
-            for g in groups2
-        )
-        out.append({
-            "claim": 2, "mask_kind": kind, "verdict": v2, "groups": groups2,
-            "statement": f"Claim 2 ({kind} masks): {v2}; holds for {sum(held)} of {len(held)} units ({detail}).",
-        })
-
-        groups3 = []
-        for r in ratios:
-            us = [u for u in units if (r, u) in cells and not math.isnan(cells[(r, u)]["abstraction"])]
-            if len(us) < 2:
-                continue
-            peak = max(us, key=lambda u: a(r, u)[0])
-            rise = us[: us.index(peak) + 1]
-            no_fall = all(not _significant(*a(r, x), *a(r, y)) for x, y in zip(rise, rise[1:], strict=False))
-            holds = peak != us[0] and _significant(*a(r, peak), *a(r, us[0])) and no_fall
-            groups3.append({
-                "mask_ratio": r, "holds": bool(holds), "peak_unit": peak,
-                "abstraction_by_unit": {str(u): a(r, u)[0] for u in us},
-                "mean_dim_c_by_unit": {str(u): cells[(r, u)]["mean_dim_c"] for u in us},
-            })
-        held = [g["holds"] for g in groups3]
-        v3 = _overall(held)
-        detail = "; ".join(
-            f"ratio {g['mask_ratio']}: " + ", ".join(f"u{u}={x:.3f}" for u, x in g["abstraction_by_unit"].items())
-            for g in groups3
-        )
-        out.append({
-            "claim": 3, "mask_kind": kind, "verdict": v3, "groups": groups3,
-            "statement": f"Claim 3 ({kind} masks): {v3}; holds for {sum(held)} of {len(held)} ratios (abstraction {detail}).",
-        })
     return out
 
 

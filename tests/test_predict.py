@@ -15,8 +15,8 @@ from hlvm.errors import ConfigError
 from hlvm.graphs import grid_hierarchy
 from hlvm.locate import locate
 from hlvm.masks import Mask, random_unit_masks
+from hlvm.rules import MIN_EFFECT
 from hlvm.predict import (
-    MIN_EFFECT,
     PredictConfig,
     _cell_rng,
     default_units,
@@ -93,6 +93,13 @@ def test_a_cell_summarises_exactly_the_masks_its_seed_draws():
     assert row["mean_dim_c"] == pytest.approx(np.mean([r.dim_c for r in one]))
     assert row["mean_c_nodes"] == pytest.approx(np.mean([len(r.c) for r in one]))
     assert row["abstraction"] == pytest.approx(np.mean([r.abstraction for r in one]))
+
+    def a_of_ca(r):  # the report's predicted A, written out: noise-weighted level of CA
+        d = [G3.nodes[v]["noise_dim"] for v in r.shared]
+        lv = [G3.nodes[v]["level"] for v in r.shared]
+        return 1 - np.dot(d, lv) / np.sum(d) / 2
+
+    assert row["ca_abstraction"] == pytest.approx(np.mean([a_of_ca(r) for r in one]))
     levels = [lv for r in one for lv in r.c_levels]
     assert row["c_level_1"] == pytest.approx(levels.count(1) / len(levels))
 
@@ -162,38 +169,60 @@ def test_figure4_masks_are_one_subtree_a_pixel_less_and_a_pixel_more():
 # ----------------------------------------------------------------------------- verdicts
 
 
-def _row(kind, ratio, unit, a, se=0.01, feasible=True, dim_c=1.0):
-    return {"mask_kind": kind, "mask_ratio": ratio, "mask_unit": unit, "feasible": feasible,
-            "abstraction": a if feasible else math.nan, "abstraction_se": se, "mean_dim_c": dim_c}
+def _row(kind, ratio, unit, a, se=0.01, feasible=True, k=100):
+    return {"mask_kind": kind, "mask_ratio": ratio, "mask_unit": unit, "feasible": feasible, "k": k,
+            "ca_abstraction": a if feasible else math.nan, "ca_abstraction_se": se}
 
 
-def test_claim2_holds_only_when_a_middle_ratio_beats_both_extremes():
+def _v(rows, claim):
+    return next(v for v in verdicts(rows) if v["claim"] == claim)
+
+
+def test_claim2_parts_are_each_intermediate_ratio_against_both_extremes():
     rows = [_row("random", r, 1, a) for r, a in ((0.1, 0.2), (0.5, 0.6), (0.9, 0.3))]
-    rows += [_row("random", r, 2, a) for r, a in ((0.1, 0.2), (0.5, 0.6), (0.9, 0.7))]
-    v2 = next(v for v in verdicts(rows) if v["claim"] == 2)
-    assert v2["verdict"] == "mixed"
-    assert [g["holds"] for g in v2["groups"]] == [True, False]
-    assert "holds for 1 of 2 units" in v2["statement"]
+    rows += [_row("random", r, 2, a) for r, a in ((0.1, 0.2), (0.3, 0.21), (0.5, 0.6), (0.9, 0.7))]
+    v2 = _v(rows, 2)
+    got = {p["scope"]: p["verdict"] for p in v2["parts"]}
+    # unit 1: 0.6 beats 0.2 and 0.3; unit 2: 0.6 does not beat 0.7, 0.21 beats neither
+    assert got == {"unit 1, ratio 0.5": "hold", "unit 2, ratio 0.3": "fail", "unit 2, ratio 0.5": "fail"}
+    assert v2["verdict"] == "mixed" and "1 hold, 2 fail of 3 parts" in v2["statement"]
 
 
-def test_claim2_needs_the_sweeps_extremes_and_a_real_difference():
+def test_claim2_needs_the_sweeps_extremes_a_real_difference_and_room_to_rise():
     tiny = MIN_EFFECT / 2
     rows = [_row("random", r, 1, a, se=0.0) for r, a in ((0.1, 0.3), (0.5, 0.3 + tiny), (0.9, 0.3))]
     rows += [_row("random", 0.1, 8, 0, feasible=False), _row("random", 0.5, 8, 1.0), _row("random", 0.9, 8, 0, feasible=False)]
-    v2 = next(v for v in verdicts(rows) if v["claim"] == 2)
-    assert v2["verdict"] == "fails" and [g["mask_unit"] for g in v2["groups"]] == [1]
+    v2 = _v(rows, 2)
+    assert [p["verdict"] for p in v2["parts"]][0] == "fail"  # real but below the smallest effect counted
+    assert v2["parts"][1]["verdict"].startswith("not testable (ratio 0.1 or 0.9 is infeasible")
+    assert v2["verdict"] == "fail"
     only_coarse = [r for r in rows if r["mask_unit"] == 8]
-    assert next(v for v in verdicts(only_coarse) if v["claim"] == 2)["verdict"] == "untestable"
+    assert _v(only_coarse, 2)["verdict"] == "not testable"
+    ceiling = [_row("aligned", r, 2, a, se=0.0) for r, a in ((0.1, 0.97), (0.5, 1.0), (0.9, 0.96))]
+    v = _v(ceiling, 2)
+    assert v["parts"][0]["verdict"].startswith("not testable (ceiling") and v["verdict"] == "not testable"
 
 
-def test_claim3_allows_a_fall_after_the_peak_but_not_before():
-    rise_then_fall = [_row("aligned", 0.5, u, a) for u, a in ((1, 0.1), (2, 0.5), (4, 0.9), (8, 0.4))]
-    dip_first = [_row("aligned", 0.25, u, a) for u, a in ((1, 0.5), (2, 0.2), (4, 0.9))]
-    flat = [_row("aligned", 0.75, u, 1.0, se=0.0) for u in (1, 2)]
-    v3 = next(v for v in verdicts(rise_then_fall + dip_first + flat) if v["claim"] == 3)
-    assert {g["mask_ratio"]: g["holds"] for g in v3["groups"]} == {0.25: False, 0.5: True, 0.75: False}
-    assert {g["mask_ratio"]: g["peak_unit"] for g in v3["groups"]}[0.5] == 4
+def test_claim3_compares_every_larger_unit_with_the_smallest_and_skips_ceilings():
+    rows = [_row("aligned", 0.5, u, a) for u, a in ((1, 0.1), (2, 0.5), (4, 0.9), (8, 0.12))]
+    rows += [_row("aligned", 0.25, u, a, se=0.0) for u, a in ((1, 1.0), (2, 1.0))]
+    v3 = _v(rows, 3)
+    got = {p["scope"]: p["verdict"] for p in v3["parts"]}
+    assert got["ratio 0.5, unit 2 vs 1"] == "hold" and got["ratio 0.5, unit 4 vs 1"] == "hold"
+    assert got["ratio 0.5, unit 8 vs 1"] == "fail"  # too large: reported as a failing part
+    assert got["ratio 0.25, unit 2 vs 1"].startswith("not testable (ceiling")
     assert v3["verdict"] == "mixed"
+
+
+def test_predict_and_report_share_one_rule_on_the_same_aligned_masks():
+    """The issue's disagreement: at unit 4 the sweep's extremes (0.1, 0.9) are infeasible; both say 'not testable'."""
+    rows = predict(G3, ratios=(0.1, 0.25, 0.5, 0.75, 0.9), units=(1, 2, 4), k=50, seed=0, kinds=("aligned",))
+    v2 = _v(rows, 2)
+    unit4 = [p for p in v2["parts"] if p["scope"].startswith("unit 4")]
+    assert len(unit4) == 1 and unit4[0]["verdict"].startswith("not testable")
+    # whole quadrants lift CA to the root alone: A = 1 at 0.25, 0.5, 0.75 on every unit
+    assert {p["scope"]: p["verdict"] for p in v2["parts"] if p["scope"].startswith("unit 1")} == {
+        "unit 1, ratio 0.25": "hold", "unit 1, ratio 0.5": "hold", "unit 1, ratio 0.75": "hold"}
 
 
 # ----------------------------------------------------------------------------- output

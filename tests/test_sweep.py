@@ -78,11 +78,42 @@ def row_keys(rows) -> list[tuple]:
 
 def test_grid_counts_and_skips_infeasible_pairs():
     # 4x4 image: unit 2 gives 4 units; ratio 0.1 masks none of them, 0.9 all of them.
-    cfg = small(mask_ratios=[0.1, 0.5, 0.9], mask_units=[1, 2], seeds=[0])
+    cfg = small(mask_ratios=[0.1, 0.5, 0.9], mask_units=[1, 2], seeds=[0], controls=[])
     pts = cfg.points()
     assert sorted((p.mask_unit, p.mask_ratio) for p in pts) == [(1, 0.1), (1, 0.5), (1, 0.9), (2, 0.5)]
     assert len(cfg.infeasible()) == 2 and all("unit 2" in s for s in cfg.infeasible())
     assert len({p.point_id for p in pts}) == len(pts)
+
+
+def test_controls_are_points_once_per_cell_seed_and_architecture():
+    cfg = small(mask_ratios=[0.5], mask_units=[1], seeds=[0, 1], objectives=["mae", "umae"], bottlenecks=[None, 2])
+    pts = cfg.points()
+    trained = [p for p in pts if p.trained]
+    assert len(trained) == 2 * 2 * 2  # objectives x bottlenecks x seeds
+    for seed in (0, 1):
+        ctrl = [(p.encoder, p.width) for p in pts if not p.trained and p.seed == seed]
+        # not once per objective: pixels and oracle once, untrained once per code width
+        assert sorted(ctrl, key=str) == sorted([("oracle", None), ("pixels", None), ("untrained", 2), ("untrained", None)], key=str)
+    assert all(p.objective is None and p.train_mask_kind is None for p in pts if not p.trained)
+    assert len({p.point_id for p in pts}) == len(pts)
+    assert [p for p in small(controls=[]).points() if not p.trained] == []
+    assert {p.encoder for p in small(controls=["pixels"]).points()} == {"trained", "pixels"}
+
+
+def test_dim_c_resolves_per_cell_for_aligned_training_masks_and_is_skipped_where_it_varies():
+    # depth 2 (4x4, 2x2 blocks): aligned ratio 0.25 of 16 pixels masks one block, c = root (dim 2);
+    # ratio 0.5 of 16 masks two blocks, c = root; at ratio 0.1 (2 pixels) c is one level-1 node (dim 3).
+    cfg = small(mask_ratios=[0.1, 0.25, 0.5], mask_units=[1], seeds=[0], train_mask_kinds=["random", "aligned"],
+                bottlenecks=["dim_c", None], controls=["untrained"])
+    pts = cfg.points()
+    widths = {(p.mask_ratio, p.train_mask_kind, p.bottleneck): p.width for p in pts if p.trained}
+    assert widths[(0.25, "aligned", "dim_c")] == 2 and widths[(0.5, "aligned", "dim_c")] == 2
+    assert widths[(0.1, "aligned", "dim_c")] == 3
+    assert (0.5, "random", "dim_c") not in widths and widths[(0.5, "random", None)] is None
+    assert any("dim_c with random training masks at ratio 0.5" in s and "varies" in s for s in cfg.infeasible())
+    assert {p.width for p in pts if p.encoder == "untrained" and p.mask_ratio == 0.25} == {2, None}
+    with pytest.raises(ConfigError, match="empty grid: no trained point is feasible .*dim_c varies"):
+        small(mask_ratios=[0.5], mask_units=[1], train_mask_kinds=["random"], bottlenecks=["dim_c"])
 
 
 def test_point_ids_depend_on_shared_settings_but_not_on_other_axis_values():
@@ -105,6 +136,10 @@ def test_point_ids_depend_on_shared_settings_but_not_on_other_axis_values():
         (dict(mask_units=[3]), "does not divide"),
         (dict(mask_ratios=[0.1], mask_units=[2]), "empty grid: no .* feasible"),
         (dict(bottlenecks=[0]), "bottleneck"),
+        (dict(bottlenecks=["dim_a"]), "bottleneck must be a positive integer, 'dim_c' or null"),
+        (dict(train_mask_kinds=["block"]), "unknown train mask kind 'block'"),
+        (dict(controls=["noise"]), "unknown control 'noise'"),
+        (dict(simulate={"seed": 3}), "set by the sweep"),
         (dict(mask_ratios=[0.5, 0.5]), "twice"),
         (dict(graph={"depth": 0}), "depth"),
         (dict(eval_masks=0), "eval_masks"),
@@ -151,6 +186,7 @@ def test_run_writes_every_row_once_in_both_formats_with_point_columns(tmp_path):
 
 def test_interrupted_sweep_resumes_without_redoing_points_or_duplicating_rows(tmp_path):
     cfg, out, log = small(), tmp_path / "out", tmp_path / "log"
+    assert {p.encoder for p in cfg.points()} == {"trained", "pixels", "untrained", "oracle"}  # controls resume too
     seen = []
 
     def stop_after_three(point, rows):

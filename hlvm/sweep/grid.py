@@ -1,13 +1,32 @@
 """The grid of a sweep: :class:`SweepConfig` (axes and shared settings) and its :class:`SweepPoint` s.
 
-A *point* is one mask ratio x masking unit x seed x objective x bottleneck
-width; everything else (the hierarchy, the simulator, the model, training
-length, evaluation) is shared by the points of a sweep and hashed into every
-``point_id``, so a point's id names exactly what was run.
+A *trained point* is one mask ratio x masking unit x training mask kind x
+objective x bottleneck x seed: one MAE trained and then probed. A *control
+point* is an encoder that learned nothing (:data:`hlvm.evaluate.CONTROLS`),
+probed on exactly the held-out samples and evaluation masks of the trained
+points of its ratio, unit and seed: ``pixels`` and ``oracle`` once per
+(ratio, unit, seed), ``untrained`` once per distinct architecture (code
+width) among the trained points there. Everything else (the hierarchy, the
+simulator, the model, training length, evaluation) is shared by the points of
+a sweep and hashed into every ``point_id``, so a point's id names exactly what
+was run.
+
+Seeds are replicates: a seed changes the model's initialisation, the draw of
+the training samples (the same generating process, ``sample_seed = seed``),
+the training masks, the held-out samples and the evaluation masks.
+
+``bottlenecks`` may name ``"dim_c"``: Theorem 2's code width, resolved per
+cell to the ``dim_c`` that Algorithm 1 gives the cell's training masks. It is
+defined only where every training mask of the cell has the same ``dim_c``
+(hierarchy-aligned masks on a grid hierarchy; random masks almost never):
+checked over ``predict_masks`` masks drawn from the cell's training
+distribution; where it varies the combination is skipped and listed, like an
+infeasible ratio (:meth:`SweepConfig.infeasible`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -16,36 +35,62 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from hlvm.errors import ConfigError, MaskError
+from hlvm.evaluate import CONTROLS
 from hlvm.evaluate import ROW_COLUMNS as NODE_COLUMNS
 from hlvm.io import read_json
 from hlvm.masks import num_masked
 
 __all__ = [
     "MASK_KINDS",
+    "TRAIN_MASK_KINDS",
     "KNOWN_OBJECTIVES",
+    "DIM_C",
     "POINT_COLUMNS",
     "ROW_COLUMNS",
+    "SUMMARY_COLUMNS",
     "SweepConfig",
     "SweepPoint",
     "load_sweep_config",
 ]
 
 MASK_KINDS = ("random", "aligned")
+# Mirrors hlvm.train.TRAIN_MASK_KINDS (not imported: this module stays free of torch).
+TRAIN_MASK_KINDS = ("random", "aligned")
 # Mirrors hlvm.objectives.OBJECTIVES; checked against it when that module is importable.
 KNOWN_OBJECTIVES = ("mae", "umae", "mmae")
+#: The bottleneck that resolves per cell to Algorithm 1's dim_c (Theorem 2's code width).
+DIM_C = "dim_c"
 
 # Columns every results row carries, in this order; anything else follows, sorted.
 POINT_COLUMNS = [
     "point_id",
+    "encoder",
     "mask_ratio",
     "mask_unit",
     "seed",
+    "train_mask_kind",
     "objective",
     "bottleneck",
+    "bottleneck_width",
     "model",
     "steps",
     "depth",
     "branching",
+]
+#: Per-mask figures of :mod:`hlvm.evaluate`'s summary copied into every row of that mask.
+SUMMARY_COLUMNS = [
+    "r2_ca_noise",
+    "r2_private_masked_noise",
+    "r2_private_visible_noise",
+    "r2_ca_noise_linear",
+    "r2_private_masked_noise_linear",
+    "r2_private_visible_noise_linear",
+    "selectivity",
+    "selectivity_linear",
+    "agreement",
+    "agreement_ca_vs_masked",
+    "effective_rank",
+    "cca_c",
 ]
 ROW_COLUMNS = POINT_COLUMNS + [
     "mask_kind",
@@ -58,19 +103,16 @@ ROW_COLUMNS = POINT_COLUMNS + [
     "dim_c",
     "c_abstraction",
     "frac_noise_shared",
-    "agreement",
-    "agreement_ca_vs_masked",
-    "effective_rank",
-    "cca_c",
+    *SUMMARY_COLUMNS,
     *NODE_COLUMNS,  # one row per latent node, as hlvm.evaluate reports it
 ]
 
 
-def _as_tuple(name: str, value: Any) -> tuple:
+def _as_tuple(name: str, value: Any, *, allow_empty: bool = False) -> tuple:
     if isinstance(value, str) or not isinstance(value, Iterable):
         value = (value,)
     out = tuple(value)
-    if not out:
+    if not out and not allow_empty:
         raise ConfigError(f"empty grid: {name} has no values")
     if len(set(map(repr, out))) != len(out):
         raise ConfigError(f"{name} lists a value twice: {list(out)}")
@@ -81,31 +123,39 @@ def _as_tuple(name: str, value: Any) -> tuple:
 class SweepConfig:
     """A sweep: the grid axes and everything shared by its points; validates itself.
 
-    Grid axes (a point per combination): ``mask_ratios``, ``mask_units``
-    (masking unit ``u`` in pixels), ``seeds``, ``objectives``, ``bottlenecks``
-    (``None`` = no bottleneck). ``mask_kinds`` names the kinds of held-out
-    evaluation masks (``"random"``: MAE's random unit masks; ``"aligned"``:
-    :func:`hlvm.masks.aligned_unit_masks`, whole hierarchy blocks) each
-    point is measured on. Combinations
-    whose ratio masks no unit or every unit of an image are infeasible and
-    skipped (listed by :meth:`infeasible`).
+    Grid axes (a trained point per combination): ``mask_ratios``,
+    ``mask_units`` (masking unit ``u`` in pixels), ``train_mask_kinds`` (the
+    training masks: ``"random"``, MAE's, or ``"aligned"``, whole hierarchy
+    blocks), ``objectives``, ``bottlenecks`` (``None`` = no bottleneck, an
+    integer width, or ``"dim_c"``, module docstring) and ``seeds``.
+    ``controls`` (default all of :data:`hlvm.evaluate.CONTROLS`; empty = none)
+    adds the control points. ``mask_kinds`` names the kinds of held-out
+    evaluation masks every point is measured on (``"random"``: MAE's random
+    unit masks; ``"aligned"``: :func:`hlvm.masks.aligned_unit_masks`).
+    Combinations whose ratio masks no unit or every unit of an image, or
+    whose ``dim_c`` does not resolve, are skipped (listed by
+    :meth:`infeasible`).
 
     Shared: the hierarchy (``graph``: :class:`hlvm.graphs.GridSpec` options),
     the simulator options (``simulate``: extra :class:`hlvm.simulate.SimulateConfig`
-    fields), ``n_train`` / ``n_eval`` samples, the model config name
-    ``model`` (+ ``model_options``: :class:`hlvm.models.MAEConfig` fields such
-    as ``mlp_hidden``), training ``steps`` / ``batch`` / ``blr`` (+ ``train`` extra
+    fields; ``data_seed`` draws the graph's mixing), ``n_train`` / ``n_eval``
+    samples, the model config name ``model`` (+ ``model_options``:
+    :class:`hlvm.models.MAEConfig` fields such as ``mlp_hidden``), training
+    ``steps`` / ``batch`` / ``blr`` (+ ``train`` extra
     :class:`hlvm.train.TrainConfig` fields), ``eval_masks`` held-out masks per
-    point and ``predict_masks`` masks per cell for the theory's prediction.
-    ``keep_checkpoints=False`` deletes each point's ``checkpoint.pt`` once it
-    is evaluated (its ``config.json`` and ``metrics.jsonl`` stay).
+    seed, cell and kind, and ``predict_masks`` masks per cell for the theory's
+    prediction (and for resolving ``dim_c``). ``keep_checkpoints=False``
+    deletes each point's ``checkpoint.pt`` once it is evaluated (its
+    ``config.json`` and ``metrics.jsonl`` stay).
     """
 
     mask_ratios: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
     mask_units: tuple[int, ...] = (1, 2, 4)
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1, 2)
     objectives: tuple[str, ...] = ("mae",)
-    bottlenecks: tuple[int | None, ...] = (None,)
+    bottlenecks: tuple[int | str | None, ...] = (None,)
+    train_mask_kinds: tuple[str, ...] = ("random",)
+    controls: tuple[str, ...] = CONTROLS
     mask_kinds: tuple[str, ...] = ("random",)
     graph: Mapping[str, Any] = field(default_factory=lambda: {"depth": 3, "branching": 2})
     simulate: Mapping[str, Any] = field(default_factory=dict)
@@ -142,8 +192,18 @@ class SweepConfig:
                 raise ConfigError(f"unknown objective {o!r}; choose from {', '.join(sorted(known))}")
         bottlenecks = _as_tuple("bottlenecks", self.bottlenecks)
         for d in bottlenecks:
-            if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1):
-                raise ConfigError(f"bottleneck must be a positive integer or null, got {d!r}")
+            if d is None or d == DIM_C:
+                continue
+            if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+                raise ConfigError(f"bottleneck must be a positive integer, '{DIM_C}' or null, got {d!r}")
+        train_kinds = _as_tuple("train_mask_kinds", self.train_mask_kinds)
+        for k in train_kinds:
+            if k not in TRAIN_MASK_KINDS:
+                raise ConfigError(f"unknown train mask kind {k!r}; choose from {', '.join(TRAIN_MASK_KINDS)}")
+        controls = _as_tuple("controls", self.controls, allow_empty=True)
+        for c in controls:
+            if c not in CONTROLS:
+                raise ConfigError(f"unknown control {c!r}; choose from {', '.join(CONTROLS)} (or none)")
         kinds = _as_tuple("mask_kinds", self.mask_kinds)
         for k in kinds:
             if k not in MASK_KINDS:
@@ -152,6 +212,8 @@ class SweepConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        if isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int) or self.data_seed < 0:
+            raise ConfigError(f"data_seed must be a non-negative integer, got {self.data_seed!r}")
         if self.n_eval < 20:
             raise ConfigError(f"n_eval must be at least 20 for a held-out R^2, got {self.n_eval}")
         if not isinstance(self.blr, int | float) or isinstance(self.blr, bool) or not self.blr > 0:
@@ -163,11 +225,16 @@ class SweepConfig:
         for name in ("graph", "simulate", "train", "model_options"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ConfigError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
+        for key in ("seed", "sample_seed", "n"):
+            if key in self.simulate:
+                raise ConfigError(f"simulate: {key!r} is set by the sweep (data_seed, seeds, n_train), not here")
         object.__setattr__(self, "mask_ratios", tuple(float(r) for r in ratios))
         object.__setattr__(self, "mask_units", tuple(int(u) for u in units))
         object.__setattr__(self, "seeds", tuple(int(s) for s in seeds))
         object.__setattr__(self, "objectives", tuple(objectives))
         object.__setattr__(self, "bottlenecks", tuple(bottlenecks))
+        object.__setattr__(self, "train_mask_kinds", tuple(train_kinds))
+        object.__setattr__(self, "controls", tuple(controls))
         object.__setattr__(self, "mask_kinds", tuple(kinds))
         object.__setattr__(self, "graph", dict(self.graph))
         object.__setattr__(self, "simulate", dict(self.simulate))
@@ -177,9 +244,20 @@ class SweepConfig:
         for u in self.mask_units:
             if spec.side % u:
                 raise ConfigError(f"mask unit {u} does not divide the {spec.side}x{spec.side} image")
+        if "aligned" in self.train_mask_kinds or "aligned" in self.mask_kinds:
+            for u in self.mask_units:
+                side = spec.side // u
+                b = spec.branching
+                while side > 1 and side % b == 0:
+                    side //= b
+                if side != 1:
+                    raise ConfigError(
+                        f"aligned masks at unit {u} need a unit grid whose side is a power of {b}; "
+                        f"the {spec.side}x{spec.side} image has {spec.side // u}x{spec.side // u} units"
+                    )
         if not self.points():
             bad = "; ".join(self.infeasible())
-            raise ConfigError(f"empty grid: no (mask ratio, mask unit) pair is feasible ({bad})")
+            raise ConfigError(f"empty grid: no trained point is feasible ({bad})")
 
     # -- the grid
     def grid_spec(self):
@@ -205,43 +283,74 @@ class SweepConfig:
             return str(e)
         return None
 
+    def bottleneck_width(self, bottleneck: int | str | None, ratio: float, unit: int, train_kind: str) -> int | None | str:
+        """The code width a bottleneck resolves to in a cell, or why it does not (a string starting 'skip:')."""
+        if bottleneck != DIM_C:
+            return bottleneck
+        lo, hi = _dim_c_range(json.dumps(self.graph, sort_keys=True), ratio, unit, train_kind, self.predict_masks, self.data_seed)
+        if lo != hi:
+            return f"skip: dim_c varies between {train_kind} training masks of ratio {ratio:g} at unit {unit} ({lo}-{hi})"
+        return lo
+
     def infeasible(self) -> list[str]:
-        """Why each skipped (ratio, unit) pair is skipped."""
+        """Why each skipped (ratio, unit) pair, and each unresolved ``dim_c`` combination, is skipped."""
         out = []
         for u in self.mask_units:
             for r in self.mask_ratios:
                 why = self._feasible(r, u)
                 if why:
                     out.append(f"ratio {r} at unit {u}: {why}")
+                    continue
+                for k in self.train_mask_kinds:
+                    for d in self.bottlenecks:
+                        w = self.bottleneck_width(d, r, u, k)
+                        if isinstance(w, str):
+                            out.append(f"bottleneck {d} with {k} training masks at ratio {r}, unit {u}: {w[6:]}")
         return out
 
     def base_dict(self) -> dict[str, Any]:
         """Everything but the grid axes: what every point of this sweep shares."""
-        axes = {"mask_ratios", "mask_units", "seeds", "objectives", "bottlenecks"}
-        return {k: v for k, v in self.to_dict().items() if k not in axes}
+        return {k: v for k, v in self.to_dict().items() if k not in AXES}
 
     def points(self) -> list[SweepPoint]:
-        """Feasible grid points, in a fixed order (unit, ratio, objective, bottleneck, seed).
+        """Feasible trained points, then the control points of each cell and seed, in a fixed order.
 
-        ``mask_kinds`` is not a point axis: every point's model is evaluated
-        on held-out masks of each kind (training masks are always random).
+        Order: unit, ratio, then the trained points (training mask kind,
+        objective, bottleneck, seed), then the controls of each seed.
+        ``mask_kinds`` is not a point axis: every point is evaluated on
+        held-out masks of each kind.
         """
         base = self.base_dict()
-        out = []
+        out: list[SweepPoint] = []
         for unit in self.mask_units:
             for ratio in self.mask_ratios:
                 if self._feasible(ratio, unit):
                     continue
-                for obj in self.objectives:
-                    for d in self.bottlenecks:
-                        for seed in self.seeds:
-                            out.append(SweepPoint(ratio, unit, seed, obj, d, base))
+                widths: list[int | None] = []
+                for kind in self.train_mask_kinds:
+                    for obj in self.objectives:
+                        for d in self.bottlenecks:
+                            w = self.bottleneck_width(d, ratio, unit, kind)
+                            if isinstance(w, str):
+                                continue
+                            if w not in widths:
+                                widths.append(w)
+                            for seed in self.seeds:
+                                out.append(SweepPoint(ratio, unit, seed, obj, d, base, kind, "trained", w))
+                if not widths:
+                    continue
+                for seed in self.seeds:
+                    for control in self.controls:
+                        if control == "untrained":
+                            out.extend(SweepPoint(ratio, unit, seed, None, w, base, None, control, w) for w in widths)
+                        else:
+                            out.append(SweepPoint(ratio, unit, seed, None, None, base, None, control, None))
         return out
 
     # -- JSON
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("mask_ratios", "mask_units", "seeds", "objectives", "bottlenecks", "mask_kinds"):
+        for k in (*AXES, "mask_kinds"):
             d[k] = list(d[k])
         return d
 
@@ -255,6 +364,30 @@ class SweepConfig:
         if unknown:
             raise ConfigError(f"unknown sweep config key {unknown[0]!r}; known: {', '.join(sorted(names))}")
         return cls(**data)
+
+
+#: Config fields that are grid axes (a resumed sweep may add or drop their values).
+AXES = ("mask_ratios", "mask_units", "seeds", "objectives", "bottlenecks", "train_mask_kinds", "controls")
+
+
+@functools.lru_cache(maxsize=4096)
+def _dim_c_range(graph_json: str, ratio: float, unit: int, kind: str, k: int, seed: int) -> tuple[int, int]:
+    """Smallest and largest ``dim_c`` over ``k`` training masks of ``kind`` (seeded, as :func:`hlvm.predict.predict`)."""
+    from hlvm.graphs import GridSpec, grid_hierarchy
+    from hlvm.locate import index_graph, locate_many
+    from hlvm.masks import aligned_unit_masks, random_unit_masks
+    from hlvm.predict import _cell_rng
+
+    spec = GridSpec(**json.loads(graph_json))
+    graph = grid_hierarchy(spec)
+    rng = _cell_rng(seed, kind, ratio, unit)
+    side = spec.side
+    if kind == "aligned":
+        masks = aligned_unit_masks(k, side, side, ratio, unit, spec.branching, rng)
+    else:
+        masks = random_unit_masks(k, side, side, ratio, unit, rng)
+    dims = locate_many(index_graph(graph), masks).dim_c
+    return int(dims.min()), int(dims.max())
 
 
 def _known_objectives() -> tuple[str, ...]:
@@ -276,23 +409,40 @@ def load_sweep_config(path: str | os.PathLike[str]) -> SweepConfig:
 
 @dataclass(frozen=True)
 class SweepPoint:
-    """One grid point; ``point_id`` hashes it together with everything the sweep shares."""
+    """One point: a trained MAE, or a control probed beside the trained points of its cell and seed.
+
+    ``point_id`` hashes the point's axes together with everything the sweep
+    shares. ``bottleneck`` is the arm's label (``None``, a width or
+    ``"dim_c"``); ``width`` what it resolves to in this cell. A control has
+    no objective or training mask kind; an ``untrained`` control's
+    ``bottleneck`` is the width of the architecture it initialises.
+    """
 
     mask_ratio: float
     mask_unit: int
     seed: int
-    objective: str
-    bottleneck: int | None
+    objective: str | None
+    bottleneck: int | str | None
     base: Mapping[str, Any] = field(repr=False, compare=False)
+    train_mask_kind: str | None = "random"
+    encoder: str = "trained"
+    width: int | None = None
+
+    @property
+    def trained(self) -> bool:
+        return self.encoder == "trained"
 
     @property
     def axes(self) -> dict[str, Any]:
         return {
+            "encoder": self.encoder,
             "mask_ratio": self.mask_ratio,
             "mask_unit": self.mask_unit,
             "seed": self.seed,
+            "train_mask_kind": self.train_mask_kind,
             "objective": self.objective,
             "bottleneck": self.bottleneck,
+            "bottleneck_width": self.width,
         }
 
     @property
@@ -303,15 +453,20 @@ class SweepPoint:
     def columns(self) -> dict[str, Any]:
         """The point's configuration as it appears in every results row."""
         g = self.base.get("graph", {})
+        is_model = self.encoder in ("trained", "untrained")
         return {
             "point_id": self.point_id,
             **self.axes,
-            "model": self.base.get("model"),
-            "steps": self.base.get("steps"),
+            "model": self.base.get("model") if is_model else None,
+            "steps": self.base.get("steps") if self.trained else None,
             "depth": g.get("depth", 4),
             "branching": g.get("branching", 2),
         }
 
     def label(self) -> str:
-        d = "" if self.bottleneck is None else f" d={self.bottleneck}"
-        return f"r={self.mask_ratio:g} u={self.mask_unit} {self.objective}{d} seed={self.seed}"
+        if not self.trained:
+            w = "" if self.encoder != "untrained" or self.width is None else f" d={self.width}"
+            return f"r={self.mask_ratio:g} u={self.mask_unit} {self.encoder}{w} seed={self.seed}"
+        d = "" if self.bottleneck is None else f" d={self.bottleneck}" + (f"={self.width}" if self.bottleneck == DIM_C else "")
+        kind = "" if self.train_mask_kind == "random" else f" {self.train_mask_kind}-trained"
+        return f"r={self.mask_ratio:g} u={self.mask_unit} {self.objective}{kind}{d} seed={self.seed}"

@@ -1,4 +1,11 @@
-"""The MAE backend of a sweep: simulate once, train an MAE per point, evaluate it on held-out masks."""
+"""The MAE backend of a sweep: simulate each seed's data, train an MAE per trained point, probe every point.
+
+Every point of a (ratio, unit, seed) is probed on the same held-out samples
+(fresh noise from the training data's simulator, seeded by ``(data_seed,
+seed)``) under the same evaluation masks (seeded by ``(data_seed, seed, kind,
+unit, ratio)``), with the same probe splits (seeded by each mask's seed): a
+trained model and its controls differ in the encoder alone.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +19,18 @@ import numpy as np
 
 from hlvm.errors import ConfigError
 
-from .grid import SweepConfig, SweepPoint
+from .grid import SUMMARY_COLUMNS, SweepConfig, SweepPoint
 
-__all__ = ["MAEBackend", "eval_masks", "rows_of", "SUMMARY_TO_ROW"]
+__all__ = ["MAEBackend", "eval_masks", "point_masks", "rows_of", "SUMMARY_TO_ROW"]
+
+_KIND_CODE = {"random": 0, "aligned": 1}
 
 
-def _sim_config(cfg: SweepConfig, n: int):
+def _sim_config(cfg: SweepConfig, n: int, seed: int | None = None):
+    """The simulate config of the sweep's data; ``seed`` draws a replicate's samples of the same process."""
     from hlvm.simulate import SimulateConfig
 
-    data = {**cfg.simulate, "grid": dict(cfg.graph), "n": n, "seed": cfg.data_seed}
+    data = {**cfg.simulate, "grid": dict(cfg.graph), "n": n, "seed": cfg.data_seed, "sample_seed": seed}
     try:
         return SimulateConfig.from_dict(data)
     except TypeError as e:
@@ -53,47 +63,47 @@ def eval_masks(
     return out
 
 
-class MAEBackend:
-    """Simulate once (cached by config hash), train an MAE per point, evaluate it on held-out masks.
+def point_masks(cfg: SweepConfig, point: SweepPoint, kind: str, graph: Any) -> list[tuple[int, Any]]:
+    """The evaluation masks of ``kind`` for every point of ``point``'s (seed, ratio, unit)."""
+    entropy = [cfg.data_seed, point.seed, _KIND_CODE[kind], point.mask_unit, int(round(point.mask_ratio * 1_000_000))]
+    return eval_masks(kind, cfg.eval_masks, graph, point.mask_ratio, point.mask_unit, np.random.default_rng(entropy))
 
-    Training always uses MAE's random masks of the point's ratio and unit
-    (:func:`hlvm.train.train`); ``mask_kinds`` choose the *evaluation* masks.
-    An aligned mask of the same ratio and unit masks the same number of whole
-    units, so it lies in the support of the training masks.
+
+class MAEBackend:
+    """Simulate each seed's training data (cached by config hash), train an MAE per trained point, probe every point.
+
+    A trained point trains on masks of its ``train_mask_kind`` (MAE's random
+    masks or hierarchy-aligned ones) with its ratio and unit; ``mask_kinds``
+    choose the *evaluation* masks. An aligned mask of the same ratio and unit
+    masks the same number of whole units as a random one, so both kinds lie in
+    the support of random training masks. Control points train nothing.
     """
 
     def prepare(self, cfg: SweepConfig, out: Path) -> dict[str, Any]:
+        from hlvm.graphs import image_shape
         from hlvm.simulate import simulate_to_dir
         from hlvm.train import resolve_model_config
 
-        sim = _sim_config(cfg, cfg.n_train)
-        key = hashlib.sha256(json.dumps(sim.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
-        data_dir = out / "data" / f"sim-{key}"
-        if not data_dir.is_dir():
-            data_dir.parent.mkdir(parents=True, exist_ok=True)
-            simulate_to_dir(sim, data_dir, progress=False)
-        graph = sim.build_graph()
-        from hlvm.graphs import image_shape
-
-        shape = image_shape(graph)
-        # Every (unit, bottleneck) must make a valid model before any point starts.
-        for u in cfg.mask_units:
-            for d in cfg.bottlenecks:
-                tc = self._train_config(cfg, None, str(data_dir), out, unit=u, bottleneck=d)
-                resolve_model_config(tc, shape)
-        return {"data_dir": str(data_dir), "sim": sim.to_dict(), "out": str(out)}
+        shape = image_shape(_sim_config(cfg, cfg.n_train).build_graph())
+        # Every model a point will build must be valid before anything is written.
+        for p in cfg.points():
+            if p.encoder in ("trained", "untrained"):
+                resolve_model_config(self._train_config(cfg, p, "online", out), shape)
+        data_dirs = {}
+        for seed in cfg.seeds:
+            sim = _sim_config(cfg, cfg.n_train, seed)
+            key = hashlib.sha256(json.dumps(sim.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+            data_dir = out / "data" / f"sim-{key}"
+            if not data_dir.is_dir():
+                data_dir.parent.mkdir(parents=True, exist_ok=True)
+                simulate_to_dir(sim, data_dir, progress=False)
+            data_dirs[str(seed)] = str(data_dir)
+        return {"data_dirs": data_dirs, "out": str(out)}
 
     @staticmethod
-    def _train_config(cfg, point, data, out, *, unit=None, bottleneck=None, ratio=0.5, objective="mae", seed=0):  # noqa: ANN001, ANN205
+    def _train_config(cfg: SweepConfig, point: SweepPoint, data: str, out: Path):  # noqa: ANN205
         from hlvm.train import TrainConfig
 
-        if point is not None:
-            unit, bottleneck, ratio, objective, seed = (
-                point.mask_unit, point.bottleneck, point.mask_ratio, point.objective, point.seed
-            )
-            run = str(out / "runs" / point.point_id)
-        else:
-            run = None
         extra = {"ckpt_every": 0, "log_every": 50, "device": "cpu", **cfg.train}
         model: Any = cfg.model
         if cfg.model_options:
@@ -106,15 +116,16 @@ class MAEBackend:
         return TrainConfig(
             model=model,
             data=data,
-            objective=objective,
-            mask_ratio=ratio,
-            mask_unit=unit,
-            bottleneck=bottleneck,
+            objective=point.objective or "mae",
+            mask_ratio=point.mask_ratio,
+            mask_kind=point.train_mask_kind or "random",
+            mask_unit=point.mask_unit,
+            bottleneck=point.width,
             steps=cfg.steps,
             batch_size=cfg.batch,
             blr=cfg.blr,
-            seed=seed,
-            out=run,
+            seed=point.seed,
+            out=str(out / "runs" / point.point_id),
             **extra,
         )
 
@@ -125,55 +136,39 @@ class MAEBackend:
         return predict(graph, cfg.mask_ratios, cfg.mask_units, cfg.predict_masks, cfg.data_seed, kinds=cfg.mask_kinds)
 
     def run_point(self, cfg: SweepConfig, point: SweepPoint, context: Mapping[str, Any]) -> list[dict[str, Any]]:
-        import torch
-
-        from hlvm.evaluate import evaluate_encoder, heldout_dataset
-        from hlvm.train import load_run, train
+        from hlvm.evaluate import control_encoder, evaluate_encoder, heldout_dataset, model_encoder
 
         out = Path(context["out"])
-        tc = self._train_config(cfg, point, context["data_dir"], out)
-        run_dir = train(tc, progress=False, overwrite=True)
-        model, _ = load_run(run_dir)
-        # Held-out samples: fresh noise from the training data's simulator, the same for every point.
-        data = heldout_dataset(context["data_dir"], cfg.n_eval, cfg.data_seed)
+        data_dir = context["data_dirs"][str(point.seed)]
+        tc = self._train_config(cfg, point, data_dir, out)
+        data = heldout_dataset(data_dir, cfg.n_eval, (cfg.data_seed, point.seed))
         graph = data.graph
+        run_dir = None
+        if point.encoder in ("trained", "untrained"):
+            if point.trained:
+                from hlvm.train import load_run, train
 
-        reps = {"code": None}
-        if point.bottleneck is not None:
-            # The plain representation: the input of the projection to the bottleneck code.
-            last = getattr(model, "bottleneck_proj", None)
-            if last is None and isinstance(getattr(model, "encoder", None), torch.nn.Sequential):
-                last = model.encoder[-1]
-            if last is not None:
-                reps["plain"] = last
+                run_dir = train(tc, progress=False, overwrite=True)
+                model, _ = load_run(run_dir)
+            else:
+                from hlvm.graphs import image_shape
+                from hlvm.train import init_model, resolve_model_config
 
-        def encoder_for(layer: Any):  # noqa: ANN202
-            @torch.no_grad()
-            def encode(images: np.ndarray, mask: Any) -> np.ndarray:
-                got: list[torch.Tensor] = []
-                hook = layer.register_forward_pre_hook(lambda m, a: got.append(a[0])) if layer is not None else None
-                try:
-                    outs = []
-                    for s in range(0, len(images), 1024):
-                        x = torch.as_tensor(np.asarray(images[s : s + 1024]), dtype=torch.float32)
-                        code = model.encode(x, mask)  # (B, d)
-                        outs.append(got.pop() if layer is not None else code)
-                finally:
-                    if hook is not None:
-                        hook.remove()
-                return torch.cat(outs).double().numpy()
+                model = init_model(resolve_model_config(tc, image_shape(graph)), point.seed)
+                model.eval()
+            # With a bottleneck, the plain representation (the input of the projection to the code) too.
+            reps = ["code"] + (["plain"] if point.width is not None else [])
+            encoders = {rep: model_encoder(model, representation=rep) for rep in reps}
+        else:
+            encoders = {"code": control_encoder(point.encoder, dataset=data, graph=graph)}
 
-            return encode
-
-        rng = np.random.default_rng(int(point.point_id, 16))
         rows: list[dict[str, Any]] = []
         for kind in cfg.mask_kinds:
-            masks = eval_masks(kind, cfg.eval_masks, graph, point.mask_ratio, point.mask_unit, rng)
-            for j, (mseed, mask) in enumerate(masks):
-                for rep, layer in reps.items():
-                    res = evaluate_encoder(encoder_for(layer), data, graph, mask, mseed)
+            for j, (mseed, mask) in enumerate(point_masks(cfg, point, kind, graph)):
+                for rep, encode in encoders.items():
+                    res = evaluate_encoder(encode, data, graph, mask, mseed)
                     rows.extend(rows_of(res, mask_kind=kind, mask_index=j, mask_seed=mseed, representation=rep))
-        if not cfg.keep_checkpoints:
+        if run_dir is not None and not cfg.keep_checkpoints:
             from hlvm.train import CHECKPOINT
 
             (Path(run_dir) / CHECKPOINT).unlink(missing_ok=True)
@@ -181,14 +176,7 @@ class MAEBackend:
 
 
 #: Mask-level numbers of :class:`hlvm.evaluate.EvaluationResult` copied into every row of that mask.
-SUMMARY_TO_ROW = {
-    "code_dim": "rep_dim",
-    "dim_c": "dim_c",
-    "agreement": "agreement",
-    "agreement_ca_vs_masked": "agreement_ca_vs_masked",
-    "effective_rank": "effective_rank",
-    "cca_c": "cca_c",
-}
+SUMMARY_TO_ROW = {"code_dim": "rep_dim", "dim_c": "dim_c", **{k: k for k in SUMMARY_COLUMNS}}
 
 
 def rows_of(result: Any, **mask_columns: Any) -> list[dict[str, Any]]:

@@ -1,0 +1,278 @@
+"""The verdict rules, in one place: fixed before any numbers are seen, shared by ``hlvm predict`` and ``hlvm report``.
+
+The claims (THEORY.md) are judged on *A*, the abstraction of what a code holds
+of ``CA``: ``A = 1 - sum(m_v d_v l_v) / sum(m_v d_v) / l_max`` over latent
+nodes (``d_v`` noise dim, ``l_v`` level, ``m_v`` membership: ``1[v in CA]``
+for the theory, a recovered R^2 for a code). Every comparison is an
+:class:`Estimate` of a difference with its standard error and the number of
+independent replicates behind it (seeds for trained models and controls;
+masks for ``hlvm predict``, whose masks are its replicates).
+
+Rules:
+
+- *A difference* ``D`` (:func:`decide`) *holds* if ``D - t * SE > 0`` and
+  ``D >= MIN_EFFECT`` (0.05); *fails* if ``D + t * SE < MIN_EFFECT`` (confidently
+  below the smallest effect counted); else *inconclusive*. ``t`` is Student's
+  two-sided 95 % quantile with ``n - 1`` degrees of freedom (4.30 for 3 seeds,
+  2.0 in the large-sample limit: the "2 SE" of a normal interval); with one
+  replicate there is no SE and nothing is decided. Each one-sided decision is
+  thus made at 2.5 %.
+- *Claim 2* (extreme ratios give a lower-level ``c`` than intermediate ones),
+  one part per unit and intermediate ratio ``r`` (strictly between the
+  sweep's lowest and highest ratio): it *holds* if ``A(r)`` exceeds both
+  ``A(lowest)`` and ``A(highest)`` by the rule, *fails* if either comparison
+  fails, else *inconclusive*. No best ratio is picked, so no correction for
+  picking is needed: "hold" is an intersection-union test, valid at the level
+  of each comparison; "fail" is a union of two, so its error rate is at most
+  5 %. A unit at which the sweep's lowest or highest ratio is infeasible
+  cannot test the claim (*not testable*).
+- *Claim 3* (larger masking units give a higher-level ``c``), one part per
+  ratio and unit ``u`` larger than the smallest unit feasible at that ratio:
+  ``D = A(u) - A(smallest)``, the rule above. Whether the largest unit then
+  falls below the best ("until too large") is reported, not judged.
+- *Ceiling*: a part whose reference (the extremes for claim 2, the smallest
+  unit for claim 3) already has a predicted ``A >= 1 - MIN_EFFECT`` has no
+  room to rise: *not testable (ceiling)*; it counts toward no verdict.
+- *A claim's verdict* over its parts: *hold* if every decisive part holds,
+  *fail* if every decisive part fails, *mixed* if they disagree,
+  *inconclusive* if none is decisive, *not testable* if no part is testable.
+- *Claim 1* (the code recovers the ``c`` Algorithm 1 locates): on the mean over
+  replicates of the median over cells of ``R^2(CA)``: *inconclusive* if the
+  masked side's floor (same statistic over ``s_m``) exceeds 0.1 (the probe is
+  then not trusted), else *hold* at ``>= 0.8``, *fail* below 0.5, else
+  *inconclusive*.
+- *Theorem 2* (a ``dim_c``-wide code is a bijection of ``c``), per cell where
+  the code is exactly ``dim_c`` wide for every evaluation mask: *hold* if the
+  mean ``R^2(CA) >= 0.9`` and the mean leak ``R^2(s_mc) <= 0.1``; *fail* if
+  ``R^2(CA) + t SE < 0.9`` or ``leak - t SE > 0.1``; else *inconclusive*.
+- *Evidence about MAE* (:func:`evidence`): a trained model's figure counts as
+  evidence about MAE training only where it differs from the ``pixels``
+  control's on the same samples and masks (paired by seed) by at least
+  ``MIN_EFFECT`` and by more than ``t * SE``; otherwise the result is
+  *explained without training*. The figure is the claim's own: the median
+  ``R^2(CA)`` for claim 1; for a claim-2 part ``A(r) - max(A(lowest),
+  A(highest))``; for a claim-3 part ``D``; for Theorem 2 the selectivity
+  ``R^2(CA) - R^2(s_mc)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "MIN_EFFECT",
+    "ALPHA",
+    "CEILING",
+    "Estimate",
+    "critical",
+    "decide",
+    "Part",
+    "claim2_parts",
+    "claim3_parts",
+    "claim1",
+    "theorem2",
+    "evidence",
+    "overall",
+    "RULES",
+    "EXPLAINED",
+    "EVIDENCE",
+]
+
+#: The smallest difference in A (on its 0-1 scale) or in R^2 a verdict counts.
+MIN_EFFECT = 0.05
+#: Two-sided level of every interval.
+ALPHA = 0.05
+#: A reference at or above this predicted A leaves no room for a rise of MIN_EFFECT.
+CEILING = 1.0 - MIN_EFFECT
+HOLD_CA, FAIL_CA, FLOOR_MAX = 0.8, 0.5, 0.1
+THEOREM2_CA, THEOREM2_LEAK = 0.9, 0.1
+EVIDENCE = "evidence about MAE"
+EXPLAINED = "explained without training"
+NOT_TESTABLE = "not testable"
+
+#: The rules as printed into every report.
+RULES = __doc__.split("Rules:", 1)[1].strip()
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its standard error over ``n`` independent replicates (``se`` NaN when ``n < 2``)."""
+
+    mean: float
+    se: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Estimate:
+        a = np.asarray([x for x in values if not math.isnan(x)], dtype=float)
+        if a.size == 0:
+            return cls(float("nan"), float("nan"), 0)
+        se = float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else float("nan")
+        return cls(float(a.mean()), se, int(a.size))
+
+    @classmethod
+    def paired(cls, a: Mapping[Any, float], b: Mapping[Any, float]) -> Estimate:
+        """The mean difference ``a - b`` over the replicates both have (seeds), its SE over them."""
+        keys = sorted(set(a) & set(b), key=str)
+        return cls.of(a[k] - b[k] for k in keys)
+
+    @classmethod
+    def independent(cls, a: Estimate, b: Estimate) -> Estimate:
+        """``a - b`` for independent replicates (``hlvm predict``'s masks): SEs add in quadrature."""
+        return cls(a.mean - b.mean, math.sqrt(a.se**2 + b.se**2), min(a.n, b.n))
+
+    def fmt(self) -> str:
+        if math.isnan(self.mean):
+            return "-"
+        return f"{self.mean:.3f}" + ("" if math.isnan(self.se) else f"±{self.se:.3f}")
+
+
+def critical(n: int) -> float:
+    """Student's two-sided ``1 - ALPHA`` quantile with ``n - 1`` degrees of freedom (inf below 2 replicates)."""
+    if n < 2:
+        return math.inf
+    from scipy.stats import t
+
+    return float(t.ppf(1.0 - ALPHA / 2.0, n - 1))
+
+
+def decide(d: Estimate, min_effect: float = MIN_EFFECT) -> str:
+    """``"hold"``, ``"fail"`` or ``"inconclusive"`` for a difference (module docstring)."""
+    if math.isnan(d.mean) or math.isnan(d.se) or d.n < 2:
+        return "inconclusive"
+    margin = critical(d.n) * d.se
+    if d.mean - margin > 0 and d.mean >= min_effect:
+        return "hold"
+    if d.mean + margin < min_effect:
+        return "fail"
+    return "inconclusive"
+
+
+def evidence(d: Estimate) -> str:
+    """:data:`EVIDENCE` if the trained-minus-pixels difference ``d`` is at least MIN_EFFECT beyond ``t * SE``."""
+    if math.isnan(d.mean) or math.isnan(d.se) or d.n < 2:
+        return EXPLAINED
+    if abs(d.mean) >= MIN_EFFECT and abs(d.mean) - critical(d.n) * d.se > 0:
+        return EVIDENCE
+    return EXPLAINED
+
+
+@dataclass
+class Part:
+    """One decisive unit of a claim: a comparison of cells, its verdict and the numbers behind it."""
+
+    claim: int
+    scope: str
+    verdict: str
+    d: Estimate = field(default_factory=lambda: Estimate(float("nan"), float("nan"), 0))
+    numbers: str = ""
+    key: tuple = ()
+
+
+Key = tuple[float, int]  # (mask ratio, mask unit)
+
+
+def claim2_parts(
+    cells: Iterable[Key],
+    diff: Callable[[Key, Key], Estimate],
+    predicted: Callable[[Key], float],
+    ratios: Sequence[float],
+) -> list[Part]:
+    """Claim-2 parts for the cells present (module docstring); ``ratios`` are the sweep's, feasible or not.
+
+    ``diff(a, b)`` is the estimate of ``A(a) - A(b)``; ``predicted(key)`` the
+    theory's A of a cell (for the ceiling).
+    """
+    have = set(cells)
+    lo, hi = min(ratios), max(ratios)
+    out = []
+    for u in sorted({k[1] for k in have}):
+        mids = sorted(r for r, uu in have if uu == u and lo < r < hi)
+        if (lo, u) not in have or (hi, u) not in have:
+            if mids:
+                out.append(Part(2, f"unit {u}", f"{NOT_TESTABLE} (ratio {lo:g} or {hi:g} is infeasible at this unit)", key=(u,)))
+            continue
+        ref = max(predicted((lo, u)), predicted((hi, u)))
+        for r in mids:
+            scope = f"unit {u}, ratio {r:g}"
+            if ref >= CEILING:
+                out.append(Part(2, scope, f"{NOT_TESTABLE} (ceiling: predicted A {ref:.3f} at the extremes)", key=(r, u)))
+                continue
+            d_lo, d_hi = diff((r, u), (lo, u)), diff((r, u), (hi, u))
+            v_lo, v_hi = decide(d_lo), decide(d_hi)
+            if v_lo == v_hi == "hold":
+                v = "hold"
+            elif "fail" in (v_lo, v_hi):
+                v = "fail"
+            else:
+                v = "inconclusive"
+            d = min((d_lo, d_hi), key=lambda e: e.mean if not math.isnan(e.mean) else math.inf)
+            numbers = f"A({r:g}) - A({lo:g}) = {d_lo.fmt()} [{v_lo}]; A({r:g}) - A({hi:g}) = {d_hi.fmt()} [{v_hi}]"
+            out.append(Part(2, scope, v, d, numbers, key=(r, u)))
+    return out
+
+
+def claim3_parts(
+    cells: Iterable[Key],
+    diff: Callable[[Key, Key], Estimate],
+    predicted: Callable[[Key], float],
+) -> list[Part]:
+    """Claim-3 parts for the cells present (module docstring)."""
+    have = set(cells)
+    out = []
+    for r in sorted({k[0] for k in have}):
+        units = sorted(u for rr, u in have if rr == r)
+        if len(units) < 2:
+            continue
+        u0 = units[0]
+        ref = predicted((r, u0))
+        for u in units[1:]:
+            scope = f"ratio {r:g}, unit {u} vs {u0}"
+            if ref >= CEILING:
+                out.append(Part(3, scope, f"{NOT_TESTABLE} (ceiling: predicted A {ref:.3f} at unit {u0})", key=(r, u)))
+                continue
+            d = diff((r, u), (r, u0))
+            out.append(Part(3, scope, decide(d), d, f"A(u={u}) - A(u={u0}) = {d.fmt()}", key=(r, u)))
+    return out
+
+
+def claim1(ca: Estimate, floor: Estimate) -> str:
+    """Claim 1 on the replicate means of the median-over-cells R^2 of CA's and of s_m's noise."""
+    if not math.isnan(floor.mean) and floor.mean > FLOOR_MAX:
+        return "inconclusive"
+    if math.isnan(ca.mean):
+        return "inconclusive"
+    if ca.mean >= HOLD_CA:
+        return "hold"
+    if ca.mean < FAIL_CA:
+        return "fail"
+    return "inconclusive"
+
+
+def theorem2(ca: Estimate, leak: Estimate) -> str:
+    """Theorem 2 in one cell: all of CA and none of the visible side's private noise."""
+    if math.isnan(ca.mean) or math.isnan(leak.mean):
+        return "inconclusive"
+    if ca.mean >= THEOREM2_CA and leak.mean <= THEOREM2_LEAK:
+        return "hold"
+    t = critical(ca.n)
+    ca_low = ca.mean + t * ca.se < THEOREM2_CA if not math.isnan(ca.se) else False
+    leak_high = leak.mean - t * leak.se > THEOREM2_LEAK if not math.isnan(leak.se) else False
+    return "fail" if ca_low or leak_high else "inconclusive"
+
+
+def overall(verdicts: Iterable[str]) -> str:
+    """A claim's verdict from its parts' (module docstring)."""
+    vs = [v.split(" ")[0] if not v.startswith(NOT_TESTABLE) else NOT_TESTABLE for v in verdicts]
+    testable = [v for v in vs if v != NOT_TESTABLE]
+    if not testable:
+        return NOT_TESTABLE
+    decisive = {v for v in testable if v in ("hold", "fail")}
+    if not decisive:
+        return "inconclusive"
+    return "mixed" if len(decisive) == 2 else decisive.pop()
