@@ -32,15 +32,26 @@ def captured(monkeypatch):
 
 def test_options_build_the_config(tmp_path, captured):
     r = runner.invoke(app, ["sweep", "--ratios", "0.25,0.75", "--units", "1,2", "--seeds", "0,1,2", "--objectives", "mae,umae",
-                            "--bottlenecks", "none,8", "--mask-kinds", "random,aligned", "--depth", "3", "--steps", "7",
+                            "--bottlenecks", "none,8,dim_c", "--train-mask-kinds", "aligned", "--controls", "pixels,oracle",
+                            "--mask-kinds", "random,aligned", "--depth", "3", "--steps", "7",
                             "--workers", "2", "--threads", "1", "--out", str(tmp_path / "o"), "--no-report", "-q"])
     assert r.exit_code == 0, r.output
     (cfg, out, kw), = captured
     assert cfg.mask_ratios == (0.25, 0.75) and cfg.mask_units == (1, 2) and cfg.seeds == (0, 1, 2)
-    assert cfg.objectives == ("mae", "umae") and cfg.bottlenecks == (None, 8) and cfg.mask_kinds == ("random", "aligned")
+    assert cfg.objectives == ("mae", "umae") and cfg.bottlenecks == (None, 8, "dim_c") and cfg.mask_kinds == ("random", "aligned")
+    assert cfg.train_mask_kinds == ("aligned",) and cfg.controls == ("pixels", "oracle")
     assert cfg.graph["depth"] == 3 and cfg.steps == 7
     assert out == tmp_path / "o" and kw["workers"] == 2 and kw["threads"] == 1 and kw["progress"] is False
-    assert "48 points" in r.output
+    # 2 ratios x 2 units x 2 objectives x 3 bottlenecks x 3 seeds; pixels and oracle per ratio, unit and seed
+    assert "72 trained points" in r.output and "24 control points (pixels, oracle)" in r.output
+
+
+def test_controls_none_turns_them_off(tmp_path, captured):
+    r = runner.invoke(app, ["sweep", "--ratios", "0.5", "--units", "1", "--depth", "2", "--controls", "none",
+                            "--out", str(tmp_path / "o"), "--no-report", "-q"])
+    assert r.exit_code == 0, r.output
+    (cfg, _, _), = captured
+    assert cfg.controls == () and all(p.trained for p in cfg.points())
 
 
 def test_config_file_and_default_out_beside_it(tmp_path, captured):
@@ -60,8 +71,11 @@ def test_config_file_and_default_out_beside_it(tmp_path, captured):
         (["--objectives", "mae,bogus"], "unknown objective 'bogus'"),
         (["--ratios", "0.5,x"], "--ratios must be comma-separated numbers"),
         (["--units", "3"], "does not divide"),
-        (["--bottlenecks", "wide"], "--bottlenecks must be integers or 'none'"),
+        (["--bottlenecks", "wide"], "--bottlenecks must be integers, 'dim_c' or 'none'"),
         (["--mask-kinds", "diagonal"], "unknown mask kind"),
+        (["--controls", "pixels,noise"], "unknown control 'noise'"),
+        (["--train-mask-kinds", "block"], "unknown train mask kind 'block'"),
+        (["--bottlenecks", "dim_c", "--train-mask-kinds", "random", "--units", "1"], "dim_c varies between random training masks"),
         (["--workers", "0"], "--workers must be >= 1"),
         (["--config", "/nonexistent/study.json"], "sweep config not found"),
     ],
@@ -95,27 +109,45 @@ def test_ctrl_c_says_finished_points_are_kept(tmp_path, monkeypatch):
 def test_a_real_tiny_sweep_runs_resumes_and_reports(tmp_path):
     out, conf = tmp_path / "o", tmp_path / "tiny.json"
     conf.write_text(json.dumps({
-        "mask_ratios": [0.5], "mask_units": [1], "seeds": [0], "bottlenecks": [None, 2],
-        "mask_kinds": ["random", "aligned"], "graph": {"depth": 2}, "n_train": 128, "n_eval": 64,
-        "steps": 5, "batch": 32, "eval_masks": 1, "predict_masks": 10, "keep_checkpoints": False,
+        "mask_ratios": [0.25], "mask_units": [1], "seeds": [0, 1], "bottlenecks": [None, "dim_c"],
+        "train_mask_kinds": ["aligned"], "mask_kinds": ["random", "aligned"], "graph": {"depth": 2}, "n_train": 128,
+        "n_eval": 64, "steps": 5, "batch": 32, "eval_masks": 1, "predict_masks": 10, "keep_checkpoints": False,
     }))
     args = ["sweep", "--config", str(conf), "--out", str(out), "--workers", "1", "--threads", "1", "-q"]
-    r = runner.invoke(app, args)
-    assert r.exit_code == 0, r.output
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
     with open(out / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    # 5 latents (root + 4 at level 1) x 2 mask kinds x 1 mask, for the plain model's code and the
-    # bottleneck model's code and plain representation
-    assert len(rows) == 5 * 2 * 3
-    got = {(r["bottleneck"], r["representation"], r["rep_dim"]) for r in rows}
-    assert got == {("", "code", "64"), ("2", "code", "2"), ("2", "plain", "512")}
-    assert {r["mask_kind"] for r in rows} == {"random", "aligned"}
-    assert {r["role"] for r in rows} <= {"c", "shared", "private_masked", "private_visible"}
+    # 5 latents (root + 4 at level 1) x 2 mask kinds x 1 mask x 2 seeds, for: the wide model's code; the dim_c
+    # model's code and plain representation; pixels; oracle; the untrained wide code; the untrained dim_c code and plain.
+    assert len(rows) == 5 * 2 * 2 * (1 + 2 + 1 + 1 + 1 + 2)
+    got = {(r["encoder"], r["bottleneck"], r["bottleneck_width"], r["representation"], r["rep_dim"]) for r in rows
+           if r["encoder"] != "oracle"}
+    # ratio 0.25 of 16 pixels, aligned: one whole 2x2 block, c = the root (dim 2)
+    assert got == {
+        ("trained", "", "", "code", "64"), ("trained", "dim_c", "2", "code", "2"), ("trained", "dim_c", "2", "plain", "512"),
+        ("pixels", "", "", "code", str(4 * 12)),
+        ("untrained", "", "", "code", "64"), ("untrained", "2", "2", "code", "2"), ("untrained", "2", "2", "plain", "512"),
+    }
+    assert all(r["rep_dim"] == r["dim_c"] for r in rows if r["encoder"] == "oracle")  # the oracle is c itself
+    assert {r["mask_kind"] for r in rows} == {"random", "aligned"} and {r["seed"] for r in rows} == {"0", "1"}
+    assert {r["train_mask_kind"] for r in rows if r["encoder"] == "trained"} == {"aligned"}
+    # every encoder of a (seed, kind, mask) sees the same mask, and seeds see different masks
+    masks = {}
+    for r in rows:
+        masks.setdefault((r["seed"], r["mask_kind"], r["mask_index"]), set()).add(r["mask_seed"])
+    assert all(len(v) == 1 for v in masks.values())
+    assert masks[("0", "random", "0")] != masks[("1", "random", "0")]
+    # the oracle recovers c = the root exactly, the pixels hold the visible side's private noise
+    orc = [r for r in rows if r["encoder"] == "oracle" and r["node"] == "z_0_0_0"]
+    assert all(float(r["r2_noise"]) > 0.9 for r in orc)
+    assert all(float(r["r2_private_visible_noise"]) > 0.5 for r in rows if r["encoder"] == "pixels")
     assert all(-10 < float(r["r2_noise"]) <= 1 for r in rows)
-    assert not list(out.glob("runs/*/checkpoint.pt")) and len(list(out.glob("runs/*/config.json"))) == 2
+    assert not list(out.glob("runs/*/checkpoint.pt")) and len(list(out.glob("runs/*/config.json"))) == 4
+    assert len(list(out.glob("data/sim-*"))) == 2  # one training draw per seed
     assert (out / "prediction.csv").is_file() and (out / "report.md").is_file()
-    assert "claim 1:" in r.output
+    assert "claim 1 (aligned eval masks; mae, aligned-trained, bottleneck dim_c)" in " ".join(res.output.split())
     before = (out / "results.csv").read_bytes()
-    r = runner.invoke(app, args)
-    assert r.exit_code == 0 and "0 points run, 2 finished earlier" in r.output
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and "0 points run, 12 finished earlier" in res.output
     assert (out / "results.csv").read_bytes() == before

@@ -1,4 +1,10 @@
-"""hlvm.report: loading a results table, abstraction, the verdict rules, and the written report."""
+"""hlvm.report and hlvm.rules: loading a results table, abstraction, the verdict rules beside the controls, the report.
+
+Rows here are hand-made: a two-level toy hierarchy (the root with noise dim 2,
+two level-1 latents with 1) whose roles and R^2 per node are set directly, for
+several encoders and seeds, so that every rule can be checked against an
+answer worked out by hand.
+"""
 
 from __future__ import annotations
 
@@ -10,192 +16,213 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hlvm import rules
 from hlvm.errors import DataError
-from hlvm.report import (
-    REQUIRED_COLUMNS,
-    abstraction,
-    build_report,
-    cells,
-    claim1,
-    claim2,
-    claim3,
-    load_results,
-    overall,
-    summarise_masks,
-    Verdict,
-)
+from hlvm.report import REQUIRED_COLUMNS, abstraction, build_report, judge, load_results, summarise_masks
+from hlvm.rules import EVIDENCE, EXPLAINED, Estimate
 
 # A two-level toy: the root (level 0, noise_dim 2) and two level-1 latents.
 NODES = [("r", 0, 2), ("a", 1, 1), ("b", 1, 1)]
-
-
-def toy_rows(spec, *, point_prefix="p", floor=0.0):
-    """Rows from ``spec``: {(ratio, unit): [(roles per node, r2 per node), ...] per seed x mask}."""
-    rows = []
-    for (ratio, unit), masks in spec.items():
-        for i, (roles, r2) in enumerate(masks):
-            seed, mi = i // 2, i % 2
-            pid = f"{point_prefix}-{ratio}-{unit}-{seed}"
-            for (node, level, nd), role, r in zip(NODES, roles, r2):
-                rows.append(
-                    dict(point_id=pid, mask_ratio=ratio, mask_unit=unit, seed=seed, mask_index=mi, node=node,
-                         level=level, role=role, noise_dim=nd, r2_noise=floor if role == "private_masked" else r,
-                         agreement=0.9)
-                )
-    return rows
-
-
-def write_rows(path: Path, rows, drop=()):
-    cols = [c for c in rows[0] if c not in drop]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-
-
 ROOT_ONLY = ("c", "private_masked", "private_visible")  # CA = {root}: A = 1
 ROOT_A = ("shared", "c", "private_masked")  # CA = {root, a}: A = 1 - 1/3
 
 
-def perfect(roles, jitter=0.0):
-    """An encoder holding CA's noise (the level-1 node's R^2 lowered by ``jitter``) and nothing private."""
-    r2 = [1.0 if roles[0] in ("c", "shared") else 0.0]
-    r2 += [(1.0 - jitter) if r in ("c", "shared") else 0.0 for r in roles[1:]]
-    return roles, r2
+def held(roles, ca=1.0, leak=0.0):
+    """R^2 per node: ``ca`` on CA's nodes, 0 on the masked side's, ``leak`` on the visible side's."""
+    return [ca if r in ("c", "shared") else (leak if r == "private_visible" else 0.0) for r in roles]
 
 
-# ----------------------------------------------------------------------------- abstraction
+def toy_rows(spec, *, encoder="trained", seeds=(0, 1, 2), jitter=0.01, masks=2, **extra):
+    """Rows from ``spec``: {(ratio, unit): roles, or (roles, ca, leak)} for every seed and mask.
+
+    Each seed's R^2 is shifted by ``jitter * seed`` so that the SE over seeds is small but not 0.
+    """
+    rows = []
+    for (ratio, unit), what in spec.items():
+        roles, ca, leak = (what, 1.0, 0.0) if isinstance(what[0], str) else what
+        for seed in seeds:
+            pid = f"{encoder}-{ratio}-{unit}-{seed}-{extra.get('bottleneck', '')}"
+            for mi in range(masks):
+                r2 = [x - jitter * seed if x else 0.0 for x in held(roles, ca, leak)]
+                ca_nodes = [x for x, r in zip(r2, roles) if r in ("c", "shared")]
+                v_nodes = [x for x, r in zip(r2, roles) if r == "private_visible"]
+                for (node, level, nd), role, r in zip(NODES, roles, r2):
+                    rows.append(dict(
+                        point_id=pid, encoder=encoder, mask_ratio=ratio, mask_unit=unit, seed=seed, mask_index=mi,
+                        mask_kind="random", node=node, level=level, role=role, noise_dim=nd, r2_noise=r,
+                        r2_noise_linear=r, agreement=0.5,
+                        r2_ca_noise=float(np.mean(ca_nodes)) if ca_nodes else "",
+                        r2_private_masked_noise=0.0,
+                        r2_private_visible_noise=float(np.mean(v_nodes)) if v_nodes else leak,
+                        r2_ca_noise_linear=float(np.mean(ca_nodes)) if ca_nodes else "",
+                        r2_private_masked_noise_linear=0.0,
+                        r2_private_visible_noise_linear=float(np.mean(v_nodes)) if v_nodes else leak,
+                        **extra,
+                    ))
+    return rows
+
+
+def write_rows(path: Path, rows, drop=()):
+    cols = []
+    for r in rows:
+        cols.extend(c for c in r if c not in cols and c not in drop)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore", restval="")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def typed(tmp_path, rows):
+    write_rows(tmp_path / "results.csv", rows)
+    return load_results(tmp_path)
+
+
+CLAIM2 = {(0.1, 1): ROOT_A, (0.5, 1): ROOT_ONLY, (0.9, 1): ROOT_A}  # intermediate ratio more abstract: holds
+
+
+# ----------------------------------------------------------------------------- abstraction and summaries
 
 
 def test_abstraction_weights_noise_dims_by_level():
     assert abstraction([0, 1, 1], [2, 1, 1], [1, 0, 0], 1) == 1.0
     assert abstraction([0, 1, 1], [2, 1, 1], [1, 1, 0], 1) == pytest.approx(1 - 1 / 3)
     assert abstraction([0, 1, 1], [2, 1, 1], [1, 1, 1], 1) == 0.5
-    # membership is clipped to [0, 1]: negative R^2 holds nothing, > 1 cannot happen but is capped
+    # membership is clipped to [0, 1]: negative R^2 holds nothing
     assert abstraction([0, 1], [1, 1], [1, -0.3], 1) == 1.0
     assert math.isnan(abstraction([0, 1], [1, 1], [0, 0], 1))
 
 
-def test_perfect_encoder_measures_the_predicted_abstraction():
-    spec = {(0.5, 1): [perfect(ROOT_A), perfect(ROOT_ONLY)] * 2}
-    ms = summarise_masks(load_like(toy_rows(spec)))
-    for m in ms:
-        assert m.a_measured == pytest.approx(m.a_predicted)
-    assert sorted({round(m.a_predicted, 6) for m in ms}) == [round(1 - 1 / 3, 6), 1.0]
+def test_a_perfect_code_measures_the_predicted_abstraction_and_a_all_counts_the_leak(tmp_path):
+    rows = typed(tmp_path, toy_rows({(0.5, 1): ROOT_A, (0.25, 1): (ROOT_ONLY, 1.0, 1.0)}, jitter=0.0))
+    for m in summarise_masks(rows):
+        assert m.values["a"] == pytest.approx(m.values["a_pred"]) == pytest.approx(m.values["a_linear"])
+        if m.mask_ratio == 0.25:  # the leak of b (level 1) lowers A over everything held
+            assert m.values["a"] == 1.0 and m.values["a_all"] == pytest.approx(1 - 1 / 3)
+            assert m.values["selectivity"] == pytest.approx(0.0)
 
 
-def load_like(rows):
-    """Rows as load_results types them (the toy rows are already typed; fill the optional columns)."""
-    out = []
-    for r in rows:
-        d = dict(r)
-        for k, v in (("mask_kind", "random"), ("objective", "mae"), ("bottleneck", ""), ("representation", "code"), ("r2_value", float("nan"))):
-            d.setdefault(k, v)
-        out.append(d)
-    return out
+# ----------------------------------------------------------------------------- the rules
 
 
-# ----------------------------------------------------------------------------- verdict rules
-
-
-def claim2_spec(mid_roles, ext_roles, n=4):
-    """Three ratios at unit 1: the middle one has ``mid_roles`` masks, the extremes ``ext_roles``; jitter keeps SE > 0."""
-    jit = [0.0, 0.1, 0.05, 0.15][:n]
-    return {
-        (0.1, 1): [perfect(ext_roles, j) for j in jit],
-        (0.5, 1): [perfect(mid_roles, j) for j in jit],
-        (0.9, 1): [perfect(ext_roles, j) for j in jit],
-    }
-
-
-def test_claim2_holds_when_intermediate_ratios_are_clearly_more_abstract():
-    table = cells(summarise_masks(load_like(toy_rows(claim2_spec(ROOT_ONLY, ROOT_A)))))
-    (v,) = claim2(table)
-    assert v.verdict == "hold" and v.predicted.startswith("hold")
-    assert "D = A(0.5)" in v.numbers
-
-
-def test_claim2_fails_when_extremes_are_clearly_more_abstract():
-    table = cells(summarise_masks(load_like(toy_rows(claim2_spec(ROOT_A, ROOT_ONLY)))))
-    (v,) = claim2(table)
-    assert v.verdict == "fail" and v.predicted.startswith("fail")
-
-
-def test_claim2_is_inconclusive_when_the_difference_is_within_noise():
-    # Same roles everywhere; only the probe's noise differs, in both directions.
-    spec = {
-        (0.1, 1): [perfect(ROOT_A, j) for j in (0.0, 0.6, 0.1, 0.5)],
-        (0.5, 1): [perfect(ROOT_A, j) for j in (0.5, 0.0, 0.6, 0.1)],
-        (0.9, 1): [perfect(ROOT_A, j) for j in (0.1, 0.5, 0.0, 0.6)],
-    }
-    (v,) = claim2(cells(summarise_masks(load_like(toy_rows(spec)))))
-    assert v.verdict == "inconclusive"
-
-
-def test_claim2_needs_three_ratios_and_claim3_two_units():
-    spec = {(0.1, 1): [perfect(ROOT_A, j) for j in (0, 0.1)], (0.5, 1): [perfect(ROOT_ONLY, j) for j in (0, 0.1)]}
-    table = cells(summarise_masks(load_like(toy_rows(spec))))
-    assert claim2(table) == [] and claim3(table) == []
-
-
-def test_claim3_holds_when_a_larger_unit_is_more_abstract():
-    spec = {(0.5, 1): [perfect(ROOT_A, j) for j in (0, 0.1, 0.05, 0.15)], (0.5, 2): [perfect(ROOT_ONLY, j) for j in (0, 0.1, 0.05, 0.15)]}
-    (v,) = claim3(cells(summarise_masks(load_like(toy_rows(spec)))))
-    assert v.verdict == "hold" and "A(u=2) - A(u=1)" in v.numbers
-
-
-def test_claim1_rules():
-    good = {(0.5, 1): [perfect(ROOT_A, j) for j in (0, 0.05)]}
-    (v,) = claim1(summarise_masks(load_like(toy_rows(good))))
-    assert v.verdict == "hold"
-    weak = {(0.5, 1): [(ROOT_A, [0.3, 0.2, 0.0]), (ROOT_A, [0.35, 0.25, 0.0])]}
-    (v,) = claim1(summarise_masks(load_like(toy_rows(weak))))
-    assert v.verdict == "fail" and "R^2(CA noise) 0.275" in v.numbers
-    middling = {(0.5, 1): [(ROOT_A, [0.7, 0.6, 0.0]), (ROOT_A, [0.7, 0.6, 0.0])]}
-    assert claim1(summarise_masks(load_like(toy_rows(middling))))[0].verdict == "inconclusive"
-    # a floor far above 0 means the probe itself is broken: no verdict on the model
-    (v,) = claim1(summarise_masks(load_like(toy_rows(good, floor=0.4))))
-    assert v.verdict == "inconclusive" and "s_m floor 0.400" in v.numbers
+def test_decide_uses_students_t_over_replicates():
+    assert rules.critical(3) == pytest.approx(4.303, abs=1e-3)
+    assert rules.critical(10**6) == pytest.approx(1.96, abs=1e-3)
+    assert rules.decide(Estimate(0.2, 0.03, 3)) == "hold"  # 0.2 - 4.30 * 0.03 > 0
+    assert rules.decide(Estimate(0.2, 0.05, 3)) == "inconclusive"  # would hold at 2 SE, not at t(2)
+    assert rules.decide(Estimate(0.2, 0.05, 1000)) == "hold"
+    assert rules.decide(Estimate(0.04, 0.001, 5)) == "fail"  # real but below the smallest effect counted
+    assert rules.decide(Estimate(0.0, 0.0, 3)) == "fail"
+    assert rules.decide(Estimate(-0.2, 0.05, 3)) == "fail"
+    assert rules.decide(Estimate(0.3, float("nan"), 1)) == "inconclusive"  # one seed decides nothing
 
 
 def test_overall_combines_parts():
-    def vs(*xs):
-        return [Verdict(2, "s", x, "") for x in xs]
+    assert rules.overall(["hold", "inconclusive"]) == "hold"
+    assert rules.overall(["fail", "fail", "not testable (ceiling: x)"]) == "fail"
+    assert rules.overall(["hold", "fail"]) == "mixed"
+    assert rules.overall(["inconclusive"]) == "inconclusive"
+    assert rules.overall(["not testable (ceiling: x)"]) == rules.NOT_TESTABLE
+    assert rules.overall([]) == rules.NOT_TESTABLE
 
-    assert overall(vs("hold", "inconclusive")) == "hold"
-    assert overall(vs("fail", "fail")) == "fail"
-    assert overall(vs("hold", "fail")) == "mixed"
-    assert overall(vs("inconclusive")) == "inconclusive"
-    assert overall([]) == "inconclusive"
+
+def test_the_evidence_rule_on_hand_made_rows(tmp_path):
+    """Trained equal to the pixels: explained without training; trained beating them by 0.2: evidence."""
+    pix = toy_rows(CLAIM2, encoder="pixels", jitter=0.01)
+    same = toy_rows(CLAIM2, encoder="trained", jitter=0.01, train_mask_kind="random", objective="mae")
+    (r2,) = [r for r in judge(typed(tmp_path, same + pix))["claims"] if r.claim == "2" and r.measure == "A"]
+    assert r2.verdicts["trained"] == r2.verdicts["pixels"] == "hold"
+    assert [e[1] for e in r2.evidence] == [EXPLAINED] and r2.evidence_summary().startswith(EXPLAINED)
+    # The trained model's intermediate ratio holds only the root where the pixels hold root and a: A 1 vs 2/3.
+    pix_flat = toy_rows({**CLAIM2, (0.5, 1): ROOT_A}, encoder="pixels", jitter=0.01)
+    (r2,) = [r for r in judge(typed(tmp_path, same + pix_flat))["claims"] if r.claim == "2" and r.measure == "A"]
+    assert r2.verdicts["trained"] == "hold" and r2.verdicts["pixels"] == "fail"
+    ((scope, label, d),) = r2.evidence
+    assert label == EVIDENCE and d.mean == pytest.approx(1 / 3, abs=0.02) and d.n == 3
+    # Claim 1: a trained code 0.2 below the pixels on R^2(CA) is evidence too (of a difference, not of success).
+    low = toy_rows({(0.5, 1): (ROOT_A, 0.75, 0.0)}, encoder="trained", train_mask_kind="random", objective="mae")
+    (c1,) = [r for r in judge(typed(tmp_path, low + toy_rows({(0.5, 1): ROOT_A}, encoder="pixels")))["claims"] if r.claim == "1"]
+    assert c1.evidence[0][1] == EVIDENCE and c1.evidence[0][2].mean == pytest.approx(-0.25, abs=1e-9)
+
+
+def test_claim2_is_judged_per_intermediate_ratio_and_claim3_per_larger_unit(tmp_path):
+    spec = {(0.1, 1): ROOT_A, (0.3, 1): ROOT_A, (0.5, 1): ROOT_ONLY, (0.9, 1): ROOT_A,
+            (0.5, 2): ROOT_ONLY, (0.1, 2): ROOT_ONLY}
+    j = judge(typed(tmp_path, toy_rows(spec)), ratios=[0.1, 0.3, 0.5, 0.9])
+    c2 = next(r for r in j["claims"] if r.claim == "2" and r.measure == "A")
+    got = {p.scope: p.verdict for p in c2.parts["trained"]}
+    assert got["unit 1, ratio 0.5"] == "hold" and got["unit 1, ratio 0.3"] == "fail"
+    assert got["unit 2"].startswith("not testable (ratio 0.1 or 0.9 is infeasible")
+    assert c2.verdicts["trained"] == "mixed" and c2.verdicts["theory"] == "mixed"
+    c3 = next(r for r in j["claims"] if r.claim == "3" and r.measure == "A")
+    got3 = {p.scope: p.verdict for p in c3.parts["trained"]}
+    assert got3["ratio 0.1, unit 2 vs 1"] == "hold"
+    assert got3["ratio 0.5, unit 2 vs 1"].startswith("not testable (ceiling")  # A = 1 already at unit 1
+
+
+def test_theorem2_cells_judge_a_dim_c_wide_code_beside_the_pixels(tmp_path):
+    bott = dict(train_mask_kind="aligned", objective="mae", bottleneck="dim_c", bottleneck_width=2, dim_c=2)
+    trained = toy_rows({(0.25, 1): (ROOT_ONLY, 0.96, 0.02)}, **bott)
+    pixels = toy_rows({(0.25, 1): (ROOT_ONLY, 0.99, 0.98)}, encoder="pixels", dim_c=2)
+    oracle = toy_rows({(0.25, 1): (ROOT_ONLY, 0.995, 0.0)}, encoder="oracle", dim_c=2)
+    j = judge(typed(tmp_path, trained + pixels + oracle))
+    ((slug, (cell,)),) = j["theorem2"].items()
+    assert cell.dim_c == 2 and cell.verdicts == {"trained": "hold", "pixels": "fail", "oracle": "hold"}
+    assert cell.evidence[0] == EVIDENCE and cell.evidence[1].mean == pytest.approx(0.94 - 0.01, abs=0.02)
+    # a wide code (no bottleneck) is not Theorem 2's setting: no cell
+    wide = toy_rows({(0.25, 1): ROOT_ONLY}, train_mask_kind="random", objective="mae", dim_c=2)
+    assert judge(typed(tmp_path, wide + pixels))["theorem2"] == {}
+
+
+def test_untrained_control_matches_the_arms_width_cell_by_cell(tmp_path):
+    arm = dict(train_mask_kind="aligned", objective="mae", bottleneck="dim_c")
+    trained = toy_rows({(0.1, 1): ROOT_A}, bottleneck_width=3, **arm) + toy_rows({(0.5, 1): ROOT_ONLY}, bottleneck_width=2, **arm)
+    unt = (toy_rows({(0.1, 1): ROOT_A}, encoder="untrained", bottleneck=3, bottleneck_width=3)
+           + toy_rows({(0.1, 1): ROOT_A}, encoder="untrained", bottleneck="", bottleneck_width="")
+           + toy_rows({(0.5, 1): ROOT_ONLY}, encoder="untrained", bottleneck=2, bottleneck_width=2))
+    (panel,) = judge(typed(tmp_path, trained + unt))["panels"]
+    series = panel.series["untrained"]
+    assert series.cells == [(0.1, 1), (0.5, 1)] and series.widths((0.1, 1)) == {3} and series.widths((0.5, 1)) == {2}
 
 
 # ----------------------------------------------------------------------------- files
 
 
-def test_report_from_a_small_results_file(tmp_path):
-    spec = claim2_spec(ROOT_ONLY, ROOT_A)
-    spec[(0.5, 2)] = [perfect(ROOT_ONLY, j) for j in (0, 0.1, 0.05, 0.15)]
-    rows = toy_rows(spec)
+def test_report_from_a_small_results_file_with_controls(tmp_path):
+    rows = toy_rows({**CLAIM2, (0.5, 2): ROOT_ONLY}, train_mask_kind="random", objective="mae")
+    rows += toy_rows({**CLAIM2, (0.5, 2): ROOT_ONLY}, encoder="pixels")
+    rows += toy_rows({**CLAIM2, (0.5, 2): ROOT_ONLY}, encoder="oracle")
     write_rows(tmp_path / "results.csv", rows)
     (tmp_path / "prediction.csv").write_text("mask_kind,mask_ratio,mask_unit,abstraction\nrandom,0.5,1,0.9\n")
     path = build_report(tmp_path)
     text = path.read_text()
-    assert "| 2. extreme mask ratios give a low-level c; intermediate ratios a higher-level one | random masks, mae, no bottleneck, code representation | **hold** | hold | 1 / 0 / 0 |" in text
-    assert "Verdict rules" in text and "D - 2 SE_D > 0" in text and "D >= 0.05" in text
+    assert "| 2 | random eval masks; mae, random-trained, no bottleneck | **hold** | **hold** | - | **hold** | hold | explained without training" in text
+    assert "Evidence about MAE" in text and "Student's" in text  # the rules are printed
+    assert "lacks the columns of `hlvm.predict`" in text  # a prediction.csv with wrong columns is said, not dropped silently
     figs = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert figs == ["abstraction_random-mae.png", "agreement_random-mae.png", "recovery_vs_ratio_random-mae.png", "recovery_vs_unit_random-mae.png"]
+    assert figs == ["abstraction_random-mae-random.png", "controls_random-mae-random.png", "levels_random-mae-random.png"]
     for f in figs:
-        assert f"]({f})" in text
-        assert (tmp_path / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({f})" in text and (tmp_path / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     verdicts = json.loads((tmp_path / "verdicts.json").read_text())
-    assert verdicts["claims"]["1"]["verdict"] == "hold"
-    assert verdicts["claims"]["2"]["verdict"] == "hold" and verdicts["claims"]["2"]["theory"] == "hold"
-    assert verdicts["claims"]["2"]["by_group"] == {"random masks, mae, no bottleneck, code representation": {"verdict": "hold", "theory": "hold"}}
+    c2 = next(c for c in verdicts["claims"] if c["claim"] == "2" and c["measure"] == "A")
+    assert c2["verdicts"] == {"trained": "hold", "pixels": "hold", "oracle": "hold", "theory": "hold"}
+    assert verdicts["has_controls"] and verdicts["seeds"] == [0, 1, 2]
+
+
+def test_a_results_file_from_before_controls_is_read_and_said_to_have_none(tmp_path):
+    rows = toy_rows(CLAIM2, seeds=(0,))
+    write_rows(tmp_path / "results.csv", rows,
+               drop=("encoder", "r2_ca_noise", "r2_private_masked_noise", "r2_private_visible_noise", "r2_ca_noise_linear",
+                     "r2_private_masked_noise_linear", "r2_private_visible_noise_linear"))
+    got = load_results(tmp_path)
+    assert {r["encoder"] for r in got} == {"trained"} and not got.has_controls and not got.has_mask_figures
+    text = build_report(tmp_path).read_text()
+    assert "This results file holds no controls" in text and "One seed" in text
+    assert "latent nodes only" in text
 
 
 @pytest.mark.parametrize("missing", ["r2_noise", "role", "mask_unit"])
 def test_missing_columns_are_a_data_error_naming_them(tmp_path, missing):
-    write_rows(tmp_path / "results.csv", toy_rows(claim2_spec(ROOT_ONLY, ROOT_A)), drop=(missing,))
+    write_rows(tmp_path / "results.csv", toy_rows(CLAIM2), drop=(missing,))
     with pytest.raises(DataError, match=f"lacks column\\(s\\) {missing}"):
         load_results(tmp_path)
 
@@ -206,7 +233,7 @@ def test_bad_results_files(tmp_path):
     (tmp_path / "results.csv").write_text(",".join(REQUIRED_COLUMNS) + "\n")
     with pytest.raises(DataError, match="no rows"):
         load_results(tmp_path)
-    rows = toy_rows(claim2_spec(ROOT_ONLY, ROOT_A))
+    rows = toy_rows(CLAIM2)
     rows[3]["role"] = "mystery"
     write_rows(tmp_path / "results.csv", rows)
     with pytest.raises(DataError, match="line 5: unknown role 'mystery'"):
@@ -215,23 +242,27 @@ def test_bad_results_files(tmp_path):
     write_rows(tmp_path / "results.csv", rows)
     with pytest.raises(DataError, match="line 5"):
         load_results(tmp_path)
+    rows[3]["mask_ratio"] = 0.1
+    write_rows(tmp_path / "results.csv", rows)
+    text = (tmp_path / "results.csv").read_text()
+    (tmp_path / "results.csv").write_text(text[: text.rindex(",", 0, len(text) - 40)] + "\n")  # a torn last row
+    with pytest.raises(DataError, match=f"line {len(rows) + 1} has fewer fields than the header"):
+        load_results(tmp_path)
+    (tmp_path / "results.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe" * 20)
+    with pytest.raises(DataError, match="not a text CSV file|lacks column"):
+        load_results(tmp_path)
 
 
 def test_loaded_rows_keep_raw_numbers(tmp_path):
-    rows = toy_rows(claim2_spec(ROOT_ONLY, ROOT_A))
-    write_rows(tmp_path / "results.csv", rows)
-    got = load_results(tmp_path / "results.csv")
+    rows = toy_rows(CLAIM2)
+    got = typed(tmp_path, rows)
     assert [g["r2_noise"] for g in got] == [float(r["r2_noise"]) for r in rows]
-    assert {g["mask_kind"] for g in got} == {"random"}  # optional column defaulted
-    assert np.isnan(got[0]["r2_value"])
+    assert {g["mask_kind"] for g in got} == {"random"}
+    assert np.isnan(got[0]["r2_value"])  # optional column absent: NaN
 
 
-def test_interval_rule_edges():
-    from hlvm.report import _interval_verdict
-
-    assert _interval_verdict(0.2, 0.05) == "hold"
-    assert _interval_verdict(0.04, 0.001) == "fail"  # real but below the smallest effect counted
-    assert _interval_verdict(0.0, 0.0) == "fail"
-    assert _interval_verdict(-0.2, 0.05) == "fail"
-    assert _interval_verdict(0.1, 0.06) == "inconclusive"
-    assert _interval_verdict(0.2, float("nan")) == "inconclusive"
+def test_report_out_naming_a_file_is_a_data_error(tmp_path):
+    write_rows(tmp_path / "results.csv", toy_rows(CLAIM2))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DataError, match="not a folder"):
+        build_report(tmp_path, tmp_path / "afile")

@@ -1,68 +1,78 @@
-"""The report of a sweep: figures, tables, and a verdict per claim of THEORY.md.
+"""The report of a sweep: every claim's verdict for the trained model beside the same verdict for encoders that learned nothing.
 
 Everything is computed from the raw rows of ``results.csv`` (one row per
 point x evaluation mask x latent node) and, when present, the theory's
-``prediction.csv``. The package is split along its seams:
+``prediction.csv`` and the sweep's ``sweep.json``. The package is split along
+its seams:
 
 - :mod:`hlvm.report.load`: reading and typing the rows;
-- :mod:`hlvm.report.stats`: per-mask summaries and per-cell statistics;
-- :mod:`hlvm.report.rules`: the verdict rules, fixed before any numbers are
-  seen and printed into every report;
+- :mod:`hlvm.report.stats`: per-mask summaries, per-seed means, panels (a
+  trained arm with its controls on the same masks);
+- :mod:`hlvm.report.claims`: the claims judged per encoder with the rules of
+  :mod:`hlvm.rules` (fixed before any numbers are seen, printed in every
+  report);
 - :mod:`hlvm.report.figures`: the figures;
-- this module: :func:`build_report`, which writes ``report.md``.
+- this module: :func:`build_report`, which writes ``report.md`` and
+  ``verdicts.json``.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
-from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+from hlvm import rules
+from hlvm.errors import DataError
 from hlvm.io import write_json
 
-from .figures import figures as _figures
-from .load import REQUIRED_COLUMNS, load_results
-from .rules import CLAIMS, RULES, Verdict, _fmt, _interval_verdict, claim1, claim2, claim3, overall
-from .stats import Cell, MaskSummary, abstraction, cells, group_label, summarise_masks
+from .claims import CLAIMS, ENCODER_ORDER, ClaimResult, Theorem2Cell, claim1, claim23, theorem2_cells, theorem2_overall
+from .figures import figures
+from .load import REQUIRED_COLUMNS, Results, load_results
+from .stats import FIELDS, Arm, MaskSummary, Panel, Series, abstraction, panels, summarise_masks
 
 __all__ = [
     "REQUIRED_COLUMNS",
     "load_results",
     "abstraction",
+    "Arm",
     "MaskSummary",
+    "Series",
+    "Panel",
+    "panels",
     "summarise_masks",
-    "Cell",
-    "cells",
-    "Verdict",
-    "claim1",
-    "claim2",
-    "claim3",
-    "overall",
     "build_report",
+    "judge",
     "summary_lines",
-    "RULES",
-    "_interval_verdict",
+    "PROBE_CAVEAT",
 ]
 
-
+PROBE_CAVEAT = (
+    "The kernel probe uses one RBF length scale over all standardised code dimensions (chosen by leave-one-out "
+    "from four multiples of the median heuristic), so dimensions that carry nothing dilute its distances. "
+)
 def _prediction_section(prediction: list[dict[str, str]]) -> list[str]:
-    """A table of ``hlvm.predict``'s numbers for the grid (its own abstraction score: levels of ``c``'s nodes)."""
-    need = {"mask_kind", "mask_ratio", "mask_unit", "abstraction"}
-    if not need <= set(prediction[0]):
-        return ["## The theory's prediction", "", "`prediction.csv` lacks the columns of `hlvm.predict`; not shown.", ""]
+    """A table of ``hlvm.predict``'s numbers for the grid: the A of CA the claims are judged on, and c's own numbers."""
+    need = {"mask_kind", "mask_ratio", "mask_unit", "abstraction", "mean_dim_c", "frac_noise_shared"}
+    if not prediction or not need <= set(prediction[0]):
+        missing = sorted(need - set(prediction[0])) if prediction else sorted(need)
+        return ["## The theory's prediction", "",
+                f"`prediction.csv` lacks the columns of `hlvm.predict` ({', '.join(missing)}); not shown.", ""]
     k = prediction[0].get("k", "?")
     lines = [
         "## The theory's prediction over many masks",
         "",
-        f"`prediction.csv` holds `hlvm.predict` for this grid: Algorithm 1 over {k} masks per cell, from the graph "
-        "alone. Its *abstraction* is `hlvm.locate.abstraction_score`, `1 - mean(level of c's nodes) / deepest "
-        "latent level`, a property of `c` itself (not measurable from a code, which holds all of CA); "
-        "`dim_c` is the width of `c`; `frac_noise_shared` the share of latent noise in CA.",
+        f"`prediction.csv` holds `hlvm predict` for this grid: Algorithm 1 over {k} masks per cell, from the graph "
+        "alone. *A of CA* is what the claims are judged on (the same quantity as the predicted A above, over many "
+        "more masks); *abstraction of c* is `1 - mean(level of c's nodes) / deepest latent level`, a property of "
+        "`c` itself (not measurable from a code, which holds all of CA); `dim_c` is the width of `c`; "
+        "`frac_noise_shared` the share of latent noise in CA.",
         "",
-        "| mask kind | unit | ratio | abstraction of c | mean dim_c | frac_noise_shared |",
-        "|---|---|---|---|---|---|",
+        "| mask kind | unit | ratio | A of CA | abstraction of c | mean dim_c | sd dim_c | frac_noise_shared |",
+        "|---|---|---|---|---|---|---|---|",
     ]
 
     def num(r: dict[str, str], key: str) -> str:
@@ -76,8 +86,8 @@ def _prediction_section(prediction: list[dict[str, str]]) -> list[str]:
         if str(r.get("feasible", "True")).lower() == "false":
             continue
         lines.append(
-            f"| {r['mask_kind']} | {r['mask_unit']} | {float(r['mask_ratio']):g} | {num(r, 'abstraction')} | "
-            f"{num(r, 'mean_dim_c')} | {num(r, 'frac_noise_shared')} |"
+            f"| {r['mask_kind']} | {r['mask_unit']} | {float(r['mask_ratio']):g} | {num(r, 'ca_abstraction')} | "
+            f"{num(r, 'abstraction')} | {num(r, 'mean_dim_c')} | {num(r, 'sd_dim_c')} | {num(r, 'frac_noise_shared')} |"
         )
     return lines + [""]
 
@@ -127,94 +137,257 @@ def _read_prediction(path: Path) -> list[dict[str, str]] | None:
         return list(csv.DictReader(f))
 
 
+def _sweep_ratios(src: Path, rows: Results) -> list[float]:
+    """The sweep's mask ratios (feasible or not: claim 2's extremes are the sweep's), else those in the rows."""
+    try:
+        cfg = json.loads((src / "sweep.json").read_text())["config"]
+        return sorted(float(r) for r in cfg["mask_ratios"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return sorted({r["mask_ratio"] for r in rows})
+
+
+def judge(rows: Results, ratios: list[float] | None = None) -> dict[str, Any]:
+    """Every verdict of the report from typed rows: panels, claim results and Theorem 2 cells."""
+    masks = summarise_masks(rows)
+    ps = panels(masks)
+    ratios = sorted({r["mask_ratio"] for r in rows}) if ratios is None else ratios
+    results: list[ClaimResult] = []
+    t2: dict[str, list[Theorem2Cell]] = {}
+    for p in ps:
+        results.append(claim1(p))
+        for claim in (2, 3):
+            for name in ("a", "a_linear"):
+                results.append(claim23(p, claim, name, ratios))
+        cells = theorem2_cells(p)
+        if cells:
+            t2[p.slug()] = cells
+    return {"masks": masks, "panels": ps, "claims": results, "theorem2": t2}
+
+
+def _v(v: str | None) -> str:
+    return "-" if not v else (f"**{v}**" if v in ("hold", "fail", "mixed") else v)
+
+
+def _claim_name(r: ClaimResult) -> str:
+    if r.claim == "1":
+        return "1"
+    return r.claim + ("" if r.measure == "A" else " (linear probe)")
+
+
+def _cell_table(p: Panel, t2keys: set) -> list[str]:
+    lines = [
+        f"#### {p.label()}",
+        "",
+        "| ratio | unit | encoder | seeds | masks | width | dim_c | R^2 CA | R^2 CA linear | floor s_m | leak s_mc | "
+        "leak linear | selectivity | A | A linear | A all | A predicted |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in p.trained.cells:
+        for enc in ENCODER_ORDER:
+            series = p.series.get(enc)
+            if series is None or key not in series.seeds:
+                continue
+            st = {f: series.stat(key, f) for f in FIELDS}
+            widths = series.widths(key)
+            width = "-" if widths in ({None}, set()) else "/".join(str(w) for w in sorted(w for w in widths if w is not None))
+            if enc in ("pixels", "oracle"):
+                width = enc
+            dims = sorted(d for d in series.dims_c(key) if d is not None)
+            dim_c = "-" if not dims else (str(dims[0]) if dims[0] == dims[-1] else f"{dims[0]}-{dims[-1]}")
+            mark = " (T2)" if enc == "trained" and key in t2keys else ""
+            lines.append(
+                f"| {key[0]:g} | {key[1]} | {enc}{mark} | {st['ca'].n} | {series.n_masks(key)} | {width} | {dim_c} | "
+                f"{st['ca'].fmt()} | {st['ca_linear'].fmt()} | {st['floor'].fmt()} | {st['leak'].fmt()} | "
+                f"{st['leak_linear'].fmt()} | {st['selectivity'].fmt()} | {st['a'].fmt()} | {st['a_linear'].fmt()} | "
+                f"{st['a_all'].fmt()} | {st['a_pred'].fmt()} |"
+            )
+    return lines + [""]
+
+
 def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
-    """Write ``report.md`` and its PNG figures for the sweep in ``results_dir``; return the report's path.
+    """Write ``report.md``, ``verdicts.json`` and the PNG figures for the sweep in ``results_dir``; return the report's path.
 
     ``out`` defaults to ``results_dir``. Raises :class:`DataError` for a
-    missing or malformed results file.
+    missing or malformed results file, or an ``out`` that is not a folder.
     """
     results_dir = Path(results_dir)
     rows = load_results(results_dir)
     src = results_dir if results_dir.is_dir() else results_dir.parent
     out = Path(out) if out is not None else src
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     prediction = _read_prediction(src / "prediction.csv")
+    ratios = _sweep_ratios(src, rows)
+    j = judge(rows, ratios)
+    ps: list[Panel] = j["panels"]
+    claims: list[ClaimResult] = j["claims"]
+    t2: dict[str, list[Theorem2Cell]] = j["theorem2"]
+    figs = figures(ps, out)
 
-    masks = summarise_masks(rows)
-    table = cells(masks)
-    v1, v2, v3 = claim1(masks), claim2(table), claim3(table)
-    figs = _figures(table, out, prediction)
-
+    seeds = sorted({r["seed"] for r in rows})
+    encoders = [e for e in ENCODER_ORDER if any(r["encoder"] == e for r in rows)]
     n_points = len({r["point_id"] for r in rows})
     lines = ["# Sweep report", ""]
     lines += _provenance_lines(src)
     lines += [
-        f"Source: `{(src / 'results.csv').name}` in `{src}`: {len(rows)} rows, {n_points} points, "
-        f"{len(masks)} (point, evaluation mask, representation) combinations.",
+        f"Source: `{(src / 'results.csv').name}` in `{src}`: {len(rows)} rows, {n_points} points "
+        f"(encoders: {', '.join(encoders)}), seeds {', '.join(map(str, seeds))} (n = {len(seeds)} replicates per cell "
+        "where every seed ran).",
         "",
-        "Each row is the held-out R^2 of one latent node's noise ε_v from the encoder's code under one "
-        "evaluation mask; roles come from Algorithm 1 on that mask. *A* is the abstraction of what is held "
-        "(1 = only the root's noise; lower = more low-level noise). Predicted A takes the theory's membership "
-        "(CA) on the same masks; measured A takes the recovered R^2.",
+        "## How to read this report",
         "",
-        "## Claims",
+        "Each row of the results is the held-out R^2 of one latent node's noise ε_v from an encoder's code of the "
+        "visible pixels under one evaluation mask; roles come from Algorithm 1 on that mask. Any encoder that keeps "
+        "the visible pixels holds all of CA's noise and none of the masked side's, by construction (THEORY.md), so "
+        "every verdict below is given for the trained model **and** for three encoders that learned nothing, on the "
+        "same held-out samples and masks: `pixels` (the visible pixels themselves), `untrained` (the same "
+        "architecture at the initialisation its training started from) and `oracle` (the true c, Theorem 2's "
+        "ideal). A trained result counts as *evidence about MAE* only where it differs from the pixels control "
+        "(rule below); otherwise it is *explained without training*. Seeds are the replicates: every SE is over "
+        "seeds. *A* is the abstraction of what the code holds of CA (1 = the root's noise alone): it is 1 for a "
+        "code that throws everything else away, so it is never read without R^2(CA) beside it.",
         "",
-        "| claim | group | verdict (measured) | verdict (theory on the same masks, same rule) | parts (hold / fail / inconclusive) |",
-        "|---|---|---|---|---|",
     ]
-    for k, parts in ((1, v1), (2, v2), (3, v3)):
-        for grp in sorted({p.group for p in parts}):
-            ps = [p for p in parts if p.group == grp]
-            theory = overall(ps, "predicted") if k != 1 else "n/a (Theorem 2 is the claim)"
-            counts = " / ".join(str(sum(p.verdict == v for p in ps)) for v in ("hold", "fail", "inconclusive"))
-            lines.append(f"| {k}. {CLAIMS[k]} | {grp} | **{overall(ps)}** | {theory} | {counts} |")
-    lines += ["", "### Details", "", "| claim | scope | verdict | numbers | theory's verdict |", "|---|---|---|---|---|"]
-    for parts in (v1, v2, v3):
-        for p in parts:
-            lines.append(f"| {p.claim} | {p.scope} | {p.verdict} | {p.numbers} | {p.predicted or '-'} |")
-    if not v2:
-        lines.append("| 2 | - | inconclusive | fewer than 3 mask ratios at every unit | - |")
-    if not v3:
-        lines.append("| 3 | - | inconclusive | fewer than 2 units at every ratio | - |")
-    lines += ["", "## Rules (fixed before the numbers)", "", "```", RULES.strip(), "```", ""]
+    if not rows.has_controls:
+        lines += [
+            "**This results file holds no controls** (it predates them, or the sweep ran with `--controls none`): "
+            "no verdict below can be told apart from what any encoder of the visible pixels would show. Re-run the "
+            "sweep with this version of hlvm to add them.",
+            "",
+        ]
+    if not rows.has_mask_figures:
+        lines += ["The file lacks the per-mask floor and leak figures: they are taken over latent nodes only "
+                  "(the pixels' own noises, part of s_m and s_mc, are missing).", ""]
+    if len(seeds) < 2:
+        lines += ["**One seed**: there is no SE over replicates, so claims 2 and 3 and the evidence rule decide nothing "
+                  "(every such verdict is inconclusive).", ""]
 
-    lines += ["## Numbers per cell", ""]
-    lines += [
-        "| group | ratio | unit | seeds | masks | A measured | A predicted | R^2 CA | R^2 c | R^2 s_m (floor) | R^2 s_mc (leak) | agreement |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for c in table.values():
+    lines += ["## Verdicts: the trained model beside the controls", "",
+              "| claim | panel (eval masks; arm) | trained | pixels | untrained | oracle | theory (same masks) | trained vs pixels |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in claims:
+        if r.panel.representation != "code":
+            continue
+        v = r.verdicts
+        theory = v.get("theory", "n/a") if r.claim != "1" else "n/a"
         lines.append(
-            f"| {group_label(c.group)} | {c.mask_ratio:g} | {c.mask_unit} | {c.seeds} | {c.a_measured.n} | "
-            f"{_fmt(c.a_measured)} | {_fmt(c.a_predicted)} | {_fmt(c.ca_r2)} | {_fmt(c.c_r2)} | "
-            f"{_fmt(c.floor_r2)} | {_fmt(c.leak_r2)} | {_fmt(c.agreement)} |"
+            f"| {_claim_name(r)} | {r.panel.label()} | {_v(v.get('trained'))} | {_v(v.get('pixels'))} | "
+            f"{_v(v.get('untrained'))} | {_v(v.get('oracle'))} | {theory} | {r.evidence_summary()} |"
         )
-    lines += ["", "## Figures", ""]
-    for g, fl in figs.items():
-        lines += [f"### {group_label(g)}", ""]
-        for fname, caption in fl:
+    for p in ps:
+        cells = t2.get(p.slug())
+        if not cells:
+            continue
+        ev = [c.evidence for c in cells if c.evidence is not None]
+        k = sum(e[0] == rules.EVIDENCE for e in ev)
+        summary = (f"{rules.EVIDENCE} in {k} of {len(ev)} cells" if k else f"{rules.EXPLAINED} (0 of {len(ev)} cells differ)") if ev else "no pixels control"
+        lines.append(
+            f"| T2 | {p.label()} | {_v(theorem2_overall(cells, 'trained'))} | {_v(theorem2_overall(cells, 'pixels'))} | "
+            f"{_v(theorem2_overall(cells, 'untrained'))} | {_v(theorem2_overall(cells, 'oracle'))} | hold (predicted) | {summary} |"
+        )
+    lines += ["", "Claims: " + "; ".join(f"**{k}** {v}" for k, v in CLAIMS.items()) + ".", ""]
+
+    if t2:
+        lines += ["## Theorem 2 per cell (a code exactly dim_c wide on every evaluation mask)", "",
+                  "| panel | ratio | unit | dim_c | trained R^2 CA / leak | pixels | untrained | oracle | trained vs pixels (selectivity) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for p in ps:
+            for c in t2.get(p.slug(), []):
+                def cell(enc: str, c: Theorem2Cell = c) -> str:
+                    if enc not in c.verdicts:
+                        return "-"
+                    return f"{c.ca[enc].fmt()} / {c.leak[enc].fmt()}: {c.verdicts[enc]}"
+
+                ev = "-" if c.evidence is None else f"{c.evidence[0]} (Δ {c.evidence[1].fmt()})"
+                lines.append(f"| {p.label()} | {c.key[0]:g} | {c.key[1]} | {c.dim_c} | {cell('trained')} | {cell('pixels')} | "
+                             f"{cell('untrained')} | {cell('oracle')} | {ev} |")
+        lines.append("")
+
+    lines += ["## Claim details", ""]
+    for r in claims:
+        lines += [f"### Claim {_claim_name(r)}: {r.panel.label()}", ""]
+        if r.claim == "1":
+            for enc in ENCODER_ORDER:
+                if enc in r.numbers:
+                    lines.append(f"- {enc}: {r.verdicts[enc]}; {r.numbers[enc]}")
+        else:
+            lines += ["| part | " + " | ".join(e for e in (*ENCODER_ORDER, "theory") if e in r.parts) + " | trained vs pixels |",
+                      "|---|" + "---|" * (sum(e in r.parts for e in (*ENCODER_ORDER, "theory")) + 1)]
+            ev = {scope: (label, d) for scope, label, d in r.evidence}
+            if not r.parts.get("trained"):
+                lines.append("| no part: " + ("fewer than two units at every ratio" if r.claim == "3" else
+                                                "no ratio strictly between the sweep's extremes") + " |" + " |" * len(r.parts))
+            for part in r.parts.get("trained", []):
+                cols = []
+                for enc in (*ENCODER_ORDER, "theory"):
+                    if enc not in r.parts:
+                        continue
+                    ps_ = [q for q in r.parts[enc] if q.scope == part.scope]
+                    q = ps_[0] if ps_ else None
+                    cols.append("-" if q is None else (q.verdict if q.verdict.startswith(rules.NOT_TESTABLE) else f"{q.verdict}: {q.numbers}"))
+                e = ev.get(part.scope)
+                lines.append(f"| {part.scope} | " + " | ".join(cols) + f" | {'-' if e is None else f'{e[0]} (Δ {e[1].fmt()})'} |")
+        for scope, label, d in r.evidence if r.claim == "1" else []:
+            lines.append(f"- trained vs pixels ({scope}): {label} (Δ {d.fmt()}, n = {d.n})")
+        lines.append("")
+
+    lines += ["## Numbers per cell", "",
+              "Mean ± SE over seeds of each seed's mean over its evaluation masks. *width*: the code's bottleneck "
+              "(`-` none); *(T2)*: a cell where Theorem 2 applies. R^2 are of noises (floor over s_m, leak over s_mc, "
+              "the pixels' own noises included); *selectivity* = R^2 CA - leak; *A all* counts s_mc too.", ""]
+    keys_t2 = {p.slug(): {c.key for c in t2.get(p.slug(), [])} for p in ps}
+    for p in ps:
+        lines += _cell_table(p, keys_t2[p.slug()])
+
+    lines += ["## Figures", ""]
+    for p in ps:
+        lines += [f"### {p.label()}", ""]
+        for fname, caption in figs[p.slug()]:
             lines += [f"![{caption}]({fname})", "", f"*{caption}.*", ""]
-    if prediction:
+    lines += ["## The probe", "", _probe_caveat(src), ""]
+    lines += ["## Rules (fixed before the numbers)", "", "```", rules.RULES, "```", ""]
+    if prediction is not None:
         lines += _prediction_section(prediction)
+
     verdicts = {
-        "claims": {
-            str(k): {
-                "claim": CLAIMS[k],
-                "verdict": overall(parts),
-                "theory": overall(parts, "predicted") if k != 1 else None,
-                "by_group": {
-                    grp: {
-                        "verdict": overall([p for p in parts if p.group == grp]),
-                        "theory": overall([p for p in parts if p.group == grp], "predicted") if k != 1 else None,
-                    }
-                    for grp in sorted({p.group for p in parts})
+        "seeds": seeds,
+        "encoders": encoders,
+        "has_controls": rows.has_controls,
+        "claims": [
+            {
+                "claim": r.claim,
+                "measure": r.measure,
+                "panel": r.panel.label(),
+                "eval_kind": r.panel.eval_kind,
+                "arm": r.panel.arm.label(),
+                "representation": r.panel.representation,
+                "verdicts": r.verdicts,
+                "trained_vs_pixels": r.evidence_summary(),
+                "parts": {
+                    enc: [{"scope": q.scope, "verdict": q.verdict, "d": q.d.mean, "se": q.d.se, "n": q.d.n} for q in parts]
+                    for enc, parts in r.parts.items()
                 },
+                "evidence": [{"scope": s_, "label": lab, "d": d.mean, "se": d.se, "n": d.n} for s_, lab, d in r.evidence],
             }
-            for k, parts in ((1, v1), (2, v2), (3, v3))
-        },
-        "parts": [asdict(p) for p in (*v1, *v2, *v3)],
+            for r in claims
+        ],
+        "theorem2": [
+            {
+                "panel": p.label(),
+                "mask_ratio": c.key[0],
+                "mask_unit": c.key[1],
+                "dim_c": c.dim_c,
+                "verdicts": c.verdicts,
+                "r2_ca": {e: x.mean for e, x in c.ca.items()},
+                "leak": {e: x.mean for e, x in c.leak.items()},
+                "trained_vs_pixels": None if c.evidence is None else c.evidence[0],
+            }
+            for p in ps
+            for c in t2.get(p.slug(), [])
+        ],
     }
-    write_json(out / "verdicts.json", verdicts)
+    write_json(out / "verdicts.json", _nan_to_none(verdicts))
     path = out / "report.md"
     tmp = path.with_name(".report.md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
@@ -222,17 +395,71 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
     return path
 
 
-def summary_lines(report_path: str | os.PathLike[str]) -> list[str]:
-    """One line per claim (its verdict, measured and theory's) from the ``verdicts.json`` beside a report."""
-    import json
+def _probe_caveat(src: Path) -> str:
+    """The caveat, with what dilution costs measured now on this sweep's own generating process."""
+    try:
+        got = _measure_dilution(json.loads((src / "sweep.json").read_text())["config"])
+    except Exception:  # noqa: BLE001 - an old or foreign sweep.json: say so instead of measuring
+        return PROBE_CAVEAT + "(No readable `sweep.json` here to measure what that costs on this hierarchy.)"
+    return PROBE_CAVEAT + (
+        f"Measured now on this sweep's hierarchy ({got['n']} held-out samples, mask `{got['mask']}`, c = "
+        f"{got['c']}, dim_c {got['dim_c']}): the true c alone gives R^2(CA) {got['clean']:.3f} (linear probe "
+        f"{got['lin_clean']:.3f}); with {got['extra']} independent noise dims appended, {got['diluted']:.3f} "
+        f"(linear {got['lin_diluted']:.3f}). A wide code's R^2 can understate what it holds by about "
+        f"{max(0.0, got['clean'] - got['diluted']):.2f} for this reason; the pixels control is wide too, which is "
+        "why differences between encoders on the same samples, not absolute levels, carry the evidence."
+    )
 
+
+def _measure_dilution(config: dict[str, Any], extra: int = 60) -> dict[str, Any]:
+    from hlvm.evaluate import probe_dilution
+    from hlvm.locate import locate
+    from hlvm.predict import figure4_masks
+    from hlvm.sweep import SweepConfig
+    from hlvm.sweep.mae import _sim_config
+
+    import numpy as np
+
+    from hlvm.simulate import Simulator
+
+    cfg = SweepConfig.from_dict(config)
+    sim_cfg = _sim_config(cfg, cfg.n_train)
+    sim = Simulator.from_config(sim_cfg)
+    n = min(cfg.n_eval, 1000)
+    data = sim.sample(n, np.random.default_rng(0))
+    masks = figure4_masks(sim.graph)
+    name = "subtree_l1_less" if "subtree_l1_less" in masks else next(iter(masks))
+    got = probe_dilution(data, sim.graph, masks[name], extra=extra, seed=0)
+    loc = locate(sim.graph, masks[name])
+    return {**got, "n": n, "mask": name, "c": ", ".join(loc.c), "dim_c": loc.dim_c, "extra": extra}
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(x) for k, x in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_nan_to_none(x) for x in obj]
+    return obj
+
+
+def summary_lines(report_path: str | os.PathLike[str]) -> list[str]:
+    """One line per claim and panel (code representation): the trained model's verdict, the pixels', and the evidence."""
     data = json.loads((Path(report_path).parent / "verdicts.json").read_text())
     out = []
-    for k, c in data["claims"].items():
-        out.append(f"claim {k}: {c['claim']}")
-        for grp, v in c.get("by_group", {}).items():
-            theory = "" if v["theory"] is None else f" (theory on the same masks: {v['theory']})"
-            out.append(f"  {grp}: {v['verdict']}{theory}")
-        if not c.get("by_group"):
-            out.append(f"  {c['verdict']}")
+    for c in data["claims"]:
+        if c["representation"] != "code" or c["measure"] == "A_linear":
+            continue
+        v = c["verdicts"]
+        out.append(
+            f"claim {c['claim']} ({c['panel']}): trained {v.get('trained')}, pixels {v.get('pixels', '-')}, "
+            f"theory {v.get('theory', 'n/a')}; {c['trained_vs_pixels']}"
+        )
+    for t in data["theorem2"]:
+        v = t["verdicts"]
+        out.append(
+            f"Theorem 2 ({t['panel']}, ratio {t['mask_ratio']:g}, unit {t['mask_unit']}, dim_c {t['dim_c']}): "
+            f"trained {v.get('trained')}, pixels {v.get('pixels', '-')}"
+        )
     return out

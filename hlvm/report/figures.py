@@ -1,138 +1,158 @@
-"""The report's figures (matplotlib, Agg)."""
+"""The report's figures (matplotlib, Agg), one set per panel (evaluation mask kind x trained arm x representation)."""
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
+from .stats import Panel, Series
 
-from .stats import Cell, GroupKey, group_label
+__all__ = ["figures", "ENCODER_STYLE"]
 
-__all__ = ["figures"]
+#: Colour and marker of each encoder in every figure.
+ENCODER_STYLE = {
+    "trained": ("#1f77b4", "o"),
+    "pixels": ("#d62728", "s"),
+    "untrained": ("#7f7f7f", "^"),
+    "oracle": ("#2ca02c", "*"),
+    "theory": ("#000000", ""),
+}
 
 
-def _slug(g: GroupKey) -> str:
-    kind, obj, d, rep = g
-    s = f"{kind}-{obj}" + ("" if d in ("", "None") else f"-d{d}") + ("" if rep == "code" else f"-{rep}")
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in s)
+def _err(e) -> float:  # noqa: ANN001
+    return 0.0 if math.isnan(e.se) else e.se
 
 
-def figures(table: Mapping[tuple[GroupKey, float, int], Cell], out: Path, prediction: list[dict[str, str]] | None) -> dict[GroupKey, list[tuple[str, str]]]:
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figs: dict[GroupKey, list[tuple[str, str]]] = defaultdict(list)
-    groups = sorted({k[0] for k in table})
-    for g in groups:
-        cs = [c for k, c in table.items() if k[0] == g]
-        ratios = sorted({c.mask_ratio for c in cs})
-        units = sorted({c.mask_unit for c in cs})
-        levels = sorted({lvl for c in cs for lvl in c.level_r2})
-        get = {(c.mask_ratio, c.mask_unit): c for c in cs}
-        colors = plt.get_cmap("viridis")
-        slug = _slug(g)
+    return plt
 
-        # 1. recovery by level against ratio, a line per unit; 2. the same against unit, a line per ratio
-        for name, xs, lines, xkey, lkey, xlabel, llabel in (
-            ("recovery_vs_ratio", ratios, units, 0, 1, "mask ratio", "unit"),
-            ("recovery_vs_unit", units, ratios, 1, 0, "masking unit (pixels)", "ratio"),
-        ):
-            fig, axes = plt.subplots(1, len(levels), figsize=(3.2 * len(levels), 3.2), sharey=True, squeeze=False)
-            for ax, lvl in zip(axes[0], levels):
-                for i, ln in enumerate(lines):
-                    col = colors(i / max(1, len(lines) - 1))
-                    pts = []
-                    for x in xs:
-                        key = (x, ln) if xkey == 0 else (ln, x)
-                        if key in get:
-                            pts.append((x, get[key].level_r2[lvl], get[key].level_ca[lvl]))
-                    if not pts:
-                        continue
-                    px = [p[0] for p in pts]
-                    ax.errorbar(px, [p[1].mean for p in pts], yerr=[0 if math.isnan(p[1].se) else p[1].se for p in pts],
-                                color=col, marker="o", ms=3, label=f"{llabel} {ln:g}")
-                    ax.plot(px, [p[2].mean for p in pts], color=col, ls="--", lw=1)
-                ax.set_title(f"level {lvl}" + (" (root)" if lvl == 0 else ""))
-                ax.set_xlabel(xlabel)
-                if xkey == 1:
-                    ax.set_xscale("log", base=2)
-                    ax.set_xticks(xs, [str(x) for x in xs])
-                ax.set_ylim(-0.05, 1.05)
-                ax.grid(alpha=0.3)
-            axes[0][0].set_ylabel("R² of noise ε_v (solid)\nP(v in CA), theory (dashed)")
-            axes[0][-1].legend(fontsize=7)
-            fig.suptitle(f"Recovery by latent level: {group_label(g)}", fontsize=9)
-            fig.tight_layout(rect=(0, 0, 1, 0.95))
-            fname = f"{name}_{slug}.png"
-            fig.savefig(out / fname, dpi=110)
-            plt.close(fig)
-            figs[g].append((
-                fname,
-                f"recovery by latent level against {xlabel}: solid, mean R^2 of the level's noises from the code "
-                "(every role, so a wide code's leak of the visible side's private noise shows here); dashed, the "
-                "share of the level's nodes in CA on the same masks (what the theory requires the code to hold)",
-            ))
 
-        # 3. measured beside predicted abstraction
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-        for ax, xs, lines, xkey, xlabel, llabel in (
-            (axes[0], ratios, units, 0, "mask ratio", "unit"),
-            (axes[1], units, ratios, 1, "masking unit (pixels)", "ratio"),
-        ):
-            for i, ln in enumerate(lines):
-                col = colors(i / max(1, len(lines) - 1))
-                keys = [((x, ln) if xkey == 0 else (ln, x)) for x in xs]
-                pts = [(x, get[k]) for x, k in zip(xs, keys) if k in get]
-                if not pts:
+def _scatter(panel: Panel, out: Path) -> tuple[str, str]:
+    """R^2(CA) against the leak R^2(s_mc), one point per encoder and cell: trained vs controls at a glance."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharex=True, sharey=True)
+    for ax, suffix, title in ((axes[0], "", "best of linear and kernel probe"), (axes[1], "_linear", "linear probe alone")):
+        ax.add_patch(plt.Rectangle((-0.05, 0.9), 0.15, 0.15, color="#2ca02c", alpha=0.12, lw=0))
+        for enc, series in panel.series.items():
+            color, marker = ENCODER_STYLE[enc]
+            xs, ys, xe, ye = [], [], [], []
+            for key in series.cells:
+                x, y = series.stat(key, "leak" + suffix), series.stat(key, "ca" + suffix)
+                if math.isnan(x.mean) or math.isnan(y.mean):
                     continue
-                px = [p[0] for p in pts]
-                ax.errorbar(px, [p[1].a_measured.mean for p in pts],
-                            yerr=[0 if math.isnan(p[1].a_measured.se) else p[1].a_measured.se for p in pts],
-                            color=col, marker="o", ms=3, label=f"{llabel} {ln:g}")
-                ax.plot(px, [p[1].a_predicted.mean for p in pts], color=col, ls="--", lw=1)
+                xs.append(x.mean), ys.append(y.mean), xe.append(_err(x)), ye.append(_err(y))
+            if xs:
+                ax.errorbar(xs, ys, xerr=xe, yerr=ye, fmt=marker, color=color, ms=6 if marker != "*" else 9,
+                            alpha=0.85, label=f"{enc} ({len(xs)} cells)", elinewidth=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("leak: R² of the visible side's private noise s_mc")
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("R² of CA's noise")
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"Trained vs controls, one point per cell (mean ± SE over seeds): {panel.label()}\n"
+                 "green corner: Theorem 2's dim_c code (R²(CA) ≥ 0.9, leak ≤ 0.1)", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    name = f"controls_{panel.slug()}.png"
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name, ("R^2 of CA's noise against the leak R^2(s_mc), one point per encoder and cell (mean ± SE over seeds); "
+                  "left the best probe, right the linear probe alone. The raw pixels sit at the top right (they hold "
+                  "everything visible); Theorem 2's code sits in the green corner")
+
+
+def _curves(ax, series: Series, name: str, xs, lines, xkey: int, color_of, style: str, label_of) -> None:  # noqa: ANN001
+    for i, ln in enumerate(lines):
+        keys = [((x, ln) if xkey == 0 else (ln, x)) for x in xs]
+        pts = [(x, series.stat(k, name)) for x, k in zip(xs, keys) if k in series.seeds]
+        pts = [(x, e) for x, e in pts if not math.isnan(e.mean)]
+        if not pts:
+            continue
+        ax.errorbar([p[0] for p in pts], [p[1].mean for p in pts], yerr=[_err(p[1]) for p in pts],
+                    color=color_of(i), ls=style, marker="o" if style == "-" else "", ms=3, lw=1.2,
+                    label=label_of(ln))
+
+
+def _abstraction(panel: Panel, out: Path) -> tuple[str, str]:
+    """A (best probe, then linear) against ratio and unit: trained, pixels and the theory."""
+    plt = _plt()
+    trained = panel.trained
+    ratios = sorted({k[0] for k in trained.cells})
+    units = sorted({k[1] for k in trained.cells})
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharey=True)
+    for row, name in enumerate(("a", "a_linear")):
+        for col, (xs, lines, xkey, xlabel, llabel) in enumerate(
+            ((ratios, units, 0, "mask ratio", "unit"), (units, ratios, 1, "masking unit (pixels)", "ratio"))
+        ):
+            ax = axes[row, col]
+            color_of = lambda i, n=len(lines): cmap(i / max(1, n - 1))  # noqa: E731
+            _curves(ax, trained, name, xs, lines, xkey, color_of, "-", lambda ln: f"trained, {llabel} {ln:g}")
+            if "pixels" in panel.series:
+                _curves(ax, panel.series["pixels"], name, xs, lines, xkey, color_of, ":", lambda ln: f"pixels, {llabel} {ln:g}")
+            _curves(ax, trained, "a_pred", xs, lines, xkey, color_of, "--", lambda ln: f"theory, {llabel} {ln:g}")
             ax.set_xlabel(xlabel)
             if xkey == 1:
                 ax.set_xscale("log", base=2)
-            ax.set_ylabel("A: measured (solid), theory (dashed)")
-            if xkey == 1:
                 ax.set_xticks(xs, [str(x) for x in xs])
+            ax.set_ylabel(("A (best probe)" if name == "a" else "A (linear probe)") + "\nsolid trained, dotted pixels, dashed theory")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        fig.suptitle(f"Abstraction of what the code holds: {group_label(g)}", fontsize=9)
-        fig.tight_layout(rect=(0, 0, 1, 0.95))
-        fname = f"abstraction_{slug}.png"
-        fig.savefig(out / fname, dpi=110)
-        plt.close(fig)
-        figs[g].append((fname, "measured beside predicted abstraction of c"))
+            ax.set_ylim(-0.05, 1.05)
+            if row == 0:
+                ax.legend(fontsize=6, ncol=2)
+    fig.suptitle(f"Abstraction A of what the code holds of CA: {panel.label()}", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    name = f"abstraction_{panel.slug()}.png"
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name, ("A of what the code holds (top: best probe; bottom: linear probe) against mask ratio and unit: "
+                  "solid the trained model, dotted the pixels control, dashed the theory on the same masks "
+                  "(mean ± SE over seeds). A is 1 for a code of the root alone, so read it beside R^2(CA)")
 
-        # 4. agreement over the grid
-        grid = np.full((len(units), len(ratios)), np.nan)
-        for (r, u), c in get.items():
-            grid[units.index(u), ratios.index(r)] = c.agreement.mean
-        if np.isfinite(grid).any():
-            fig, ax = plt.subplots(figsize=(1.2 * len(ratios) + 2, 0.8 * len(units) + 1.5))
-            im = ax.imshow(grid, vmin=0, vmax=1, cmap="magma", aspect="auto")
-            for i in range(len(units)):
-                for j in range(len(ratios)):
-                    if np.isfinite(grid[i, j]):
-                        ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center",
-                                color="white" if grid[i, j] < 0.6 else "black", fontsize=8)
-            ax.set_xticks(range(len(ratios)), [f"{r:g}" for r in ratios])
-            ax.set_yticks(range(len(units)), [str(u) for u in units])
-            ax.set_xlabel("mask ratio")
-            ax.set_ylabel("masking unit")
-            fig.colorbar(im, ax=ax, label="agreement")
-            ax.set_title(f"Agreement: {group_label(g)}", fontsize=8)
-            fig.tight_layout()
-            fname = f"agreement_{slug}.png"
-            fig.savefig(out / fname, dpi=110)
-            plt.close(fig)
-            figs[g].append((fname, "agreement score (theory's membership vs measured recovery) over the grid"))
+
+def _levels(panel: Panel, out: Path) -> tuple[str, str]:
+    """R^2 of each latent level's noise against the mask ratio (a line per unit), beside the theory's share in CA."""
+    plt = _plt()
+    trained = panel.trained
+    ratios = sorted({k[0] for k in trained.cells})
+    units = sorted({k[1] for k in trained.cells})
+    levels = sorted({lvl for per in trained.levels.values() for v in per.values() for lvl in v[0]})
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, len(levels), figsize=(3.2 * len(levels), 3.3), sharey=True, squeeze=False)
+    for ax, lvl in zip(axes[0], levels):
+        for i, u in enumerate(units):
+            col = cmap(i / max(1, len(units) - 1))
+            pts = [(r, trained.level_stat((r, u), lvl, 0), trained.level_stat((r, u), lvl, 1)) for r in ratios if (r, u) in trained.seeds]
+            if not pts:
+                continue
+            ax.errorbar([p[0] for p in pts], [p[1].mean for p in pts], yerr=[_err(p[1]) for p in pts],
+                        color=col, marker="o", ms=3, label=f"unit {u}")
+            ax.plot([p[0] for p in pts], [p[2].mean for p in pts], color=col, ls="--", lw=1)
+        ax.set_title(f"level {lvl}" + (" (root)" if lvl == 0 else ""))
+        ax.set_xlabel("mask ratio")
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("R² of noise ε_v (solid)\nP(v in CA), theory (dashed)")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"Recovery by latent level, trained model: {panel.label()}", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    name = f"levels_{panel.slug()}.png"
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name, ("the trained model's mean R^2 of each latent level's noises against the mask ratio (solid; every "
+                  "role, so a wide code's leak shows here) beside the share of the level's nodes in CA on the same "
+                  "masks (dashed, what the theory requires the code to hold)")
+
+
+def figures(panels: list[Panel], out: Path) -> dict[str, list[tuple[str, str]]]:
+    """Write every panel's figures into ``out``; ``{panel slug: [(file, caption), ...]}``."""
+    figs: dict[str, list[tuple[str, str]]] = {}
+    for p in panels:
+        figs[p.slug()] = [_scatter(p, out), _abstraction(p, out), _levels(p, out)]
     return figs
-
-

@@ -42,12 +42,17 @@ class Backend(Protocol):
 
 
 def _set_threads(n: int) -> None:
-    # torch reads OMP_NUM_THREADS when first imported; one already imported is told directly.
+    # torch reads OMP_NUM_THREADS when first imported; one already imported is told directly. numpy's BLAS
+    # was loaded with the worker's first import (its pool sized to the machine), so it is capped here too:
+    # two workers of two BLAS threads each on two cores would fight over them.
     import sys
+
+    from threadpoolctl import threadpool_limits
 
     os.environ["OMP_NUM_THREADS"] = str(n)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
+    threadpool_limits(n)
 
 
 def _worker_init(threads: int, parent: int) -> None:

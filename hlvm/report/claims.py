@@ -1,0 +1,163 @@
+"""THEORY.md's claims judged on a sweep's panels, for the trained model and each control, with :mod:`hlvm.rules`.
+
+Every claim is judged the same way for every encoder of a panel (the trained
+arm, ``pixels``, ``untrained``, ``oracle``) and for the theory (predicted A
+on the same masks), and the trained model's figure is set against the
+``pixels`` control's (:func:`hlvm.rules.evidence`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hlvm import rules
+from hlvm.rules import Estimate, Part
+
+from .stats import Key, Panel, Series
+
+__all__ = ["CLAIMS", "ClaimResult", "Theorem2Cell", "claim1", "claim23", "theorem2_cells", "ENCODER_ORDER"]
+
+CLAIMS = {
+    "1": "the code recovers the c that Algorithm 1 locates (R^2 of CA's noise high, the masked side's floor low)",
+    "2": "extreme mask ratios give a low-level c; intermediate ratios a higher-level one",
+    "3": "larger masking units give a higher-level c, until they are too large",
+    "T2": "Theorem 2: a dim_c-wide code holds all of CA and none of the visible side's private noise",
+}
+ENCODER_ORDER = ("trained", "pixels", "untrained", "oracle")
+
+
+@dataclass
+class ClaimResult:
+    """One claim on one panel: a verdict per encoder (and ``"theory"``), its parts, and trained vs pixels."""
+
+    claim: str  # "1", "2", "3"; measure says which A
+    measure: str  # "A" (best probe) or "A_linear"; "R^2" for claim 1
+    panel: Panel
+    verdicts: dict[str, str] = field(default_factory=dict)
+    parts: dict[str, list[Part]] = field(default_factory=dict)
+    numbers: dict[str, str] = field(default_factory=dict)
+    evidence: list[tuple[str, str, Estimate]] = field(default_factory=list)  # (scope, label, trained - pixels)
+
+    def evidence_summary(self) -> str:
+        if "pixels" not in self.panel.series:
+            return "no pixels control"
+        if not self.evidence:
+            return "nothing testable"
+        k = sum(e[1] == rules.EVIDENCE for e in self.evidence)
+        if k == 0:
+            return f"{rules.EXPLAINED} (0 of {len(self.evidence)} parts differ from the pixels)"
+        return f"{rules.EVIDENCE} in {k} of {len(self.evidence)} parts"
+
+
+def _seed_median(series: Series, name: str) -> dict[int, float]:
+    """Per seed, the median over cells of the seed's cell value."""
+    per: dict[int, list[float]] = {}
+    for key in series.cells:
+        for s, v in series.values(key, name).items():
+            per.setdefault(s, []).append(v)
+    return {s: float(np.median(v)) for s, v in per.items()}
+
+
+def claim1(panel: Panel) -> ClaimResult:
+    """Claim 1 per encoder on the per-seed median over cells of R^2(CA), with the floor as the probe's check."""
+    out = ClaimResult("1", "R^2", panel)
+    meds = {}
+    for enc, series in panel.series.items():
+        ca, floor = _seed_median(series, "ca"), _seed_median(series, "floor")
+        leak = _seed_median(series, "leak")
+        meds[enc] = ca
+        e_ca, e_floor, e_leak = Estimate.of(ca.values()), Estimate.of(floor.values()), Estimate.of(leak.values())
+        out.verdicts[enc] = rules.claim1(e_ca, e_floor)
+        out.numbers[enc] = f"R^2(CA) {e_ca.fmt()}, floor {e_floor.fmt()}, leak {e_leak.fmt()} (n = {e_ca.n} seeds)"
+    if "pixels" in meds:
+        d = Estimate.paired(meds["trained"], meds["pixels"])
+        out.evidence.append(("median R^2(CA) over cells", rules.evidence(d), d))
+    return out
+
+
+def _claim_stat(series: Series, part: Part, name: str, lo: float, hi: float) -> dict[int, float]:
+    """Per seed, the part's own figure (rules module docstring) for the evidence rule."""
+    if part.claim == 2:
+        r, u = part.key
+        a, b, c = series.values((r, u), name), series.values((lo, u), name), series.values((hi, u), name)
+        return {s: a[s] - max(b[s], c[s]) for s in set(a) & set(b) & set(c)}
+    r, u = part.key
+    u0 = min(uu for rr, uu in series.cells if rr == r)
+    a, b = series.values((r, u), name), series.values((r, u0), name)
+    return {s: a[s] - b[s] for s in set(a) & set(b)}
+
+
+def claim23(panel: Panel, claim: int, name: str, ratios: Sequence[float]) -> ClaimResult:
+    """Claim 2 or 3 on figure ``name`` (``"a"`` or ``"a_linear"``) for every encoder and the theory."""
+    trained = panel.trained
+
+    def predicted(key: Key) -> float:
+        return trained.stat(key, "a_pred").mean
+
+    out = ClaimResult(str(claim), "A" if name == "a" else "A_linear", panel)
+    lo, hi = min(ratios), max(ratios)
+    who = [(enc, s, name) for enc, s in panel.series.items()] + [("theory", trained, "a_pred")]
+    for enc, series, field_ in who:
+        cells = [k for k in series.cells if k in set(trained.cells)]
+
+        def diff(a: Key, b: Key, series: Series = series, field_: str = field_) -> Estimate:
+            return series.diff(a, b, field_)
+
+        if claim == 2:
+            parts = rules.claim2_parts(cells, diff, predicted, ratios)
+        else:
+            parts = rules.claim3_parts(cells, diff, predicted)
+        out.parts[enc] = parts
+        out.verdicts[enc] = rules.overall(p.verdict for p in parts)
+    if "pixels" in panel.series:
+        pix = panel.series["pixels"]
+        for p in out.parts["trained"]:
+            if p.verdict.startswith(rules.NOT_TESTABLE) or not p.key or len(p.key) != 2:
+                continue
+            d = Estimate.paired(_claim_stat(trained, p, name, lo, hi), _claim_stat(pix, p, name, lo, hi))
+            out.evidence.append((p.scope, rules.evidence(d), d))
+    return out
+
+
+@dataclass
+class Theorem2Cell:
+    """Theorem 2 in one cell of a panel whose code is exactly dim_c wide on every evaluation mask."""
+
+    key: Key
+    dim_c: int
+    verdicts: dict[str, str]
+    ca: dict[str, Estimate]
+    leak: dict[str, Estimate]
+    evidence: tuple[str, Estimate] | None
+
+
+def theorem2_cells(panel: Panel) -> list[Theorem2Cell]:
+    """The cells of ``panel`` where Theorem 2 applies: a code of width dim_c for every evaluation mask."""
+    if panel.representation != "code":
+        return []
+    trained = panel.trained
+    out = []
+    for key in trained.cells:
+        widths, dims = trained.widths(key), trained.dims_c(key)
+        if len(widths) != 1 or None in widths or widths != dims:
+            continue
+        verdicts, ca, leak = {}, {}, {}
+        for enc, series in panel.series.items():
+            if key not in series.seeds:
+                continue
+            ca[enc], leak[enc] = series.stat(key, "ca"), series.stat(key, "leak")
+            verdicts[enc] = rules.theorem2(ca[enc], leak[enc])
+        ev = None
+        if "pixels" in panel.series and key in panel.series["pixels"].seeds:
+            d = Estimate.paired(trained.values(key, "selectivity"), panel.series["pixels"].values(key, "selectivity"))
+            ev = (rules.evidence(d), d)
+        out.append(Theorem2Cell(key, next(iter(dims)), verdicts, ca, leak, ev))
+    return out
+
+
+def theorem2_overall(cells: Sequence[Theorem2Cell], enc: str) -> str:
+    vs = [c.verdicts[enc] for c in cells if enc in c.verdicts]
+    return rules.overall(vs) if vs else "-"
