@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 
@@ -397,6 +398,31 @@ def test_official_checkpoint_loads_into_the_encoder(tmp_path):
     x = torch.randn(3, 2, 16, 16)
     with torch.no_grad():
         assert torch.allclose(model.forward_features(x), ref.forward_features(x), atol=1e-5)
+
+
+def test_a_checkpoint_written_by_maes_training_script_loads(tmp_path):
+    # util/misc.py's save_model: the whole model, AdamW's state, the epoch, the loss scaler's state,
+    # and main_pretrain.py's argparse.Namespace, which weights_only loading refuses unless allowed.
+    cfg = tiny_vit()
+    torch.manual_seed(0)
+    src, dst = build_model(cfg), build_model(cfg)
+    opt = torch.optim.AdamW(src.parameters(), lr=1e-4, betas=(0.9, 0.95))
+    src(imgs_for(cfg), mask_ratio=0.5, generator=torch.Generator().manual_seed(0)).loss.backward()
+    opt.step()
+    args = argparse.Namespace(
+        batch_size=64, epochs=800, accum_iter=1, model="mae_vit_base_patch16", input_size=224, mask_ratio=0.75,
+        norm_pix_loss=True, weight_decay=0.05, lr=2.4e-3, blr=1.5e-4, min_lr=0.0, warmup_epochs=40,
+        data_path="/datasets/imagenet", output_dir="./output_dir", device="cuda", seed=0, resume="",
+        start_epoch=0, num_workers=10, pin_mem=True, world_size=8, local_rank=-1, dist_on_itp=False,
+        dist_url="env://", distributed=True, rank=0, gpu=0, dist_backend="nccl",
+    )  # fmt: skip
+    scaler = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000, "_growth_tracker": 0}
+    path = tmp_path / "checkpoint-3.pth"
+    torch.save({"model": src.state_dict(), "optimizer": opt.state_dict(), "epoch": 3, "scaler": scaler, "args": args}, path)
+    loaded = load_official_checkpoint(dst, path, decoder=True)
+    assert set(loaded) == set(src.state_dict())
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,11 @@
 """Loading the official MAE checkpoints (facebookresearch/mae) into our ViT encoder.
 
-The released pretraining checkpoints are ``{"model": state_dict}`` with timm
+The released pretraining checkpoints are ``{"model": state_dict}``; what mae's
+own ``main_pretrain.py`` writes (``util/misc.py``'s ``save_model``) is
+``{"model", "optimizer", "epoch", "scaler", "args"}`` with ``args`` an
+``argparse.Namespace``. Both are read with ``torch.load(weights_only=True)``,
+``argparse.Namespace`` allowed for that one call; only ``"model"`` is used.
+State dicts have timm
 key names: ``cls_token``, ``pos_embed``, ``patch_embed.proj.*``,
 ``blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*`` and
 ``norm.*``; the "visualize" checkpoints also hold the decoder
@@ -11,6 +16,8 @@ unless ``decoder=True``.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,8 +49,14 @@ def _read(src: str | os.PathLike[str] | Mapping[str, Any]) -> Mapping[str, Any]:
     path = Path(src)
     if not path.is_file():
         raise DataError(f"checkpoint not found: {path}")
+    # mae's training script pickles its argparse.Namespace under "args": allow that class for this
+    # call only (no global allow-list change). torch < 2.5 has no safe_globals; such a file then
+    # fails below with torch's own message naming argparse.Namespace.
+    allow = getattr(torch.serialization, "safe_globals", None)
+    ctx = allow([argparse.Namespace]) if allow is not None else contextlib.nullcontext()
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with ctx:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file; all mean the same to a user
         raise DataError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     if not isinstance(obj, Mapping):
@@ -56,8 +69,9 @@ def load_official_checkpoint(
 ) -> list[str]:
     """Copy an official MAE checkpoint's weights into ``model``'s encoder (and decoder if asked).
 
-    ``path_or_state_dict`` is a checkpoint file, ``{"model": state_dict}``, or
-    a bare state dict. Every encoder key of ``model`` must be present with the
+    ``path_or_state_dict`` is a checkpoint file, ``{"model": state_dict}``
+    (mae's training format, with ``optimizer``, ``epoch``, ``scaler`` and
+    ``args`` beside it, included), or a bare state dict. Every encoder key of ``model`` must be present with the
     same shape; keys the encoder does not have (other than decoder keys)
     raise too. Raises :class:`DataError` for a missing or unreadable file and
     :class:`ConfigError` naming the first mismatched keys or shapes (build
