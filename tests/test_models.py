@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from hlvm.models import (
     random_token_mask,
     unpatchify,
 )
+from hlvm.models.checkpoint import UnloadedWeightsWarning
 from hlvm.models.pos_embed import sincos_2d
 
 BIG = ("mae_vit_base_patch16", "mae_vit_large_patch16", "mae_vit_huge_patch14")
@@ -393,7 +395,8 @@ def test_official_checkpoint_loads_into_the_encoder(tmp_path):
     sd["decoder_pred.weight"] = torch.zeros(1)  # decoder keys are skipped by default
     path = tmp_path / "mae_pretrain.pth"
     torch.save({"model": sd}, path)
-    loaded = load_official_checkpoint(model, path)
+    with pytest.warns(UnloadedWeightsWarning, match="1 decoder tensor in the checkpoint skipped"):
+        loaded = load_official_checkpoint(model, path)
     assert set(loaded) == set(ref.state_dict())
     x = torch.randn(3, 2, 16, 16)
     with torch.no_grad():
@@ -458,6 +461,47 @@ def test_a_visualize_checkpoint_loads_the_decoder_too_when_asked():
         assert torch.allclose(dst(x, mask=m).pred, src(x, mask=m).pred, atol=1e-6)
     with pytest.raises(ConfigError, match="decoder_embed.weight has shape"):  # a bottleneck decoder differs
         load_official_checkpoint(build_model(tiny_vit(bottleneck=3)), {"model": src.state_dict()}, decoder=True)
+
+
+def _encoder_only(model):
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(("decoder_", "mask_token", "bottleneck_proj"))}
+
+
+@pytest.mark.parametrize(
+    ("kind", "checkpoint", "named"),
+    [
+        ("vit", "visualize", ["the decoder (", "decoder tensors in the checkpoint skipped; pass decoder=True"]),
+        ("vit", "encoder", ["the decoder (the checkpoint has none)"]),
+        ("vit_bottleneck", "encoder", ["the decoder (the checkpoint has none)", "bottleneck projection bottleneck_proj"]),
+    ],
+)
+def test_weights_left_at_random_init_are_named_in_one_warning(kind, checkpoint, named):
+    cfg = TINY[kind]()
+    torch.manual_seed(0)
+    src, dst = build_model(tiny_vit()), build_model(cfg)
+    sd = src.state_dict() if checkpoint == "visualize" else _encoder_only(src)
+    with pytest.warns(UnloadedWeightsWarning) as record:
+        load_official_checkpoint(dst, {"model": sd})
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "\n" not in message and message.startswith("not loaded from the checkpoint, left at random initialisation")
+    for words in named:
+        assert words in message
+    assert ("bottleneck" in message) == (cfg.bottleneck is not None)
+
+
+@pytest.mark.parametrize("kind", ["vit", "vit_bottleneck"])
+def test_nothing_is_warned_when_every_weight_is_loaded(kind):
+    # A visualize checkpoint with decoder=True; for a bottleneck model, an hlvm state dict holding the projection.
+    cfg = TINY[kind]()
+    torch.manual_seed(0)
+    src, dst = build_model(cfg), build_model(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnloadedWeightsWarning)
+        loaded = load_official_checkpoint(dst, {"model": src.state_dict()}, decoder=True)
+    assert set(loaded) == set(src.state_dict())
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
 
 
 def test_missing_or_corrupt_checkpoint_file_raises_data_error(tmp_path):
