@@ -260,6 +260,56 @@ def test_loss_is_mean_token_error_over_masked_tokens_only(norm_pix):
     assert not torch.allclose(model.masked_loss(masked_changed, pred, mask), loss, atol=1e-3)
 
 
+def mae_forward_loss(imgs, pred, mask, p, norm_pix_loss):
+    """The operations of models_mae.py's forward_loss, in its order (patchify is ours, tested above)."""
+    target = patchify(imgs, p)
+    if norm_pix_loss:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1.0e-6) ** 0.5
+    loss = ((pred - target) ** 2).mean(dim=-1)
+    return (loss * mask).sum() / mask.sum()
+
+
+@pytest.mark.parametrize("norm_pix", [False, True])
+@pytest.mark.parametrize("kind", list(TINY))
+def test_float32_loss_is_maes_bit_for_bit(kind, norm_pix):
+    cfg = TINY[kind](norm_pix_loss=norm_pix)
+    model = build_model(cfg)
+    x = imgs_for(cfg)
+    out = model(x, mask_ratio=0.5, generator=torch.Generator().manual_seed(0))
+    assert out.loss.dtype == torch.float32
+    assert torch.equal(out.loss, mae_forward_loss(x, out.pred, out.mask, cfg.patch_size, norm_pix))
+
+
+@pytest.mark.parametrize("norm_pix", [False, True])
+@pytest.mark.parametrize("kind", list(TINY))
+def test_a_float64_model_has_a_float64_loss(kind, norm_pix):
+    cfg = TINY[kind](norm_pix_loss=norm_pix)
+    model = build_model(cfg).double()
+    x = imgs_for(cfg).double()
+    out = model(x, mask_ratio=0.5, generator=torch.Generator().manual_seed(0))
+    assert out.pred.dtype == torch.float64 and out.loss.dtype == torch.float64
+    assert torch.equal(out.loss, mae_forward_loss(x, out.pred, out.mask, cfg.patch_size, norm_pix))
+    out.loss.backward()
+    assert all(p.grad.dtype == torch.float64 for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("kind", ["vit", "mlp"])
+def test_under_bf16_autocast_the_loss_is_float32_with_an_exact_mask_count(kind):
+    # mae's mask is float32 and pred - target promotes bf16 to float32. 29 samples with 9/16 of
+    # their tokens masked: 261 (ViT) or 1044 (MLP) masked tokens, which bf16 (8 significant bits) cannot hold.
+    cfg = TINY[kind]()
+    model = build_model(cfg)
+    x = imgs_for(cfg, b=29)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, mask_ratio=9 / 16, generator=torch.Generator().manual_seed(0))
+    count = out.mask.double().sum().item()
+    assert count in (261, 1044) and torch.tensor(count, dtype=torch.bfloat16).item() != count
+    assert out.pred.dtype == torch.bfloat16 and out.loss.dtype == torch.float32
+    assert torch.equal(out.loss, mae_forward_loss(x, out.pred, out.mask.float(), cfg.patch_size, False))
+
+
 @pytest.mark.parametrize("kind", ["vit_bottleneck", "mlp_bottleneck"])
 def test_with_a_bottleneck_the_decoder_sees_nothing_but_the_code(kind):
     cfg = TINY[kind]()
