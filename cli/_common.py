@@ -2,13 +2,17 @@
 
 Bad input of any kind ends with a one-line ``error: ...`` on stderr and exit
 code 2, never a traceback. Library code raises :class:`hlvm.errors.HlvmError`
-for such input; :func:`user_errors` turns it into that line.
+for such input; :func:`user_errors` turns it into that line. A warning the
+library raises inside :func:`user_errors` prints as one ``warning: ...`` line
+(Python's default adds the file, line number and source line).
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -41,10 +45,24 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _format_warning(message: Any, category: Any, filename: str, lineno: int, line: str | None = None) -> str:
+    return f"warning: {one_line(str(message))}\n"
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn :class:`HlvmError` raised inside the block into a one-line error and exit 2."""
+    """Turn :class:`HlvmError` raised inside the block into a one-line error and exit 2.
+
+    Warnings shown inside the block print as one ``warning: ...`` line on
+    stderr; the formatter is restored on the way out.
+    """
+    # formatwarning, not showwarning: warnings still go wherever they went (stderr, pytest's
+    # recorder, a logging capture), only their text changes.
+    previous = warnings.formatwarning
+    warnings.formatwarning = _format_warning
     try:
         yield
     except HlvmError as e:
         raise fail(str(e)) from None
+    finally:
+        warnings.formatwarning = previous

@@ -33,7 +33,7 @@ def train(
     accum: Annotated[int, typer.Option(help="Micro-steps accumulated per optimizer step.")] = 1,
     blr: Annotated[float, typer.Option(help="Base learning rate; lr = blr * effective batch / 256.")] = 1.5e-4,
     warmup: Annotated[int, typer.Option(help="Warmup length in optimizer steps.")] = 100,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (none on norms, biases, tokens).")] = 0.05,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay, as mae: none on norms and biases (1-D), the cls and mask tokens decayed.")] = 0.05,
     min_lr: Annotated[float, typer.Option(help="Floor of the cosine schedule.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of model init, masks and data order.")] = 0,
     ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps (0: only at the end).")] = 500,

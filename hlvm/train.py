@@ -3,8 +3,10 @@
 The recipe is MAE's pre-training recipe (He et al. 2022, ``main_pretrain.py``
 and ``engine_pretrain.py``), made reproducible and resumable:
 
-- AdamW with betas (0.9, 0.95) and weight decay 0.05, none on norms, biases,
-  and the position / cls / mask tokens;
+- AdamW with betas (0.9, 0.95) and weight decay 0.05, none on the 1-D
+  parameters (norms) and biases; the cls and mask tokens are decayed, as
+  mae's ``add_weight_decay`` (timm 0.3.2, no skip list) decays them, and the
+  fixed position embeddings are not parameters;
 - ``lr = blr * effective_batch / 256``, the effective batch counting gradient
   accumulation and every process; linear warmup per optimizer step, then a
   cosine decay to ``min_lr``;
@@ -41,7 +43,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -81,8 +83,9 @@ METRICS = "metrics.jsonl"
 #: Distributions of training masks (``TrainConfig.mask_kind``).
 TRAIN_MASK_KINDS = ("random", "aligned")
 
-# Parameters MAE keeps out of weight decay besides norms and biases.
-NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token")
+# hlvm exempted the tokens from weight decay before it matched mae; a run begun then keeps
+# that grouping when resumed (its optimizer state is laid out for it).
+PRE_MAE_NO_DECAY = ("cls_token", "mask_token")
 
 
 # ----------------------------------------------------------------------------- config
@@ -265,19 +268,22 @@ def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float = 0.0) ->
     return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on weight matrices; none on norms, biases and position/cls/mask tokens.
+def param_groups(model: nn.Module, weight_decay: float, *, skip: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """AdamW groups ``[no decay, decay]`` as mae's pre-training makes them.
 
-    Norm weights and biases are the 1-D parameters; a model may name more in
-    ``no_weight_decay()`` (timm's convention). Frozen parameters (MAE's fixed
-    sin-cos position embeddings) are left out.
+    mae calls timm 0.3.2's ``add_weight_decay(model, weight_decay)`` with no
+    skip list: parameters with one dimension (norm weights, biases) or a name
+    ending in ``.bias`` get no decay, every other trainable parameter does,
+    the cls and mask tokens ``(1, 1, D)`` included. ``skip`` names more
+    parameters to exempt (timm's ``skip_list``). Frozen parameters are left
+    out (mae's fixed sin-cos ``pos_embed`` is one; here it is a buffer).
     """
-    skip = set(getattr(model, "no_weight_decay", lambda: ())())
+    skip = set(skip)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1 or name in skip or any(n in name.split(".")[-1] for n in NO_DECAY_NAMES):
+        if p.ndim == 1 or name.endswith(".bias") or name in skip:
             no_decay.append(p)
         else:
             decay.append(p)
@@ -285,6 +291,24 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         {"params": no_decay, "weight_decay": 0.0},
         {"params": decay, "weight_decay": weight_decay},
     ]
+
+
+def _resumed_param_groups(model: nn.Module, weight_decay: float, saved: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The groups that a checkpoint's optimizer state (``saved``) was written for.
+
+    Today's :func:`param_groups`, or for a run begun before hlvm decayed the
+    tokens, the grouping it began with; ``load_state_dict`` matches the
+    state to parameters by position, so the groups must have the saved sizes.
+    """
+    sizes = [len(g["params"]) for g in saved["param_groups"]]
+    groups = param_groups(model, weight_decay)
+    if sizes == [len(g["params"]) for g in groups]:
+        return groups
+    old = param_groups(model, weight_decay, skip=PRE_MAE_NO_DECAY)
+    if sizes == [len(g["params"]) for g in old]:
+        return old
+    want = [len(g["params"]) for g in groups]
+    raise ConfigError(f"checkpoint's optimizer has parameter groups of {sizes} tensors; this model's are {want}")
 
 
 # ----------------------------------------------------------------------------- data
@@ -807,7 +831,11 @@ def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, o
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
     model = init_model(mcfg, cfg.seed).to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak_lr, betas=(0.9, 0.95))
+    if ckpt is None:
+        groups = param_groups(model, cfg.weight_decay)
+    else:
+        groups = _resumed_param_groups(model, cfg.weight_decay, ckpt["optimizer"])
+    optimizer = torch.optim.AdamW(groups, lr=peak_lr, betas=(0.9, 0.95))
     mask_gen = mask_generator(cfg.seed, dd.rank)
 
     start = 0

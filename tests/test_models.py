@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -25,6 +27,7 @@ from hlvm.models import (
     random_token_mask,
     unpatchify,
 )
+from hlvm.models.checkpoint import UnloadedWeightsWarning
 from hlvm.models.pos_embed import sincos_2d
 
 BIG = ("mae_vit_base_patch16", "mae_vit_large_patch16", "mae_vit_huge_patch14")
@@ -295,6 +298,56 @@ def test_loss_is_mean_token_error_over_masked_tokens_only(norm_pix):
     assert not torch.allclose(model.masked_loss(masked_changed, pred, mask), loss, atol=1e-3)
 
 
+def mae_forward_loss(imgs, pred, mask, p, norm_pix_loss):
+    """The operations of models_mae.py's forward_loss, in its order (patchify is ours, tested above)."""
+    target = patchify(imgs, p)
+    if norm_pix_loss:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1.0e-6) ** 0.5
+    loss = ((pred - target) ** 2).mean(dim=-1)
+    return (loss * mask).sum() / mask.sum()
+
+
+@pytest.mark.parametrize("norm_pix", [False, True])
+@pytest.mark.parametrize("kind", list(TINY))
+def test_float32_loss_is_maes_bit_for_bit(kind, norm_pix):
+    cfg = TINY[kind](norm_pix_loss=norm_pix)
+    model = build_model(cfg)
+    x = imgs_for(cfg)
+    out = model(x, mask_ratio=0.5, generator=torch.Generator().manual_seed(0))
+    assert out.loss.dtype == torch.float32
+    assert torch.equal(out.loss, mae_forward_loss(x, out.pred, out.mask, cfg.patch_size, norm_pix))
+
+
+@pytest.mark.parametrize("norm_pix", [False, True])
+@pytest.mark.parametrize("kind", list(TINY))
+def test_a_float64_model_has_a_float64_loss(kind, norm_pix):
+    cfg = TINY[kind](norm_pix_loss=norm_pix)
+    model = build_model(cfg).double()
+    x = imgs_for(cfg).double()
+    out = model(x, mask_ratio=0.5, generator=torch.Generator().manual_seed(0))
+    assert out.pred.dtype == torch.float64 and out.loss.dtype == torch.float64
+    assert torch.equal(out.loss, mae_forward_loss(x, out.pred, out.mask, cfg.patch_size, norm_pix))
+    out.loss.backward()
+    assert all(p.grad.dtype == torch.float64 for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("kind", ["vit", "mlp"])
+def test_under_bf16_autocast_the_loss_is_float32_with_an_exact_mask_count(kind):
+    # mae's mask is float32 and pred - target promotes bf16 to float32. 29 samples with 9/16 of
+    # their tokens masked: 261 (ViT) or 1044 (MLP) masked tokens, which bf16 (8 significant bits) cannot hold.
+    cfg = TINY[kind]()
+    model = build_model(cfg)
+    x = imgs_for(cfg, b=29)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, mask_ratio=9 / 16, generator=torch.Generator().manual_seed(0))
+    count = out.mask.double().sum().item()
+    assert count in (261, 1044) and torch.tensor(count, dtype=torch.bfloat16).item() != count
+    assert out.pred.dtype == torch.bfloat16 and out.loss.dtype == torch.float32
+    assert torch.equal(out.loss, mae_forward_loss(x, out.pred, out.mask.float(), cfg.patch_size, False))
+
+
 @pytest.mark.parametrize("kind", ["vit_bottleneck", "mlp_bottleneck"])
 def test_with_a_bottleneck_the_decoder_sees_nothing_but_the_code(kind):
     cfg = TINY[kind]()
@@ -430,11 +483,37 @@ def test_official_checkpoint_loads_into_the_encoder(tmp_path):
     sd["decoder_pred.weight"] = torch.zeros(1)  # decoder keys are skipped by default
     path = tmp_path / "mae_pretrain.pth"
     torch.save({"model": sd}, path)
-    loaded = load_official_checkpoint(model, path)
+    with pytest.warns(UnloadedWeightsWarning, match="1 decoder tensor in the checkpoint skipped"):
+        loaded = load_official_checkpoint(model, path)
     assert set(loaded) == set(ref.state_dict())
     x = torch.randn(3, 2, 16, 16)
     with torch.no_grad():
         assert torch.allclose(model.forward_features(x), ref.forward_features(x), atol=1e-5)
+
+
+def test_a_checkpoint_written_by_maes_training_script_loads(tmp_path):
+    # util/misc.py's save_model: the whole model, AdamW's state, the epoch, the loss scaler's state,
+    # and main_pretrain.py's argparse.Namespace, which weights_only loading refuses unless allowed.
+    cfg = tiny_vit()
+    torch.manual_seed(0)
+    src, dst = build_model(cfg), build_model(cfg)
+    opt = torch.optim.AdamW(src.parameters(), lr=1e-4, betas=(0.9, 0.95))
+    src(imgs_for(cfg), mask_ratio=0.5, generator=torch.Generator().manual_seed(0)).loss.backward()
+    opt.step()
+    args = argparse.Namespace(
+        batch_size=64, epochs=800, accum_iter=1, model="mae_vit_base_patch16", input_size=224, mask_ratio=0.75,
+        norm_pix_loss=True, weight_decay=0.05, lr=2.4e-3, blr=1.5e-4, min_lr=0.0, warmup_epochs=40,
+        data_path="/datasets/imagenet", output_dir="./output_dir", device="cuda", seed=0, resume="",
+        start_epoch=0, num_workers=10, pin_mem=True, world_size=8, local_rank=-1, dist_on_itp=False,
+        dist_url="env://", distributed=True, rank=0, gpu=0, dist_backend="nccl",
+    )  # fmt: skip
+    scaler = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000, "_growth_tracker": 0}
+    path = tmp_path / "checkpoint-3.pth"
+    torch.save({"model": src.state_dict(), "optimizer": opt.state_dict(), "epoch": 3, "scaler": scaler, "args": args}, path)
+    loaded = load_official_checkpoint(dst, path, decoder=True)
+    assert set(loaded) == set(src.state_dict())
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
 
 
 @pytest.mark.parametrize(
@@ -470,6 +549,47 @@ def test_a_visualize_checkpoint_loads_the_decoder_too_when_asked():
         assert torch.allclose(dst(x, mask=m).pred, src(x, mask=m).pred, atol=1e-6)
     with pytest.raises(ConfigError, match="decoder_embed.weight has shape"):  # a bottleneck decoder differs
         load_official_checkpoint(build_model(tiny_vit(bottleneck=3)), {"model": src.state_dict()}, decoder=True)
+
+
+def _encoder_only(model):
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(("decoder_", "mask_token", "bottleneck_proj"))}
+
+
+@pytest.mark.parametrize(
+    ("kind", "checkpoint", "named"),
+    [
+        ("vit", "visualize", ["the decoder (", "decoder tensors in the checkpoint skipped; pass decoder=True"]),
+        ("vit", "encoder", ["the decoder (the checkpoint has none)"]),
+        ("vit_bottleneck", "encoder", ["the decoder (the checkpoint has none)", "bottleneck projection bottleneck_proj"]),
+    ],
+)
+def test_weights_left_at_random_init_are_named_in_one_warning(kind, checkpoint, named):
+    cfg = TINY[kind]()
+    torch.manual_seed(0)
+    src, dst = build_model(tiny_vit()), build_model(cfg)
+    sd = src.state_dict() if checkpoint == "visualize" else _encoder_only(src)
+    with pytest.warns(UnloadedWeightsWarning) as record:
+        load_official_checkpoint(dst, {"model": sd})
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "\n" not in message and message.startswith("not loaded from the checkpoint, left at random initialisation")
+    for words in named:
+        assert words in message
+    assert ("bottleneck" in message) == (cfg.bottleneck is not None)
+
+
+@pytest.mark.parametrize("kind", ["vit", "vit_bottleneck"])
+def test_nothing_is_warned_when_every_weight_is_loaded(kind):
+    # A visualize checkpoint with decoder=True; for a bottleneck model, an hlvm state dict holding the projection.
+    cfg = TINY[kind]()
+    torch.manual_seed(0)
+    src, dst = build_model(cfg), build_model(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnloadedWeightsWarning)
+        loaded = load_official_checkpoint(dst, {"model": src.state_dict()}, decoder=True)
+    assert set(loaded) == set(src.state_dict())
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
 
 
 def test_missing_or_corrupt_checkpoint_file_raises_data_error(tmp_path):

@@ -79,24 +79,35 @@ def test_lr_is_blr_times_effective_batch_over_256():
     assert cfg.lr() == pytest.approx(1.5e-4 * 256 / 256)
 
 
-@pytest.mark.parametrize("mcfg", [TINY_MLP, TINY_VIT], ids=["mlp", "vit"])
-def test_weight_decay_only_on_weight_matrices_not_norms_biases_or_tokens(mcfg):
+def _group_names(model, groups) -> tuple[set[str], set[str]]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(p)] for p in groups[0]["params"]}, {names[id(p)] for p in groups[1]["params"]}
+
+
+@pytest.mark.parametrize("mcfg", [TINY_MLP, TINY_VIT, dataclasses.replace(TINY_VIT, bottleneck=2)],
+                         ids=["mlp", "vit", "vit_bottleneck"])
+def test_weight_decay_is_maes_tokens_decayed_norms_and_biases_not(mcfg):
+    # mae: timm 0.3.2's add_weight_decay with no skip list, i.e. no decay iff 1-D or named *.bias.
     model = build_model(mcfg)
     groups = param_groups(model, 0.05)
-    names = {id(p): n for n, p in model.named_parameters()}
-    no_decay = {names[id(p)] for p in groups[0]["params"]}
-    decay = {names[id(p)] for p in groups[1]["params"]}
+    no_decay, decay = _group_names(model, groups)
     assert groups[0]["weight_decay"] == 0.0 and groups[1]["weight_decay"] == 0.05
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert no_decay | decay == trainable and not no_decay & decay
+    assert no_decay | decay == {n for n, _ in model.named_parameters()} and not no_decay & decay
     for n, p in model.named_parameters():
-        if n in decay:
-            assert p.ndim >= 2 and not any(t in n for t in ("cls_token", "mask_token", "pos_embed"))
-        elif p.requires_grad:
-            assert p.ndim <= 1 or n in ("cls_token", "mask_token")
-    assert any(".bias" in n for n in no_decay) and any("norm" in n or "ln" in n for n in no_decay) or mcfg.arch == "mlp"
+        assert (n in no_decay) == (p.ndim == 1 or n.endswith(".bias")), n
+    assert any(n.endswith(".bias") for n in no_decay) and all(model.get_parameter(n).ndim >= 2 for n in decay)
     if mcfg.arch == "vit":
-        assert {"cls_token", "mask_token"} <= no_decay
+        assert {"cls_token", "mask_token", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight"} <= decay
+        assert {"norm.weight", "norm.bias", "blocks.0.norm1.weight", "decoder_norm.weight"} <= no_decay
+        assert "pos_embed" not in no_decay | decay  # fixed sin-cos positions: a buffer, never optimised
+
+
+def test_frozen_parameters_are_left_out_and_skip_exempts_by_name():
+    model = build_model(TINY_VIT)
+    model.patch_embed.proj.weight.requires_grad_(False)
+    no_decay, decay = _group_names(model, param_groups(model, 0.05, skip=("cls_token",)))
+    assert "patch_embed.proj.weight" not in no_decay | decay
+    assert "cls_token" in no_decay and "mask_token" in decay
 
 
 # ----------------------------------------------------------------------------- config validation
@@ -369,6 +380,34 @@ def test_interrupt_then_resume_is_bit_for_bit_the_straight_run(data, mcfg, onlin
     wa = torch.load(straight / CHECKPOINT, weights_only=False)["model"]
     wb = torch.load(resumed / CHECKPOINT, weights_only=False)["model"]
     assert all(torch.equal(wa[n], wb[n]) for n in wa)
+
+
+def test_a_run_begun_with_the_tokens_exempt_from_decay_resumes_with_them_exempt(online_spec, tmp_path, monkeypatch):
+    import hlvm.train as T
+
+    current = T.param_groups
+    # A large lr and decay, so that decaying the tokens or not changes their bits within 6 steps.
+    kw = dict(model=TINY_VIT, steps=6, warmup=1, blr=1.0, weight_decay=0.5)
+    now = train(cfg_for(online_spec, tmp_path / "now", **kw), progress=False)
+    monkeypatch.setattr(T, "param_groups", lambda m, wd: current(m, wd, skip=T.PRE_MAE_NO_DECAY))
+    before = train(cfg_for(online_spec, tmp_path / "before", **kw), progress=False)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg_for(online_spec, tmp_path / "split", **kw), progress=False, on_step=_interrupt_at(3))
+    monkeypatch.undo()
+    resumed = resume(tmp_path / "split", progress=False)
+    w_now, w_before, w_resumed = (torch.load(r / CHECKPOINT, weights_only=False)["model"] for r in (now, before, resumed))
+    assert not torch.equal(w_now["cls_token"], w_before["cls_token"])
+    assert all(torch.equal(w_before[n], w_resumed[n]) for n in w_before)
+
+
+def test_a_checkpoint_whose_optimizer_groups_fit_no_grouping_is_refused(online_spec, tmp_path):
+    run = train(cfg_for(online_spec, tmp_path / "run", model=TINY_VIT, steps=2), progress=False)
+    ckpt = torch.load(run / CHECKPOINT, weights_only=False)
+    ckpt["optimizer"]["param_groups"][0]["params"] = ckpt["optimizer"]["param_groups"][0]["params"][:-3]
+    ckpt["total_steps"], ckpt["config"]["train"]["steps"] = 4, 4
+    torch.save(ckpt, run / CHECKPOINT)
+    with pytest.raises(ConfigError, match="optimizer has parameter groups of"):
+        resume(run, progress=False)
 
 
 def test_resume_drops_metrics_rows_written_after_the_checkpoint(online_spec, tmp_path):

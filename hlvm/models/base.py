@@ -23,7 +23,8 @@ class MAEOutput:
 
     Attributes
     ----------
-    loss : scalar, mean squared error over the masked tokens only.
+    loss : scalar, mean squared error over the masked tokens only; float64 for a
+        float64 model, else float32 (also under bf16 autocast).
     pred : ``(B, L, p*p*C)`` predicted tokens (visible ones carry no loss;
         with a bottleneck they are zeros, as the decoder never fills them).
     mask : ``(B, L)`` float, 1 = masked.
@@ -103,15 +104,28 @@ class MAE(nn.Module):
     def masked_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean squared error per token, averaged over masked tokens only (MAE's ``forward_loss``).
 
-        ``norm_pix_loss`` normalises each target token by its own mean and
-        (unbiased) variance, as MAE does.
+        ``imgs`` ``(B, C, H, W)``, ``pred`` ``(B, L, p*p*C)``, ``mask`` ``(B, L)``
+        (1 = masked) -> a scalar. ``norm_pix_loss`` normalises each target
+        token by its own mean and (unbiased) variance, as MAE does.
+
+        The dtype is the wider of the inputs' and float32. A float64 model's
+        loss is float64; a float32 model's is float32 and equals mae's bit for
+        bit (the same operations in the same order). Under bf16 autocast
+        ``pred`` is bf16 while ``imgs`` stay float32, and mae's ``pred -
+        target`` promotes to float32: so is the loss here, and the mask is
+        counted in float32 too (bf16 holds 8 significant bits, so a count of
+        masked tokens above 256 would round). A model cast to bf16 or fp16
+        without autocast also gets a float32 loss, the precision mae's loss
+        has under autocast.
         """
-        target = patchify(imgs, self.cfg.patch_size)  # (B, L, p*p*C)
+        dtype = torch.promote_types(torch.promote_types(pred.dtype, imgs.dtype), torch.float32)
+        target = patchify(imgs, self.cfg.patch_size).to(dtype)  # (B, L, p*p*C)
         if self.cfg.norm_pix_loss:
             mean = target.mean(dim=-1, keepdim=True)
             var = target.var(dim=-1, keepdim=True)
             target = (target - mean) / (var + 1.0e-6) ** 0.5
-        per_token = ((pred.float() - target.float()) ** 2).mean(dim=-1)  # (B, L)
+        per_token = ((pred.to(dtype) - target) ** 2).mean(dim=-1)  # (B, L)
+        mask = mask.to(dtype)  # 0/1: exact in any dtype; its sum is exact in float32 up to 2**24 tokens
         return (per_token * mask).sum() / mask.sum()
 
     def _encode_mask(self, imgs: torch.Tensor, mask: Any) -> tuple[torch.Tensor, int]:
