@@ -23,6 +23,7 @@ from hlvm.evaluate import (
     evaluate_encoder,
     evaluate_run,
     heldout_dataset,
+    model_encoder,
     resolve_mask,
 )
 from hlvm.graphs import GridSpec, grid_hierarchy, write_graph
@@ -348,3 +349,28 @@ def test_floor_counts_the_masked_pixels_own_noise(small):
     assert np.isnan(s["r2_private_masked_latent_noise"])
     assert abs(s["r2_private_masked_noise"]) < 0.1  # defined, and at the floor
     assert abs(s["r2_private_visible_noise"]) < 0.05
+
+
+# ----------------------------------------------------------------------------- Theorem 2 across a cell
+
+
+def test_a_dim_c_bottleneck_trained_on_aligned_masks_of_one_cell_holds_ca_and_drops_the_leak(tmp_path):
+    """Theorem 2 with masks that vary per sample: depth 2, aligned ratio 0.25 (one whole 2x2 block), c = the root."""
+    from hlvm.masks import aligned_unit_masks
+    from hlvm.models import get_config
+    from hlvm.train import TrainConfig, load_run, train
+
+    spec = tmp_path / "sim.json"
+    spec.write_text(SimulateConfig(grid=GridSpec(depth=2)).to_json())
+    arch = get_config("mlp", img_size=4, in_chans=4, mlp_hidden=(32, 32), mlp_decoder_hidden=(32, 32), bottleneck=2)
+    cfg = TrainConfig(model=arch, data=f"online:{spec}", mask_kind="aligned", mask_ratio=0.25, steps=300, batch_size=128,
+                      blr=3e-3, warmup=50, ckpt_every=0, log_every=100, device="cpu", out=str(tmp_path / "run"))
+    model, _ = load_run(train(cfg, progress=False))
+    data = heldout_dataset(f"online:{spec}", 800, 0)
+    for s in range(2):  # two masks of the cell
+        mask = Mask(aligned_unit_masks(1, 4, 4, 0.25, 1, 2, np.random.default_rng(s))[0])
+        summary = evaluate_encoder(model_encoder(model), data, data.graph, mask, s).summary
+        assert summary["dim_c"] == summary["code_dim"] == 2
+        assert summary["r2_ca_noise"] >= 0.9 and summary["r2_private_visible_noise"] <= 0.1, summary
+        pix = evaluate_encoder(pixels_encoder(), data, data.graph, mask, s).summary
+        assert pix["r2_private_visible_noise"] >= 0.9  # the pixels cannot drop the leak: training did this
