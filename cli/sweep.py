@@ -49,6 +49,19 @@ def _bottlenecks(text: str) -> list[int | str | None]:
     return out
 
 
+def _arms(text: str) -> list[dict]:
+    from hlvm.errors import ConfigError
+
+    out = []
+    for item in _words(text):
+        parts = item.split(":")
+        if len(parts) != 3:
+            raise ConfigError(f"--arms takes train_mask_kind:objective:bottleneck items, got {item!r}")
+        kind, obj, d = parts
+        out.append({"train_mask_kind": kind, "objective": obj, "bottleneck": _bottlenecks(d)[0] if d else None})
+    return out
+
+
 def _controls(text: str) -> list[str]:
     words = _words(text)
     return [] if [w.lower() for w in words] == ["none"] else words
@@ -67,6 +80,7 @@ def sweep(
     objectives: Annotated[str | None, typer.Option(help="Objectives, comma-separated: mae, umae, mmae.")] = None,
     bottlenecks: Annotated[str | None, typer.Option(help="Bottleneck widths, comma-separated; 'none' for no bottleneck; 'dim_c' for Theorem 2's width, resolved per cell to Algorithm 1's dim_c of the training masks (cells where dim_c varies between masks, as with random masks, are skipped and listed).")] = None,
     train_mask_kinds: Annotated[str | None, typer.Option(help="Training mask kinds, comma-separated: random (MAE's), aligned (whole hierarchy blocks).")] = None,
+    arms: Annotated[str | None, typer.Option(help="Trained arms instead of the product of training mask kinds, objectives and bottlenecks: comma-separated train_mask_kind:objective:bottleneck, e.g. random:mae:none,aligned:mae:dim_c.")] = None,
     controls: Annotated[str | None, typer.Option(help="Controls probed beside the trained points, comma-separated: pixels, untrained, oracle (default all); 'none' for none.")] = None,
     mask_kinds: Annotated[str | None, typer.Option(help="Evaluation mask kinds, comma-separated: random, aligned.")] = None,
     depth: Annotated[int | None, typer.Option(help="Latent levels of the grid hierarchy.")] = None,
@@ -106,6 +120,7 @@ def sweep(
             "objectives": None if objectives is None else _words(objectives),
             "bottlenecks": None if bottlenecks is None else _bottlenecks(bottlenecks),
             "train_mask_kinds": None if train_mask_kinds is None else _words(train_mask_kinds),
+            "arms": None if arms is None else _arms(arms),
             "controls": None if controls is None else _controls(controls),
             "mask_kinds": None if mask_kinds is None else _words(mask_kinds),
             "model": model,
@@ -133,8 +148,7 @@ def sweep(
         trained = sum(p.trained for p in points)
         console.print(
             f"[bold]sweep[/] {trained} trained points ({len(cfg.mask_ratios)} ratios x {len(cfg.mask_units)} units x "
-            f"{len(cfg.train_mask_kinds)} training mask kinds x {len(cfg.objectives)} objectives x "
-            f"{len(cfg.bottlenecks)} bottlenecks x {len(cfg.seeds)} seeds"
+            f"{len(cfg.trained_arms())} arms x {len(cfg.seeds)} seeds"
             f"{', less skipped combinations' if cfg.infeasible() else ''}) and {len(points) - trained} control points "
             f"({', '.join(cfg.controls) or 'none'}) -> {out}"
         )

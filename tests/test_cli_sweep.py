@@ -46,6 +46,15 @@ def test_options_build_the_config(tmp_path, captured):
     assert "72 trained points" in r.output and "24 control points (pixels, oracle)" in r.output
 
 
+def test_arms_option_builds_the_arms(tmp_path, captured):
+    r = runner.invoke(app, ["sweep", "--ratios", "0.25", "--units", "1", "--depth", "2", "--arms",
+                            "random:mae:none,aligned:mae:dim_c", "--out", str(tmp_path / "o"), "--no-report", "-q"])
+    assert r.exit_code == 0, r.output
+    (cfg, _, _), = captured
+    assert cfg.arms == ({"train_mask_kind": "random", "objective": "mae", "bottleneck": None},
+                        {"train_mask_kind": "aligned", "objective": "mae", "bottleneck": "dim_c"})
+
+
 def test_controls_none_turns_them_off(tmp_path, captured):
     r = runner.invoke(app, ["sweep", "--ratios", "0.5", "--units", "1", "--depth", "2", "--controls", "none",
                             "--out", str(tmp_path / "o"), "--no-report", "-q"])
@@ -75,6 +84,8 @@ def test_config_file_and_default_out_beside_it(tmp_path, captured):
         (["--mask-kinds", "diagonal"], "unknown mask kind"),
         (["--controls", "pixels,noise"], "unknown control 'noise'"),
         (["--train-mask-kinds", "block"], "unknown train mask kind 'block'"),
+        (["--arms", "random:mae"], "--arms takes train_mask_kind:objective:bottleneck items"),
+        (["--arms", "random:mae:none", "--bottlenecks", "4"], "not both"),
         (["--bottlenecks", "dim_c", "--train-mask-kinds", "random", "--units", "1"], "dim_c varies between random training masks"),
         (["--workers", "0"], "--workers must be >= 1"),
         (["--config", "/nonexistent/study.json"], "sweep config not found"),

@@ -100,6 +100,20 @@ def test_controls_are_points_once_per_cell_seed_and_architecture():
     assert {p.encoder for p in small(controls=["pixels"]).points()} == {"trained", "pixels"}
 
 
+def test_arms_replace_the_product_of_training_kinds_objectives_and_bottlenecks():
+    cfg = small(mask_ratios=[0.25], mask_units=[1], seeds=[0],
+                arms=[{"train_mask_kind": "random"}, {"train_mask_kind": "aligned", "bottleneck": "dim_c"}])
+    got = {(p.train_mask_kind, p.objective, p.bottleneck, p.width) for p in cfg.points() if p.trained}
+    assert got == {("random", "mae", None, None), ("aligned", "mae", "dim_c", 2)}
+    assert SweepConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ConfigError, match="not both"):
+        small(arms=[{"train_mask_kind": "random"}], bottlenecks=[None, 4])
+    with pytest.raises(ConfigError, match="unknown arm key 'kind'"):
+        small(arms=[{"kind": "random"}])
+    with pytest.raises(ConfigError, match="twice"):
+        small(arms=[{}, {"train_mask_kind": "random", "objective": "mae"}])
+
+
 def test_dim_c_resolves_per_cell_for_aligned_training_masks_and_is_skipped_where_it_varies():
     # depth 2 (4x4, 2x2 blocks): aligned ratio 0.25 of 16 pixels masks one block, c = root (dim 2);
     # ratio 0.5 of 16 masks two blocks, c = root; at ratio 0.1 (2 pixels) c is one level-1 node (dim 3).

@@ -128,8 +128,12 @@ class SweepConfig:
     training masks: ``"random"``, MAE's, or ``"aligned"``, whole hierarchy
     blocks), ``objectives``, ``bottlenecks`` (``None`` = no bottleneck, an
     integer width, or ``"dim_c"``, module docstring) and ``seeds``.
-    ``controls`` (default all of :data:`hlvm.evaluate.CONTROLS`; empty = none)
-    adds the control points. ``mask_kinds`` names the kinds of held-out
+    ``arms``, when given, lists the trained arms instead of that product: each
+    a ``{"train_mask_kind", "objective", "bottleneck"}`` object (missing keys
+    take ``"random"``, ``"mae"``, ``null``), e.g. MAE on random masks with a
+    wide code beside the ``dim_c`` bottleneck on aligned masks, without the
+    two other combinations. ``controls`` (default all of
+    :data:`hlvm.evaluate.CONTROLS`; empty = none) adds the control points. ``mask_kinds`` names the kinds of held-out
     evaluation masks every point is measured on (``"random"``: MAE's random
     unit masks; ``"aligned"``: :func:`hlvm.masks.aligned_unit_masks`).
     Combinations whose ratio masks no unit or every unit of an image, or
@@ -155,6 +159,7 @@ class SweepConfig:
     objectives: tuple[str, ...] = ("mae",)
     bottlenecks: tuple[int | str | None, ...] = (None,)
     train_mask_kinds: tuple[str, ...] = ("random",)
+    arms: tuple[Mapping[str, Any], ...] = ()
     controls: tuple[str, ...] = CONTROLS
     mask_kinds: tuple[str, ...] = ("random",)
     graph: Mapping[str, Any] = field(default_factory=lambda: {"depth": 3, "branching": 2})
@@ -200,6 +205,9 @@ class SweepConfig:
         for k in train_kinds:
             if k not in TRAIN_MASK_KINDS:
                 raise ConfigError(f"unknown train mask kind {k!r}; choose from {', '.join(TRAIN_MASK_KINDS)}")
+        arms = _arms(self.arms)
+        if arms and (objectives != ("mae",) or bottlenecks != (None,) or train_kinds != ("random",)):
+            raise ConfigError("give arms, or objectives / bottlenecks / train_mask_kinds (their product), not both")
         controls = _as_tuple("controls", self.controls, allow_empty=True)
         for c in controls:
             if c not in CONTROLS:
@@ -234,6 +242,7 @@ class SweepConfig:
         object.__setattr__(self, "objectives", tuple(objectives))
         object.__setattr__(self, "bottlenecks", tuple(bottlenecks))
         object.__setattr__(self, "train_mask_kinds", tuple(train_kinds))
+        object.__setattr__(self, "arms", arms)
         object.__setattr__(self, "controls", tuple(controls))
         object.__setattr__(self, "mask_kinds", tuple(kinds))
         object.__setattr__(self, "graph", dict(self.graph))
@@ -244,7 +253,7 @@ class SweepConfig:
         for u in self.mask_units:
             if spec.side % u:
                 raise ConfigError(f"mask unit {u} does not divide the {spec.side}x{spec.side} image")
-        if "aligned" in self.train_mask_kinds or "aligned" in self.mask_kinds:
+        if any(a["train_mask_kind"] == "aligned" for a in self.trained_arms()) or "aligned" in self.mask_kinds:
             for u in self.mask_units:
                 side = spec.side // u
                 b = spec.branching
@@ -301,12 +310,25 @@ class SweepConfig:
                 if why:
                     out.append(f"ratio {r} at unit {u}: {why}")
                     continue
-                for k in self.train_mask_kinds:
-                    for d in self.bottlenecks:
-                        w = self.bottleneck_width(d, r, u, k)
-                        if isinstance(w, str):
-                            out.append(f"bottleneck {d} with {k} training masks at ratio {r}, unit {u}: {w[6:]}")
+                for arm in self.trained_arms():
+                    k, d = arm["train_mask_kind"], arm["bottleneck"]
+                    w = self.bottleneck_width(d, r, u, k)
+                    if isinstance(w, str):
+                        why = f"bottleneck {d} with {k} training masks at ratio {r}, unit {u}: {w[6:]}"
+                        if why not in out:
+                            out.append(why)
         return out
+
+    def trained_arms(self) -> list[dict[str, Any]]:
+        """The trained arms: ``arms`` if given, else every training mask kind x objective x bottleneck."""
+        if self.arms:
+            return [dict(a) for a in self.arms]
+        return [
+            {"train_mask_kind": k, "objective": o, "bottleneck": d}
+            for k in self.train_mask_kinds
+            for o in self.objectives
+            for d in self.bottlenecks
+        ]
 
     def base_dict(self) -> dict[str, Any]:
         """Everything but the grid axes: what every point of this sweep shares."""
@@ -327,16 +349,15 @@ class SweepConfig:
                 if self._feasible(ratio, unit):
                     continue
                 widths: list[int | None] = []
-                for kind in self.train_mask_kinds:
-                    for obj in self.objectives:
-                        for d in self.bottlenecks:
-                            w = self.bottleneck_width(d, ratio, unit, kind)
-                            if isinstance(w, str):
-                                continue
-                            if w not in widths:
-                                widths.append(w)
-                            for seed in self.seeds:
-                                out.append(SweepPoint(ratio, unit, seed, obj, d, base, kind, "trained", w))
+                for arm in self.trained_arms():
+                    kind, obj, d = arm["train_mask_kind"], arm["objective"], arm["bottleneck"]
+                    w = self.bottleneck_width(d, ratio, unit, kind)
+                    if isinstance(w, str):
+                        continue
+                    if w not in widths:
+                        widths.append(w)
+                    for seed in self.seeds:
+                        out.append(SweepPoint(ratio, unit, seed, obj, d, base, kind, "trained", w))
                 if not widths:
                     continue
                 for seed in self.seeds:
@@ -351,7 +372,7 @@ class SweepConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for k in (*AXES, "mask_kinds"):
-            d[k] = list(d[k])
+            d[k] = [dict(x) for x in d[k]] if k == "arms" else list(d[k])
         return d
 
     @classmethod
@@ -367,7 +388,34 @@ class SweepConfig:
 
 
 #: Config fields that are grid axes (a resumed sweep may add or drop their values).
-AXES = ("mask_ratios", "mask_units", "seeds", "objectives", "bottlenecks", "train_mask_kinds", "controls")
+AXES = ("mask_ratios", "mask_units", "seeds", "objectives", "bottlenecks", "train_mask_kinds", "arms", "controls")
+
+_ARM_KEYS = {"train_mask_kind": "random", "objective": "mae", "bottleneck": None}
+
+
+def _arms(value: Any) -> tuple[dict[str, Any], ...]:
+    """``arms`` validated, every key filled in (module docstring)."""
+    if isinstance(value, Mapping) or isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigError(f"arms must be a list of objects, got {value!r}")
+    out = []
+    for a in value:
+        if not isinstance(a, Mapping):
+            raise ConfigError(f"an arm must be an object with {', '.join(_ARM_KEYS)}, got {a!r}")
+        unknown = sorted(set(a) - set(_ARM_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown arm key {unknown[0]!r}; known: {', '.join(_ARM_KEYS)}")
+        arm = {**_ARM_KEYS, **a}
+        if arm["train_mask_kind"] not in TRAIN_MASK_KINDS:
+            raise ConfigError(f"unknown train mask kind {arm['train_mask_kind']!r}; choose from {', '.join(TRAIN_MASK_KINDS)}")
+        if arm["objective"] not in _known_objectives():
+            raise ConfigError(f"unknown objective {arm['objective']!r}; choose from {', '.join(sorted(_known_objectives()))}")
+        d = arm["bottleneck"]
+        if not (d is None or d == DIM_C or (isinstance(d, int) and not isinstance(d, bool) and d >= 1)):
+            raise ConfigError(f"bottleneck must be a positive integer, '{DIM_C}' or null, got {d!r}")
+        if arm in out:
+            raise ConfigError(f"arms lists an arm twice: {arm}")
+        out.append(arm)
+    return tuple(out)
 
 
 @functools.lru_cache(maxsize=4096)
