@@ -29,7 +29,7 @@ def _num(x: float, fmt: str = ".3f") -> str:
 
 def predict(
     graph: Annotated[Optional[Path], typer.Option(help="Graph JSON (node-link); default: the default 'hlvm simulate' graph.")] = None,
-    ratios: Annotated[str, typer.Option(help="Comma-separated mask ratios in (0, 1).")] = "0.1,0.25,0.5,0.75,0.9",
+    ratios: Annotated[str, typer.Option(help="Comma-separated mask ratios in (0, 1).")] = "0.1,0.25,0.4,0.5,0.75,0.9",
     units: Annotated[Optional[str], typer.Option(help="Comma-separated masking units in pixels; default: every power of the branching leaving >= 2 units.")] = None,
     k: Annotated[int, typer.Option(help="Random masks per (kind, ratio, unit) cell.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the masks (each cell draws from its own stream).")] = 0,

@@ -61,7 +61,7 @@ def test_default_units_and_single_kind(tmp_path, graph_file):
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["units"] == [1, 2, 4] and config["kinds"] == ["random"]
-    assert config["ratios"] == [0.1, 0.25, 0.5, 0.75, 0.9]
+    assert config["ratios"] == [0.1, 0.25, 0.4, 0.5, 0.75, 0.9]
 
 
 def test_existing_output_needs_overwrite_and_is_left_alone(tmp_path, graph_file):
