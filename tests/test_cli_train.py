@@ -98,6 +98,8 @@ def test_preset_fills_the_options_not_given(monkeypatch, tmp_path):
         (["--epochs", "2"], ["online data has no epochs"]),
         (["--objective", "umae", "--objective-coef", "mu=1"], ["takes coef", "mu"]),
         (["--objective", "umae", "--objective-coef", "coef"], ["NAME=NUMBER"]),
+        (["--mask-kind", "diagonal"], ["unknown train mask kind", "diagonal"]),
+        (["--mask-kind", "aligned", "--model", "mlp", "--mask-unit", "4", "--mask-ratio", "0.5"], ["mask ratio 0.5 of 1 units"]),
     ],
 )
 def test_bad_options_are_one_line_errors(online_spec, tmp_path, args, words):
