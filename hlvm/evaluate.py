@@ -84,7 +84,6 @@ nothing about training):
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,6 +94,7 @@ import numpy as np
 
 from hlvm import graphs
 from hlvm.errors import ConfigError, DataError, MaskError
+from hlvm.io import nan_to_none
 from hlvm.locate import SharedLatents, locate
 from hlvm.masks import Mask, load_spec, mask_from_spec
 from hlvm.metrics import cca, effective_rank, r2_probes
@@ -196,7 +196,7 @@ class EvaluationResult:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready: NaN becomes ``null``."""
-        return _nan_to_none(
+        return nan_to_none(
             {
                 "summary": self.summary,
                 "by_level": {str(k): x for k, x in self.by_level.items()},
@@ -207,16 +207,6 @@ class EvaluationResult:
                 "rows": self.rows,
             }
         )
-
-
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(x) for k, x in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_nan_to_none(x) for x in obj]
-    return obj
 
 
 def _mean(a: np.ndarray) -> float:

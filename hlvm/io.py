@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -22,7 +23,7 @@ from typing import Any
 
 from hlvm.errors import ConfigError, HlvmError
 
-__all__ = ["atomic_dir", "write_json", "read_json", "provenance", "new_run_dir"]
+__all__ = ["atomic_dir", "write_json", "read_json", "provenance", "new_run_dir", "nan_to_none"]
 
 
 def read_json(
@@ -44,6 +45,17 @@ def read_json(
     if require_object and not isinstance(data, dict):
         raise error(f"{what} {path} must be a JSON object, got {type(data).__name__}")
     return data
+
+
+def nan_to_none(obj: Any) -> Any:
+    """``obj`` with every float NaN (in nested dicts, lists and tuples) replaced by ``None``: JSON has no NaN."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: nan_to_none(x) for k, x in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [nan_to_none(x) for x in obj]
+    return obj
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 from hlvm import rules
 from hlvm.errors import DataError
-from hlvm.io import write_json
+from hlvm.io import nan_to_none, write_json
 
 from .claims import CLAIMS, ENCODER_ORDER, ClaimResult, Theorem2Cell, claim1, claim23, theorem2_cells, theorem2_overall
 from .figures import figures
@@ -387,7 +387,7 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
             for c in t2.get(p.slug(), [])
         ],
     }
-    write_json(out / "verdicts.json", _nan_to_none(verdicts))
+    write_json(out / "verdicts.json", nan_to_none(verdicts))
     path = out / "report.md"
     tmp = path.with_name(".report.md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
@@ -432,16 +432,6 @@ def _measure_dilution(config: dict[str, Any], extra: int = 60) -> dict[str, Any]
     got = probe_dilution(data, sim.graph, masks[name], extra=extra, seed=0)
     loc = locate(sim.graph, masks[name])
     return {**got, "n": n, "mask": name, "c": ", ".join(loc.c), "dim_c": loc.dim_c, "extra": extra}
-
-
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(x) for k, x in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_nan_to_none(x) for x in obj]
-    return obj
 
 
 def summary_lines(report_path: str | os.PathLike[str]) -> list[str]:

@@ -11,6 +11,7 @@ import csv
 import os
 from pathlib import Path
 from hlvm.errors import DataError
+from hlvm.sweep.grid import SUMMARY_COLUMNS
 
 __all__ = ["REQUIRED_COLUMNS", "OPTIONAL_DEFAULTS", "FLOAT_COLUMNS", "ROLES", "ENCODERS", "Results", "load_results"]
 
@@ -31,21 +32,8 @@ OPTIONAL_DEFAULTS = {
     "r2_value": "",
     "r2_noise_linear": "",
 }
-#: Per-mask figures (hlvm.sweep.grid.SUMMARY_COLUMNS) and per-node numbers read as floats; NaN when absent.
-FLOAT_COLUMNS = (
-    "r2_noise",
-    "r2_value",
-    "r2_noise_linear",
-    "agreement",
-    "r2_ca_noise",
-    "r2_private_masked_noise",
-    "r2_private_visible_noise",
-    "r2_ca_noise_linear",
-    "r2_private_masked_noise_linear",
-    "r2_private_visible_noise_linear",
-    "selectivity",
-    "selectivity_linear",
-)
+#: Per-node numbers and the per-mask figures of hlvm.sweep (SUMMARY_COLUMNS) read as floats; NaN when absent.
+FLOAT_COLUMNS = ("r2_noise", "r2_value", "r2_noise_linear", *SUMMARY_COLUMNS)
 ROLES = ("c", "shared", "private_masked", "private_visible")
 ENCODERS = ("trained", "pixels", "untrained", "oracle")
 
