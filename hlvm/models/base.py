@@ -173,7 +173,9 @@ class MAE(nn.Module):
             return
         self.posterior_logvar = nn.Linear(width, width)
         nn.init.zeros_(self.posterior_logvar.weight)
-        nn.init.constant_(self.posterior_logvar.bias, POSTERIOR_INIT_LOGVAR)
+        # the bias whose smooth floor (see _posterior) gives exactly POSTERIOR_INIT_LOGVAR
+        gap = POSTERIOR_INIT_LOGVAR - POSTERIOR_MIN_LOGVAR
+        nn.init.constant_(self.posterior_logvar.bias, POSTERIOR_MIN_LOGVAR + gap + math.log(-math.expm1(-gap)))
 
     def _posterior(
         self, mean: torch.Tensor, generator: torch.Generator | None
