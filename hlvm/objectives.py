@@ -72,10 +72,14 @@ parts)``; ``parts`` maps each term's name to its detached scalar value
     on ``c_hat`` (no projection head, so the term shapes what the bench
     probes);
   * ``club`` 0.01, the weight of the minimisation term: CLUB in its
-    all-pairs form (``mi_estimators.py::CLUB.forward`` of Linear95/CLUB,
-    deterministic, so no extra random draw), per view, averaged over views;
-    ``x`` is what the encoder sees, the visible pixels (masked ones zeroed)
-    beside the pixel mask, area-pooled to at most ``club_side`` = 16 pixels
+    all-pairs form (``mi_estimators.py::CLUB.forward`` of Linear95/CLUB),
+    not ``CLUBSample``'s one random partner per sample: every pair counts,
+    so the estimate has less variance and needs no random draw to seed, and
+    through the batch's first two moments it costs O(NF), not O(N^2 F).
+    Per view, averaged over views. ``x`` is what the encoder sees, the
+    visible pixels (masked ones zeroed) beside the pixel mask (the code
+    depends on the image only through them, so ``q`` need not guess the
+    mask), area-pooled to at most ``club_side`` = 16 pixels
     a side (exact for hlvm's images, a cheap summary of ImageNet-size ones);
     the approximation network ``q(z | x)`` is CLUB's: a Gaussian whose mean
     and (tanh-bounded) log-variance are two one-hidden-layer ReLU MLPs of
@@ -134,8 +138,8 @@ computes the same value. With ``ddp_grad="global"`` the gather passes
 gradient back to the local shard summed over ranks; with DDP's averaging
 this gives exactly the gradient of the term on the global batch (checked in
 ``tests/test_objectives.py`` against one process). Every term is computed in
-float32 outside autocast (logdet, squared cosines and log-densities lose
-too much in bf16).
+at least float32 (float64 stays float64), outside autocast: logdet, squared
+cosines and log-densities lose too much in bf16.
 """
 
 from __future__ import annotations
