@@ -16,8 +16,8 @@ def train(
     model: Annotated[str, typer.Option(help="Model config name (hlvm.models.MODEL_CONFIGS): mlp, vit_small_synth, mae_vit_base_patch16, ...")] = "vit_small_synth",
     data: Annotated[str, typer.Option(help="A 'hlvm simulate' folder, 'online', 'online:simulate_config.json' or 'imagefolder:PATH'.")] = "online",
     preset: Annotated[Optional[str], typer.Option(help="Named recipe from hlvm.recipes (its values replace the defaults of the options it sets).")] = None,
-    objective: Annotated[str, typer.Option(help="Training objective: mae, umae or mmae.")] = "mae",
-    objective_coef: Annotated[Optional[list[str]], typer.Option(help="Objective coefficient NAME=VALUE, repeatable (umae: coef; mmae: coef, mu).")] = None,
+    objective: Annotated[str, typer.Option(help="Training objective: mae, umae, mmae, mimae, cmim, or a preset (umae_official, mmae_official); see hlvm.objectives.")] = "mae",
+    objective_coef: Annotated[Optional[list[str]], typer.Option(help="Objective option NAME=VALUE, repeatable: a number, true/false or a word (umae: coef, diagonal, feature, ddp_grad; mmae: coef, mu, centering, feature, ddp_grad; mimae: infonce, club, views, temperature, disjoint, club_hidden, club_side; cmim: contrast, recon_std).")] = None,
     mask_ratio: Annotated[float, typer.Option(help="Fraction of masking units masked per sample, in (0, 1).")] = 0.75,
     mask_kind: Annotated[str, typer.Option(help="Training masks: random (MAE's) or aligned (whole hierarchy blocks, depth-first).")] = "random",
     mask: Annotated[Optional[Path], typer.Option(help="A mask spec JSON (masked / grid / ratio form): train with this one fixed mask instead of random ones.")] = None,
@@ -62,7 +62,7 @@ def train(
                     steps=steps, epochs=epochs, batch_size=batch_size, accum=accum, blr=blr, warmup=warmup,
                     weight_decay=weight_decay, min_lr=min_lr, seed=seed, ckpt_every=ckpt_every,
                     log_every=log_every, compile=compile, num_workers=num_workers, device=device,
-                    out=None if out is None else str(out),
+                    out=None if out is None else str(out), objective_coefs=None,
                 )
                 if objective_coef:
                     values["objective_coefs"] = _coefs(objective_coef)
@@ -70,7 +70,7 @@ def train(
                     from hlvm.masks import load_spec
 
                     values["mask"] = load_spec(mask)
-                given = {k for k in values if _given(ctx, k)}
+                given = {k for k in values if _given(ctx, k)} | ({"objective_coefs"} if objective_coef else set())
                 if preset is not None:
                     values = _apply_preset(preset, values, given)
                 if values["steps"] is None and values["epochs"] is None:
@@ -89,18 +89,31 @@ def train(
         console.print(f"trained: {run_dir}", markup=False)
 
 
-def _coefs(items: list[str]) -> dict[str, float]:
-    """``["coef=0.02", "mu=1"]`` -> ``{"coef": 0.02, "mu": 1.0}``."""
-    out = {}
+def _coefs(items: list[str]) -> dict[str, object]:
+    """``["coef=0.02", "views=3", "diagonal=true", "feature=cls"]`` -> ``{"coef": 0.02, "views": 3, ...}``.
+
+    A value is an integer, a number, true/false, or else a word; the library
+    checks it against what the objective takes.
+    """
+    out: dict[str, object] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        try:
-            if not sep or not name:
-                raise ValueError
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise fail(f"--objective-coef must be NAME=NUMBER, got {item!r}") from None
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise fail(f"--objective-coef must be NAME=VALUE, got {item!r}")
+        out[name] = _value(value)
     return out
+
+
+def _value(text: str) -> object:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -122,4 +135,8 @@ def _apply_preset(name: str, values: dict, given: set[str]) -> dict:
     unknown = sorted(set(preset) - set(values))
     if unknown:
         raise fail(f"preset {name!r} sets {unknown[0]!r}, which hlvm train does not know")
-    return {k: (v if k in given or k not in preset else preset[k]) for k, v in values.items()}
+    out = {k: (v if k in given or k not in preset else preset[k]) for k, v in values.items()}
+    # Options given on the command line refine the preset's objective; another objective drops them.
+    if "objective_coefs" in given and preset.get("objective_coefs") and out["objective"] == preset.get("objective"):
+        out["objective_coefs"] = {**preset["objective_coefs"], **values["objective_coefs"]}
+    return out

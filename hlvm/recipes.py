@@ -16,6 +16,23 @@ the per-process fields depend on how many GPUs run it (:func:`mae_pretrain`).
 converts 40 epochs with the number of training images (ImageNet-1k's
 1,281,167 by default) the way ``hlvm.train`` counts an epoch: every process
 drops its last partial batch, and ``accum`` micro-batches make one step.
+
+The official U-MAE and M-MAE runs (their repositories' ``pretrain.sh``):
+
+- ``umae_official`` (zhangq327/U-MAE): MAE's recipe at ViT-B/16, 8 GPUs x
+  128 images (effective batch 1024, no accumulation), 200 epochs, 40
+  warmup, blr 1.5e-4, weight decay 0.05, norm-pix loss, mask ratio 0.75,
+  objective ``umae_official`` (``--lamb 0.01``; ``loss_func.py``'s mean
+  over the whole ``N x N`` matrix, on the class token, with ``GatherLayer``'s
+  gradient);
+- ``mmae_official`` (yifanzhang-pro/M-MAE): the same at ViT-L/16
+  (``--model mae_vit_large_patch16``), objective ``mmae_official`` (``--lamb
+  1e-2 --uniformity_mu 3``, centring off).
+
+Both scripts also train a linear classifier on the detached features for
+monitoring (labels, cross-entropy); it sends no gradient into the encoder, so
+it is left out. The objective presets themselves
+(:data:`hlvm.objectives.PRESETS`) work with any model and data.
 """
 
 from __future__ import annotations
@@ -100,6 +117,8 @@ def mae_pretrain(
     warmup_epochs: int = 40,
     mask_ratio: float = 0.75,
     name: str | None = None,
+    objective: str = "mae",
+    description: str | None = None,
 ) -> Recipe:
     """MAE's pre-training recipe for ``world_size`` processes of ``batch_size`` images each.
 
@@ -129,7 +148,7 @@ def mae_pretrain(
         "warmup": warmup_epochs * spe,
         "weight_decay": 0.05,
         "min_lr": 0.0,
-        "objective": "mae",
+        "objective": objective,
         "ckpt_every": spe * 20,  # MAE saves every 20 epochs
     }
     return Recipe(
@@ -137,10 +156,11 @@ def mae_pretrain(
         model=model,
         train=train,
         world_size=world_size,
-        description=(
-            f"MAE pre-training (He et al. 2022): {model}, batch {effective_batch} "
+        description=(description or "MAE pre-training (He et al. 2022)")
+        + (
+            f": {model}, batch {effective_batch} "
             f"({batch_size} x accum {accum} x {world_size} processes), blr 1.5e-4, {epochs} epochs, "
-            f"{warmup_epochs} warmup, norm-pix loss, mask ratio {mask_ratio}"
+            f"{warmup_epochs} warmup, norm-pix loss, mask ratio {mask_ratio}, objective {objective}"
         ),
         derived={
             "n_images": n_images,
@@ -157,6 +177,17 @@ PRESETS: dict[str, Recipe] = {
     "mae_pretrain": mae_pretrain(world_size=8, batch_size=64, name="mae_pretrain"),
     # One GPU: the same effective batch through accum 64.
     "mae_pretrain_1gpu": mae_pretrain(world_size=1, batch_size=64, name="mae_pretrain_1gpu"),
+    # zhangq327/U-MAE pretrain.sh: 8 GPUs x --batch_size 128, 200 epochs, 40 warmup, --lamb 0.01.
+    "umae_official": mae_pretrain(
+        world_size=8, batch_size=128, effective_batch=1024, epochs=200, warmup_epochs=40,
+        objective="umae_official", name="umae_official", description="U-MAE's official run (zhangq327/U-MAE pretrain.sh)",
+    ),
+    # yifanzhang-pro/M-MAE pretrain.sh: ViT-L/16, 8 GPUs x 128, 200 epochs, 40 warmup, --lamb 1e-2 --uniformity_mu 3.
+    "mmae_official": mae_pretrain(
+        world_size=8, batch_size=128, effective_batch=1024, epochs=200, warmup_epochs=40,
+        model="mae_vit_large_patch16", objective="mmae_official", name="mmae_official",
+        description="M-MAE's official run (yifanzhang-pro/M-MAE pretrain.sh)",
+    ),
 }
 
 

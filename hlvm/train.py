@@ -102,7 +102,12 @@ class TrainConfig:
         and the overrides below.
     data : data spec string (module docstring).
     objective : one of ``hlvm.objectives.OBJECTIVES``; ``objective_coefs``
-        are passed to ``build_objective``.
+        are its options, passed to ``build_objective`` (weights, and for
+        some objectives switches and counts: ``mimae``'s ``views``,
+        ``umae``'s ``diagonal``, ...). An objective may ask for more than
+        the model config says: ``cmim`` a Gaussian posterior code (set for
+        it), ``mimae`` K complementary masks of each image per step (drawn
+        by the run's seeded mask generator, so a resumed run is exact).
     mask_ratio : fraction of masking units masked per sample, in (0, 1).
     mask_kind : the distribution of the training masks (:data:`TRAIN_MASK_KINDS`):
         ``"random"``, MAE's (uniformly random whole units); ``"aligned"``,
@@ -138,7 +143,7 @@ class TrainConfig:
     model: Any = "vit_small_synth"
     data: str = "online"
     objective: str = "mae"
-    objective_coefs: Mapping[str, float] | None = None
+    objective_coefs: Mapping[str, Any] | None = None
     mask_ratio: float = 0.75
     mask_kind: str = "random"
     mask: Mapping[str, Any] | None = None
@@ -224,7 +229,12 @@ class TrainConfig:
 
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"unknown objective {self.objective!r}; choose from {', '.join(sorted(OBJECTIVES))}")
-        build_objective(self.objective, **(self.objective_coefs or {}))  # unknown or bad coefficients
+        objective = build_objective(self.objective, **(self.objective_coefs or {}))  # unknown or bad options
+        if self.batch_size < objective.min_batch:
+            raise ConfigError(
+                f"objective {self.objective!r} needs a batch of at least {objective.min_batch} images for its "
+                f"batch term, got batch_size {self.batch_size}"
+            )
 
     def lr(self, world_size: int = 1) -> float:
         """Peak learning rate: ``blr * batch_size * accum * world_size / 256``."""
@@ -507,9 +517,16 @@ def resolve_model_config(cfg: TrainConfig, shape: tuple[int, int, int] | None) -
     ``shape`` is the data's ``(C, H, W)``, or ``None`` for image folders (the
     model config then fixes the size). Mismatches raise :class:`DataError`;
     invalid combinations (unit not a multiple of the patch, size not divisible)
-    raise :class:`ConfigError` from the model config.
+    raise :class:`ConfigError` from the model config. The objective may add
+    to the model (``cmim``: a Gaussian posterior) and is checked against it
+    (``mimae``'s views against the unit count and ratio, a class-token
+    feature against an MLP, ...), so that a bad combination fails here,
+    before anything is written.
     """
     from hlvm.models import MAEConfig, get_config
+    from hlvm.objectives import build_objective
+
+    objective = build_objective(cfg.objective, **(cfg.objective_coefs or {}))
 
     overrides: dict[str, Any] = {}
     for name in ("patch_size", "mask_unit", "bottleneck", "norm_pix_loss", "img_size", "in_chans"):
@@ -528,6 +545,9 @@ def resolve_model_config(cfg: TrainConfig, shape: tuple[int, int, int] | None) -
     if shape is not None and (mcfg.in_chans, *mcfg.img_hw) != tuple(shape):
         want = "x".join(map(str, (mcfg.in_chans, *mcfg.img_hw)))
         raise DataError(f"model expects {want} (C x H x W) images but the data is {'x'.join(map(str, shape))}")
+    if objective.posterior is not None and mcfg.posterior is None:
+        mcfg = dataclasses.replace(mcfg, posterior=objective.posterior)
+    objective.check(mcfg, mask_ratio=cfg.mask_ratio, fixed_mask=cfg.mask is not None, batch_size=cfg.batch_size)
     return mcfg
 
 
@@ -628,10 +648,13 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[nn.Module, TrainConfig]:
     """
     from hlvm.models import MAEConfig, build_model
 
+    from hlvm.objectives import build_objective
+
     run_dir = Path(run_dir)
     ckpt = _read_checkpoint(run_dir)
     cfg = TrainConfig.from_dict(ckpt["config"]["train"])
     model = build_model(MAEConfig.from_dict(ckpt["config"]["model"]))
+    build_objective(cfg.objective, **(cfg.objective_coefs or {})).attach(model)  # its networks are in the state dict
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, cfg
@@ -754,8 +777,8 @@ def train(
             num_masked(mcfg.num_units, cfg.mask_ratio)
         except HlvmError as e:
             raise ConfigError(str(e)) from None
-    masker = _masker(cfg, mcfg, src, fixed_mask)
     objective = build_objective(cfg.objective, **(cfg.objective_coefs or {}))
+    masker = _masker(cfg, mcfg, src, fixed_mask, objective)
 
     device = _pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)))
     dd = _init_distributed(device)
@@ -768,30 +791,48 @@ def train(
 
 @dataclass(frozen=True)
 class _Masker:
-    """How a training step masks its batch: keyword arguments for the model's forward."""
+    """How a training step masks its batch: ``masker(x, gen) -> (images, keyword arguments for forward)``.
+
+    With ``views = K > 1`` (MI-MAE) the images are the batch repeated K
+    times along the batch dimension, view-major, and the masks K
+    complementary masks of each image (one forward pass for all views).
+    The generator is passed on in every case: a model with a Gaussian
+    posterior draws its noise from it (others leave it alone when given a
+    mask, so their mask streams are as before).
+    """
 
     kind: str
     ratio: float
     fixed: Any = None
     mcfg: Any = None
     branching: int = 2
+    views: int = 1
+    disjoint: str = "visible"
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> dict[str, Any]:
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
+        if self.views > 1:
+            from hlvm.models.masking import complementary_token_masks
+
+            tokens = complementary_token_masks(
+                self.mcfg, x.shape[0], self.ratio, self.views, disjoint=self.disjoint, kind=self.kind,
+                branching=self.branching, generator=gen,
+            )  # (K*B, L) view-major
+            return x.repeat(self.views, 1, 1, 1), {"mask": tokens.to(x.device), "generator": gen}  # (K*B, C, H, W)
         if self.fixed is not None:
-            return {"mask": self.fixed}
+            return x, {"mask": self.fixed, "generator": gen}
         if self.kind == "aligned":
             from hlvm.models.masking import aligned_token_mask
 
             tokens = aligned_token_mask(self.mcfg, x.shape[0], self.ratio, self.branching, generator=gen)  # (B, L)
-            return {"mask": tokens.to(x.device)}
-        return {"mask_ratio": self.ratio, "generator": gen}
+            return x, {"mask": tokens.to(x.device), "generator": gen}
+        return x, {"mask_ratio": self.ratio, "generator": gen}
 
     @property
     def logged_ratio(self) -> float:
         return self.fixed.ratio if self.fixed is not None else self.ratio
 
 
-def _masker(cfg: TrainConfig, mcfg: Any, src: _Source, fixed_mask: Any) -> _Masker:
+def _masker(cfg: TrainConfig, mcfg: Any, src: _Source, fixed_mask: Any, objective: Any = None) -> _Masker:
     """The run's masking, checked against the model's unit grid before anything is written."""
     from hlvm.predict import graph_branching
 
@@ -804,7 +845,8 @@ def _masker(cfg: TrainConfig, mcfg: Any, src: _Source, fixed_mask: Any) -> _Mask
             aligned_levels(mcfg, branching)
         except HlvmError as e:
             raise ConfigError(str(e)) from None
-    return _Masker(cfg.mask_kind, cfg.mask_ratio, fixed_mask, mcfg, branching)
+    views, disjoint = (objective.views, objective.disjoint) if objective is not None else (1, "visible")
+    return _Masker(cfg.mask_kind, cfg.mask_ratio, fixed_mask, mcfg, branching, views, disjoint)
 
 
 def init_model(mcfg: Any, seed: int) -> nn.Module:
@@ -830,7 +872,11 @@ def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, o
     # Same init on every rank (DDP also broadcasts rank 0's weights).
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-    model = init_model(mcfg, cfg.seed).to(device)
+    model = init_model(mcfg, cfg.seed)
+    # The objective's own networks (MI-MAE's CLUB approximation) come after the model's weights, so
+    # those are the untrained control's; they train in the same optimizer and live in its state dict.
+    objective.attach(model)
+    model = model.to(device)
     if ckpt is None:
         groups = param_groups(model, cfg.weight_decay)
     else:
@@ -921,8 +967,9 @@ def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, o
                     # Gradients are all-reduced only on the last micro-step of an accumulation.
                     sync = fwd.no_sync() if (dd.world > 1 and not last and hasattr(fwd, "no_sync")) else contextlib.nullcontext()
                     with sync, autocast():
-                        out = fwd(x, **masker(x, mask_gen))
-                        loss, parts = objective(out)
+                        x_in, kwargs = masker(x, mask_gen)  # x_in: (views*B, C, H, W)
+                        out = fwd(x_in, **kwargs)
+                        loss, parts = objective(out, model)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --blr or check the data")
                     (loss / cfg.accum).backward()

@@ -97,7 +97,17 @@ def test_preset_fills_the_options_not_given(monkeypatch, tmp_path):
         (["--mask", "/nonexistent/spec.json"], ["mask spec not found"]),
         (["--epochs", "2"], ["online data has no epochs"]),
         (["--objective", "umae", "--objective-coef", "mu=1"], ["takes coef", "mu"]),
-        (["--objective", "umae", "--objective-coef", "coef"], ["NAME=NUMBER"]),
+        (["--objective", "umae", "--objective-coef", "coef"], ["NAME=VALUE"]),
+        (["--objective", "umae", "--objective-coef", "coef="], ["NAME=VALUE"]),
+        (["--objective", "mimae", "--objective-coef", "infonce=-1"], ["infonce", "finite number >= 0"]),
+        (["--objective", "mimae", "--objective-coef", "club=nan"], ["club", "finite number >= 0"]),
+        (["--objective", "cmim", "--objective-coef", "contrast=inf"], ["contrast", "finite number >= 0"]),
+        (["--objective", "mimae", "--objective-coef", "views=1"], ["views", "integer >= 2"]),
+        (["--objective", "mimae", "--mask-ratio", "0.25"], ["2 masks with disjoint visible sets"]),
+        (["--objective", "mimae", "--batch-size", "1"], ["batch of at least 2"]),
+        (["--objective", "cmim", "--batch-size", "1"], ["batch of at least 2"]),
+        (["--objective", "umae", "--objective-coef", "diagonal=maybe"], ["diagonal", "true or false"]),
+        (["--model", "mlp", "--objective", "umae_official"], ["needs a ViT"]),
         (["--mask-kind", "diagonal"], ["unknown train mask kind", "diagonal"]),
         (["--mask-kind", "aligned", "--model", "mlp", "--mask-unit", "4", "--mask-ratio", "0.5"], ["mask ratio 0.5 of 1 units"]),
     ],
@@ -177,3 +187,45 @@ def test_img_size_that_disagrees_with_simulated_data(folder, tmp_path):
     out = tmp_path / "run"
     assert_one_line_error(invoke("--data", folder, "--img-size", "8", "--out", str(out), "-q"), "img_size 8", "4x4x4")
     assert not out.exists()
+
+
+def test_objective_options_reach_the_library_typed(monkeypatch, tmp_path):
+    from hlvm import train as lib
+
+    seen = {}
+    monkeypatch.setattr(lib, "train", lambda cfg, progress=True, **kw: seen.setdefault("cfg", cfg) and tmp_path)
+    result = invoke("--objective", "mimae", "--objective-coef", "views=3", "--objective-coef", "infonce=0.5",
+                    "--objective-coef", "disjoint=masked", "--mask-ratio", "0.25", "-q")
+    assert result.exit_code == 0, result.output
+    assert seen["cfg"].objective_coefs == {"views": 3, "infonce": 0.5, "disjoint": "masked"}
+    assert isinstance(seen["cfg"].objective_coefs["views"], int)
+    seen.clear()
+    assert invoke("--objective", "umae", "--objective-coef", "diagonal=true", "--objective-coef", "feature=cls",
+                  "--model", "vit_small_synth", "-q").exit_code == 0
+    assert seen["cfg"].objective_coefs == {"diagonal": True, "feature": "cls"}
+
+
+def test_official_presets_train_their_objective_and_options_refine_it(monkeypatch, tmp_path):
+    from hlvm import train as lib
+    from hlvm.recipes import get_preset
+
+    seen = {}
+    monkeypatch.setattr(lib, "train", lambda cfg, progress=True, **kw: seen.setdefault("cfg", cfg) and tmp_path)
+    assert invoke("--preset", "mmae_official", "--data", "online", "--model", "vit_small_synth", "-q").exit_code == 0
+    recipe = get_preset("mmae_official")
+    assert (seen["cfg"].objective, recipe.model, recipe.effective_batch()) == ("mmae_official", "mae_vit_large_patch16", 1024)
+    assert seen["cfg"].objective_coefs is None and seen["cfg"].epochs == 200 and seen["cfg"].batch_size == 128
+    seen.clear()
+    result = invoke("--preset", "umae_official", "--objective", "umae", "--objective-coef", "coef=0.1", "--model",
+                    "vit_small_synth", "--data", "online", "-q")
+    assert result.exit_code == 0, result.output
+    assert (seen["cfg"].objective, seen["cfg"].objective_coefs) == ("umae", {"coef": 0.1})
+
+
+def test_a_tiny_official_umae_run_through_the_cli(online_spec, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("--objective", "umae_official", "--model", "vit_small_synth", "--patch-size", "1", "--mask-unit", "1",
+                    "--data", online_spec, "--steps", "2", "--batch-size", "4", "--out", str(out), "-q")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["objective"] == "umae_official" and "loss_uniformity" in rows[-1]

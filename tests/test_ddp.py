@@ -136,3 +136,26 @@ def test_torchrun_runs_the_cli(tmp_path):
     assert result.stdout.count("trained:") == 1  # rank 0 only
     info = json.loads((out / "config.json").read_text())
     assert info["world_size"] == 2
+
+
+@pytest.mark.parametrize("objective", ["mimae", "cmim"])
+def test_ddp_trains_objectives_with_networks_and_views_of_their_own(tmp_path, objective):
+    """MI-MAE's approximation network runs outside the model's forward, its K views inside one; cMIM's posterior
+    head inside. Under DDP every weight, theirs included, stays equal on both ranks and moves."""
+    data = tmp_path / "sim"
+    simulate_to_dir(SimulateConfig(grid=GridSpec(depth=2), n=32, seed=2), data, progress=False)
+    cfg = TrainConfig(
+        model=TINY_MLP, data=str(data), steps=3, batch_size=2, accum=2, warmup=1, ckpt_every=0, log_every=1,
+        device="cpu", out=str(tmp_path / "run"), blr=1e-2, objective=objective, mask_ratio=0.5,
+    )
+    records = tmp_path / "records"
+    records.mkdir()
+    mp.start_processes(_worker, args=(_free_port(), cfg.to_dict(), str(records)), nprocs=WORLD, start_method="fork")
+    recs = [torch.load(records / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    for a, b in zip(*recs):
+        assert all(torch.equal(p, q) for p, q in zip(a["params"], b["params"]))
+        assert a["parts"].keys() == b["parts"].keys() and a["loss"] != b["loss"]
+    first, last = recs[0][0]["params"], recs[0][-1]["params"]
+    assert all(not torch.equal(p, q) for p, q in zip(first, last) if p.ndim == 2)  # every weight matrix moved
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]
+    assert any(k.startswith("objective_heads.") for k in state) == (objective == "mimae")

@@ -665,3 +665,109 @@ def test_mlp_bottleneck_of_dim_c_recovers_the_shared_noise_and_nothing_private(l
     assert r2(shared.shared) > 0.9
     assert r2(shared.s_m) < 0.1
     assert r2(shared.s_mc) < 0.1
+
+
+# ----------------------------------------------------------------------------- complementary masks (MI-MAE's views)
+
+
+@pytest.mark.parametrize(("ratio", "views", "disjoint"), [(0.75, 4, "visible"), (0.5, 2, "visible"), (0.6, 2, "visible"),
+                                                           (0.25, 4, "masked"), (0.3, 3, "masked")])
+@pytest.mark.parametrize("kind", ["random", "aligned"])
+def test_complementary_masks_are_disjoint_exact_and_their_first_view_is_the_plain_mask(ratio, views, disjoint, kind):
+    from hlvm.models.masking import complementary_token_masks
+
+    cfg = get_config("mlp", img_size=8, in_chans=1)  # 64 units of one pixel
+    m = complementary_token_masks(cfg, 5, ratio, views, disjoint=disjoint, kind=kind, generator=torch.Generator().manual_seed(1))
+    assert m.shape == (views * 5, 64) and m.dtype == torch.bool
+    n = num_masked(64, ratio)
+    assert (m.sum(1) == n).all()  # every view masks the training ratio
+    sets = (~m if disjoint == "visible" else m).reshape(views, 5, 64)
+    assert (sets.sum(0) <= 1).all()  # pairwise disjoint
+    plain = (random_token_mask(cfg, 5, ratio, generator=torch.Generator().manual_seed(1)) if kind == "random"
+             else aligned_token_mask(cfg, 5, ratio, 2, generator=torch.Generator().manual_seed(1)))
+    assert torch.equal(m[:5], plain)
+
+
+def test_complementary_random_views_are_each_distributed_as_maes_mask():
+    from hlvm.models.masking import complementary_token_masks
+
+    cfg = get_config("vit_small_synth", mask_unit=4)  # 16 units
+    m = complementary_token_masks(cfg, 4000, 0.75, 4, generator=torch.Generator().manual_seed(3)).reshape(4, 4000, -1)
+    for view in m:
+        assert (view.float().mean(0) - 0.75).abs().max() < 0.03  # each unit masked with probability 12/16
+    # aligned views at ratio 0.75 on an 8x8 grid keep exactly one whole quadrant visible each
+    cfg = get_config("mlp", img_size=8, in_chans=1)
+    a = complementary_token_masks(cfg, 50, 0.75, 4, kind="aligned", generator=torch.Generator().manual_seed(0))
+    vis = (~a).reshape(200, 2, 4, 2, 4).sum(dim=(2, 4))  # (views*B, 2, 2) visible pixels per quadrant
+    assert sorted(vis.reshape(200, 4).max(1).values.unique().tolist()) == [16]
+
+
+@pytest.mark.parametrize(("ratio", "views", "disjoint", "message"), [
+    (0.5, 3, "visible", "3 masks with disjoint visible sets need 3 x 32 <= 64"),
+    (0.75, 2, "masked", "2 masks with disjoint masked sets need 2 x 48 <= 64"),
+    (0.5, 1, "visible", "at least 2 views"),
+    (0.5, 2, "both", "disjoint must be one of"),
+])
+def test_complementary_masks_that_cannot_exist_raise_mask_error(ratio, views, disjoint, message):
+    from hlvm.models.masking import complementary_token_masks
+
+    with pytest.raises(MaskError, match=message):
+        complementary_token_masks(get_config("mlp", img_size=8, in_chans=1), 2, ratio, views, disjoint=disjoint)
+
+
+# ----------------------------------------------------------------------------- posterior code and decoder features
+
+
+@pytest.mark.parametrize("kind", list(TINY))
+def test_a_gaussian_posterior_adds_one_head_after_every_other_weight(kind):
+    torch.manual_seed(0)
+    plain = build_model(TINY[kind]()).state_dict()
+    torch.manual_seed(0)
+    model = build_model(TINY[kind](posterior="gaussian"))
+    state = model.state_dict()
+    assert set(state) - set(plain) == {"posterior_logvar.weight", "posterior_logvar.bias"}
+    assert all(torch.equal(state[k], v) for k, v in plain.items())
+    x = imgs_for(model.cfg)
+    out = model(x, mask_ratio=0.5, generator=torch.Generator().manual_seed(0))
+    width = model.cfg.bottleneck or (model.cfg.embed_dim if model.cfg.arch == "vit" else model.cfg.code_dim)
+    assert out.posterior_mean.shape[-1] == out.posterior_logvar.shape[-1] == width
+    if kind == "vit":  # every visible token (class token first) is its own Gaussian
+        assert out.posterior_mean.shape == (4, 1 + 8, 32) and torch.equal(out.posterior_mean, out.latent)
+    else:
+        assert torch.equal(out.posterior_mean, out.features)
+    assert (out.posterior_logvar >= -10.0).all()  # the floor
+    with pytest.raises(ConfigError, match="posterior must be null or 'gaussian'"):
+        TINY[kind](posterior="laplace")
+
+
+@pytest.mark.parametrize("kind", list(TINY))
+def test_decoder_features_see_only_the_visible_part(kind):
+    cfg = TINY[kind](posterior="gaussian")
+    model = build_model(cfg).train()  # the mean is decoded even in training mode
+    m = Mask.random(8, 8, ratio=0.5, unit=2, seed=0)
+    x = imgs_for(cfg)
+    y = x.clone()
+    y[:, :, torch.from_numpy(m.grid.copy())] = 100.0  # change only masked pixels
+    with torch.no_grad():
+        f = model.decoder_features(x, m)
+        width = 64 if cfg.arch == "mlp" else cfg.decoder_depth * cfg.decoder_embed_dim
+        assert f.shape == (4, width)
+        assert torch.allclose(f, model.decoder_features(y, m), atol=1e-5)
+        assert torch.equal(f, model.decoder_features(x, m))  # deterministic: no posterior draw
+        z = x.clone()
+        z[:, :, torch.from_numpy(~m.grid.copy())] += 1.0
+        assert not torch.allclose(f, model.decoder_features(z, m), atol=1e-3)
+    with pytest.raises(ConfigError, match="no hidden layers"):
+        build_model(tiny_mlp(mlp_decoder_hidden=())).decoder_features(x, m)
+
+
+def test_mlp_decoder_features_are_the_hidden_activations_of_the_decoded_code():
+    cfg = tiny_mlp(mlp_decoder_hidden=(16, 8))
+    model = build_model(cfg).eval()
+    m = Mask.random(8, 8, ratio=0.5, seed=1)
+    x = imgs_for(cfg)
+    with torch.no_grad():
+        pix = torch.from_numpy(m.grid.copy()).float().expand(4, 8, 8).flatten(1)
+        h1 = torch.nn.functional.gelu(model.decoder[0](torch.cat([model.encode(x, m), pix], dim=1)))
+        h2 = torch.nn.functional.gelu(model.decoder[2](h1))
+        torch.testing.assert_close(model.decoder_features(x, m), torch.cat([h1, h2], dim=1))

@@ -16,6 +16,7 @@ import pytest
 
 from hlvm.errors import ConfigError, DataError
 from hlvm.sweep import ROW_COLUMNS, ResultsStore, SweepConfig, run_sweep
+from hlvm.sweep.grid import KNOWN_OBJECTIVES
 
 NODES = [("z_0_0_0", 0, "shared"), ("z_1_0_0", 1, "c"), ("z_1_0_1", 1, "private_masked")]
 
@@ -316,3 +317,18 @@ def test_bad_model_options_fail_before_the_settings_are_pinned(tmp_path):
     with pytest.raises(ConfigError, match="multiple of"):
         run_sweep(small(model="vit_small_synth"), out, workers=1, progress=False)  # its patch 2 > unit 1
     assert not (out / "sweep.json").exists()
+
+
+def test_a_real_sweep_over_mimae_and_cmim_probes_cmims_decoder_and_its_untrained_control(tmp_path):
+    cfg = small(mask_ratios=[0.5], mask_units=[1], seeds=[0], objectives=["mimae", "cmim"], controls=["untrained"],
+                eval_masks=1, n_train=64, n_eval=40, steps=3, batch=8, predict_masks=5)
+    run_sweep(cfg, tmp_path / "o", workers=1, threads=1, progress=False)
+    rows = read_csv(tmp_path / "o" / "results.csv")
+    got = {(r["encoder"], r["objective"], r["representation"], r["rep_dim"]) for r in rows}
+    # the MLP's decoder is 512-512 wide: its informative embedding has 1024 dims
+    assert got == {
+        ("trained", "mimae", "code", "64"), ("trained", "cmim", "code", "64"), ("trained", "cmim", "decoder", "1024"),
+        ("untrained", "", "code", "64"), ("untrained", "", "decoder", "1024"),
+    }
+    assert all(-10 < float(r["r2_noise"]) <= 1 for r in rows)
+    assert "mimae" in KNOWN_OBJECTIVES and "cmim" in KNOWN_OBJECTIVES

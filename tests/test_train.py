@@ -562,3 +562,124 @@ def test_overwrite_replaces_the_old_run_files(online_spec, tmp_path):
     run = train(cfg_for(online_spec, tmp_path / "run", steps=3), progress=False, overwrite=True)
     assert [x["step"] for x in rows(run)] == [1, 2, 3]
     assert torch.load(run / CHECKPOINT, weights_only=False)["step"] == 3
+
+
+# ----------------------------------------------------------------------------- objectives in the loop
+
+
+NEW_OBJECTIVES = ("mae", "umae", "mmae", "mimae", "cmim")
+
+
+@pytest.mark.parametrize("name", NEW_OBJECTIVES + ("umae_official", "mmae_official"))
+def test_each_objective_trains_20_steps_on_the_default_online_data(name, tmp_path):
+    # the default online data: SimulateConfig()'s depth-4 hierarchy, 16x16 images with 6 channels
+    official = name.endswith("_official")  # these take the class token: a ViT
+    model = get_config("vit_small_synth", embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=16, decoder_depth=1,
+                       decoder_num_heads=2) if official else get_config("mlp", mlp_hidden=(64,), mlp_decoder_hidden=(64,))
+    cfg = TrainConfig(model=model, data="online", objective=name, steps=20, batch_size=8, warmup=2, blr=1e-3,
+                      log_every=1, ckpt_every=0, device="cpu", out=str(tmp_path / "run"))
+    r = rows(train(cfg, progress=False))
+    assert [x["step"] for x in r] == list(range(1, 21))
+    for x in r:
+        parts = {k: v for k, v in x.items() if k.startswith("loss")}
+        assert parts and all(math.isfinite(v) for v in parts.values()), x
+    model, back = load_run(tmp_path / "run")  # the objective's networks (MI-MAE's) load with the model
+    assert back.objective == name
+    assert (model.cfg.posterior == "gaussian") == (name == "cmim")
+
+
+def test_mimae_trains_on_complementary_views_of_each_image(online_spec, tmp_path):
+    seen = []
+    cfg = cfg_for(online_spec, tmp_path / "run", objective="mimae", objective_coefs={"views": 3}, mask_ratio=0.7)
+    train(cfg, progress=False, on_step=lambda step, info: seen.append((info["batch"], info["output"])))
+    for batch, out in seen:
+        assert out.mask.shape == (3 * 4, 16)  # 3 views x batch 4, 4x4 tokens
+        assert torch.equal(out.inputs, batch.repeat(3, 1, 1, 1))
+        visible = ~out.mask.bool().reshape(3, 4, 16)
+        assert (visible.sum(-1) == 5).all() and (visible.sum(0) <= 1).all()  # 16 - round(0.7 x 16) each, disjoint
+    assert len({tuple(out.mask[0].tolist()) for _, out in seen}) > 1  # fresh masks every step
+
+
+@pytest.mark.parametrize("name", ["mimae", "cmim"])
+@pytest.mark.parametrize("mcfg", [TINY_MLP, TINY_VIT], ids=["mlp", "vit"])
+def test_mimae_and_cmim_resume_bit_for_bit(name, mcfg, online_spec, tmp_path):
+    # their random draws (K complementary masks, posterior noise) come from the checkpointed mask generator
+    kw = dict(model=mcfg, objective=name, steps=6, warmup=2, mask_ratio=0.5, mask_kind="aligned" if name == "mimae" else "random")
+    straight = train(cfg_for(online_spec, tmp_path / "straight", **kw), progress=False)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg_for(online_spec, tmp_path / "split", **kw), progress=False, on_step=_interrupt_at(3))
+    resumed = resume(tmp_path / "split", progress=False)
+    assert [x["loss"] for x in rows(straight)] == [x["loss"] for x in rows(resumed)]
+    wa = torch.load(straight / CHECKPOINT, weights_only=False)["model"]
+    wb = torch.load(resumed / CHECKPOINT, weights_only=False)["model"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[n], wb[n]) for n in wa)
+    assert any(k.startswith("objective_heads.") for k in wa) == (name == "mimae")
+
+
+def test_mimae_and_cmim_start_from_the_plain_models_initial_weights(online_spec, tmp_path, monkeypatch):
+    # what the objective adds (CLUB's network, the posterior head) comes after init_model's weights
+    from hlvm.objectives import Objective
+
+    seen, real = {}, Objective.attach
+
+    def spy(self, model):  # the weights when the objective attaches its own: the loop's starting point
+        seen[self.name] = {k: v.clone() for k, v in model.state_dict().items()}
+        real(self, model)
+        seen[self.name + " attached"] = set(model.state_dict())
+
+    monkeypatch.setattr(Objective, "attach", spy)
+    for name in ("mimae", "cmim"):
+        train(cfg_for(online_spec, tmp_path / name, objective=name, mask_ratio=0.5, seed=5), progress=False)
+    plain = init_model(resolve_model_config(cfg_for(online_spec, None), (4, 4, 4)), 5).state_dict()
+    for name in ("mimae", "cmim"):
+        assert all(torch.equal(seen[name][k], v) for k, v in plain.items()), name
+    assert set(seen["cmim"]) - set(plain) == {"posterior_logvar.weight", "posterior_logvar.bias"}
+    added = seen["mimae attached"] - set(plain)
+    assert added and all(k.startswith("objective_heads.club.") for k in added)
+
+
+def test_models_without_a_posterior_draw_nothing_from_the_generator_they_are_passed(online_spec, tmp_path):
+    # the masker now hands the mask generator on with aligned and fixed masks too; the aligned masks of a
+    # plain run must still be exactly the generator's successive aligned draws
+    from hlvm.models.masking import aligned_token_mask
+
+    masks = []
+    cfg = cfg_for(online_spec, tmp_path / "run", mask_kind="aligned", mask_ratio=0.4, seed=2)
+    train(cfg, progress=False, on_step=lambda step, info: masks.append(info["output"].mask.bool()))
+    gen = mask_generator(2, 0)
+    mcfg = resolve_model_config(cfg, (4, 4, 4))
+    for m in masks:
+        assert torch.equal(m, aligned_token_mask(mcfg, 4, 0.4, 2, generator=gen))
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        (dict(objective="mimae", mask_ratio=0.25), "2 masks with disjoint visible sets need 2 x 12 <= 16 units"),
+        (dict(objective="mimae", objective_coefs={"views": 4}, mask_ratio=0.5), "4 masks with disjoint visible sets"),
+        (dict(objective="mimae", mask={"masked": ["x_0_0"]}), "cannot train on one fixed mask"),
+        (dict(objective="umae", objective_coefs={"feature": "cls"}), "needs a ViT"),
+        (dict(objective="umae_official"), "needs a ViT"),
+        (dict(objective="mimae", objective_coefs={"views": 1}), "views must be an integer >= 2"),
+        (dict(objective="cmim", objective_coefs={"contrast": -1.0}), "contrast must be a finite number >= 0"),
+        (dict(objective="mimae", objective_coefs={"club": float("nan")}), "club must be a finite number >= 0"),
+        (dict(objective="cmim", batch_size=1), "needs a batch of at least 2 images"),
+        (dict(objective="mimae", batch_size=1), "needs a batch of at least 2 images"),
+        (dict(objective="nope"), "unknown objective 'nope'"),
+    ],
+)
+def test_bad_objective_settings_are_rejected_before_anything_is_written(online_spec, tmp_path, kw, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        train(cfg_for(online_spec, tmp_path / "run", **kw), progress=False)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_cmim_gets_a_gaussian_posterior_and_its_decoder_decodes_draws(online_spec, tmp_path):
+    mcfg = resolve_model_config(cfg_for(online_spec, None, objective="cmim"), (4, 4, 4))
+    assert mcfg.posterior == "gaussian"
+    assert resolve_model_config(cfg_for(online_spec, None), (4, 4, 4)).posterior is None
+    outs = []
+    train(cfg_for(online_spec, tmp_path / "run", objective="cmim"), progress=False,
+          on_step=lambda step, info: outs.append(info["output"]))
+    assert all(not torch.equal(o.posterior_sample, o.posterior_mean) for o in outs)

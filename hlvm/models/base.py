@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from hlvm.errors import DataError, MaskError
+from hlvm.errors import ConfigError, DataError, MaskError
 from hlvm.masks import Mask, num_masked
 
 from .configs import MAEConfig
 from .masking import random_token_mask, resolve_mask
 
-__all__ = ["MAE", "MAEOutput", "patchify", "unpatchify"]
+__all__ = ["MAE", "MAEOutput", "patchify", "unpatchify", "POSTERIOR_MIN_LOGVAR", "POSTERIOR_INIT_LOGVAR"]
+
+#: Floor of a Gaussian posterior's log-variance. MIM's loss rewards a sharp posterior without
+#: bound (log q(z|x) grows as sigma -> 0), so the variance needs a floor; Livne's MIM code floors
+#: the scale (``--min-logvar``), ours is a smooth floor on the log-variance: sigma >= e^-5.
+POSTERIOR_MIN_LOGVAR = -10.0
+#: The log-variance a fresh posterior head gives every input: sigma = 0.1, so that training starts
+#: near MAE's deterministic code instead of decoding noise as large as the code itself.
+POSTERIOR_INIT_LOGVAR = 2.0 * math.log(0.1)
 
 
 @dataclass
@@ -33,6 +42,17 @@ class MAEOutput:
         first), or the ``(B, d)`` code when there is a bottleneck / the MLP.
     features : ``(B, F)`` per-sample representation the objectives act on;
         equal to ``model.encode(imgs, mask)``.
+    inputs : the ``(B, C, H, W)`` images the pass saw (the tensor itself, in
+        the model's dtype), for objectives whose terms look at the input
+        (MI-MAE's bound on I(x; z)).
+    cls : ``(B, D)`` the ViT's class token passed through the encoder's final
+        norm a second time, as U-MAE's and M-MAE's ``models_mae.py`` take
+        their ``cls_feats`` (``self.norm(latent)[:, 0]`` of an already normed
+        ``latent``); None for the MLP MAE.
+    posterior_mean, posterior_logvar, posterior_sample : with a Gaussian
+        posterior (``MAEConfig.posterior``), its mean and log-variance and
+        the ``z`` the decoder decoded, each ``(B, d)`` (a code) or ``(B, T,
+        D)`` (a ViT's visible tokens, class token first); None otherwise.
     """
 
     loss: torch.Tensor
@@ -41,6 +61,11 @@ class MAEOutput:
     ids_restore: torch.Tensor
     latent: torch.Tensor
     features: torch.Tensor
+    inputs: torch.Tensor | None = None
+    cls: torch.Tensor | None = None
+    posterior_mean: torch.Tensor | None = None
+    posterior_logvar: torch.Tensor | None = None
+    posterior_sample: torch.Tensor | None = None
 
 
 def patchify(imgs: torch.Tensor, p: int) -> torch.Tensor:
@@ -136,3 +161,44 @@ class MAE(nn.Module):
 
     def encode(self, imgs: torch.Tensor, mask: Any) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def decoder_features(self, imgs: torch.Tensor, mask: Any) -> torch.Tensor:  # pragma: no cover - abstract
+        """Livne's *informative embedding* of the visible part: the decoder's hidden states, ``(B, F)``."""
+        raise NotImplementedError
+
+    # -- a Gaussian posterior q(z | x_visible) (MAEConfig.posterior == "gaussian")
+    def _add_posterior_head(self, width: int) -> None:
+        """The log-variance head, created last so that every other weight draws what it draws without it."""
+        if self.cfg.posterior is None:
+            return
+        self.posterior_logvar = nn.Linear(width, width)
+        nn.init.zeros_(self.posterior_logvar.weight)
+        # the bias whose smooth floor (see _posterior) gives exactly POSTERIOR_INIT_LOGVAR
+        gap = POSTERIOR_INIT_LOGVAR - POSTERIOR_MIN_LOGVAR
+        nn.init.constant_(self.posterior_logvar.bias, POSTERIOR_MIN_LOGVAR + gap + math.log(-math.expm1(-gap)))
+
+    def _posterior(
+        self, mean: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``(what the decoder decodes, logvar, z)``: the mean itself without a posterior.
+
+        In training mode ``z = mean + exp(logvar / 2) * eps`` with ``eps`` drawn
+        from ``generator`` (hlvm.train passes its seeded mask generator, so a
+        resumed run draws the same noise), else from torch's global generator;
+        in eval mode ``z`` is the mean. ``mean`` is ``(B, d)`` or ``(B, T, D)``.
+        """
+        if self.cfg.posterior is None:
+            return mean, None, None
+        raw = self.posterior_logvar(mean)
+        # smooth floor: logvar = floor + softplus(raw - floor) keeps a gradient everywhere
+        logvar = POSTERIOR_MIN_LOGVAR + nn.functional.softplus(raw - POSTERIOR_MIN_LOGVAR)
+        if not self.training:
+            return mean, logvar, mean
+        device = generator.device if generator is not None else mean.device
+        eps = torch.randn(mean.shape, generator=generator, device=device, dtype=torch.float32).to(mean.device, mean.dtype)
+        z = mean + torch.exp(0.5 * logvar) * eps
+        return z, logvar, z
+
+    @staticmethod
+    def _no_hidden(what: str) -> ConfigError:
+        return ConfigError(f"this model's decoder has no hidden layers: no {what}")

@@ -28,6 +28,8 @@ __all__ = ["MAEConfig", "MODEL_CONFIGS", "get_config"]
 
 Arch = Literal["vit", "mlp"]
 ARCHS = ("vit", "mlp")
+#: Kinds of code: MAE's deterministic one (None) or a Gaussian posterior q(z | x_visible).
+POSTERIORS = (None, "gaussian")
 
 
 def _is_int(x: Any) -> bool:
@@ -58,6 +60,13 @@ class MAEConfig:
         and the positions to fill. None: MAE's usual wide latent.
     mlp_hidden, mlp_decoder_hidden : hidden widths of the MLP encoder and
         decoder (``arch="mlp"`` only).
+    posterior : ``None`` (MAE's deterministic code) or ``"gaussian"``: a
+        Gaussian ``q(z | x_visible)`` whose mean is the code (the ViT's
+        visible tokens without a bottleneck, each token its own Gaussian) and
+        whose log-variance comes from a linear head on it; in training the
+        decoder decodes a sample ``z = mean + sigma * eps``, in eval mode the
+        mean. MIM's probabilistic code (Livne et al. 2019), which the
+        ``cmim`` objective needs (:mod:`hlvm.objectives`).
     """
 
     arch: Arch = "vit"
@@ -76,6 +85,7 @@ class MAEConfig:
     bottleneck: int | None = None
     mlp_hidden: tuple[int, ...] = (512, 512)
     mlp_decoder_hidden: tuple[int, ...] = (512, 512)
+    posterior: str | None = None
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep tuples so that configs hash and compare.
@@ -112,6 +122,8 @@ class MAEConfig:
             raise ConfigError(f"mask_unit {u} does not divide the {h}x{w} image")
         if self.bottleneck is not None and not (_is_int(self.bottleneck) and self.bottleneck >= 1):
             raise ConfigError(f"bottleneck must be a positive integer or None, got {self.bottleneck!r}")
+        if self.posterior not in POSTERIORS:
+            raise ConfigError(f"posterior must be null or 'gaussian', got {self.posterior!r}")
         if not isinstance(self.norm_pix_loss, bool):
             raise ConfigError(f"norm_pix_loss must be true or false, got {self.norm_pix_loss!r}")
         if self.norm_pix_loss and p * p * self.in_chans == 1:

@@ -23,7 +23,21 @@ from hlvm.masks import Mask, num_masked
 
 from .configs import MAEConfig
 
-__all__ = ["random_token_mask", "aligned_token_mask", "aligned_levels", "units_to_tokens", "resolve_mask", "shuffle_indices"]
+__all__ = [
+    "random_token_mask",
+    "aligned_token_mask",
+    "aligned_levels",
+    "complementary_token_masks",
+    "check_complementary",
+    "DISJOINT",
+    "units_to_tokens",
+    "token_pixel_mask",
+    "resolve_mask",
+    "shuffle_indices",
+]
+
+#: What K complementary views keep apart: their visible sets or their masked sets.
+DISJOINT = ("visible", "masked")
 
 
 def units_to_tokens(units: torch.Tensor, per_unit: int) -> torch.Tensor:
@@ -102,6 +116,14 @@ def aligned_token_mask(
     """
     levels = aligned_levels(cfg, branching)
     n = num_masked(cfg.num_units, ratio)  # validates the ratio
+    units = _aligned_positions(cfg, batch, branching, levels, generator, device) < n  # (B, S, S)
+    return units_to_tokens(units, cfg.mask_unit // cfg.patch_size)
+
+
+def _aligned_positions(
+    cfg: MAEConfig, batch: int, branching: int, levels: int, generator: torch.Generator | None, device: Any
+) -> torch.Tensor:
+    """``(B, S, S)`` long: each unit's place in a random depth-first visit of the block hierarchy."""
     if generator is not None:
         device = generator.device
     b, side = int(branching), cfg.unit_grid[0]
@@ -114,8 +136,92 @@ def aligned_token_mask(
         up = side // (parents * b)  # units per block side at this level
         rank = rank.repeat_interleave(up, dim=1).repeat_interleave(up, dim=2)  # (B, S, S)
         position += rank * (b * b) ** (levels - level)
-    units = position < n  # (B, S, S)
-    return units_to_tokens(units, cfg.mask_unit // cfg.patch_size)
+    return position
+
+
+def check_complementary(n_units: int, ratio: float, views: int, disjoint: str = "visible") -> tuple[int, int]:
+    """``(masked, visible)`` units per view of ``views`` complementary masks; MaskError if they cannot exist.
+
+    ``disjoint="visible"``: the views' visible sets are pairwise disjoint,
+    which needs ``views * visible <= n_units``; ``"masked"``: their masked
+    sets are, which needs ``views * masked <= n_units``.
+    """
+    if disjoint not in DISJOINT:
+        raise MaskError(f"disjoint must be one of {', '.join(DISJOINT)}, got {disjoint!r}")
+    if isinstance(views, bool) or not isinstance(views, int | np.integer) or views < 2:
+        raise MaskError(f"complementary masks need at least 2 views, got {views!r}")
+    masked = num_masked(n_units, ratio)
+    visible = n_units - masked
+    each = visible if disjoint == "visible" else masked
+    if views * each > n_units:
+        raise MaskError(
+            f"{views} masks with disjoint {disjoint} sets need {views} x {each} <= {n_units} units, "
+            f"but ratio {ratio:g} leaves {each} {disjoint} units per mask"
+        )
+    return masked, visible
+
+
+def complementary_token_masks(
+    cfg: MAEConfig,
+    batch: int,
+    ratio: float,
+    views: int,
+    *,
+    disjoint: str = "visible",
+    kind: str = "random",
+    branching: int = 2,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``views`` masks of each sample whose visible (or masked) sets are pairwise disjoint.
+
+    Returns ``(views * B, L)`` bool, view-major: row ``k * B + i`` is view
+    ``k`` of sample ``i`` (``imgs.repeat(views, 1, 1, 1)`` lines up with it).
+    Every view masks exactly ``num_masked(units, ratio)`` whole units, so the
+    views of a batch go through one forward pass.
+
+    One random visiting order of the units per sample (``kind="random"``:
+    a uniform permutation, MAE's; ``"aligned"``: the depth-first order of
+    :func:`aligned_token_mask`), cut into runs: with ``disjoint="visible"``
+    view ``k`` keeps visible the ``k``-th run of ``visible`` units counted
+    from the end of the order, with ``"masked"`` it masks the ``k``-th run of
+    ``masked`` units from the start. View 0 is therefore exactly the mask
+    :func:`random_token_mask` / :func:`aligned_token_mask` would give for the
+    same draw, and every view of random kind is distributed as MAE's mask.
+    Aligned views are runs of the depth-first order: whole blocks where the
+    run lengths fit the blocks (e.g. quarters at ratio 0.75), as aligned as
+    their place in the order allows otherwise. Infeasible counts raise
+    :class:`MaskError` (:func:`check_complementary`).
+    """
+    masked, visible = check_complementary(cfg.num_units, ratio, views, disjoint)
+    if kind == "aligned":
+        levels = aligned_levels(cfg, branching)
+        position = _aligned_positions(cfg, batch, branching, levels, generator, device).reshape(batch, -1)  # (B, U)
+    elif kind == "random":
+        if generator is not None:
+            device = generator.device
+        noise = torch.rand(batch, cfg.num_units, generator=generator, device=device)  # (B, U) as random_token_mask
+        position = torch.argsort(torch.argsort(noise, dim=1), dim=1)  # (B, U) each unit's place in the permutation
+    else:
+        raise MaskError(f"complementary masks are 'random' or 'aligned', got {kind!r}")
+    n = cfg.num_units
+    k = torch.arange(views, device=position.device).view(views, 1, 1)  # (K, 1, 1)
+    pos = position.unsqueeze(0)  # (1, B, U)
+    if disjoint == "visible":
+        hi = n - k * visible
+        units = ~((pos >= hi - visible) & (pos < hi))  # (K, B, U) visible = the k-th run from the end
+    else:
+        units = (pos >= k * masked) & (pos < (k + 1) * masked)  # (K, B, U) masked = the k-th run from the start
+    gh, gw = cfg.unit_grid
+    return units_to_tokens(units.reshape(views * batch, gh, gw), cfg.mask_unit // cfg.patch_size)
+
+
+def token_pixel_mask(tokens: torch.Tensor, cfg: MAEConfig) -> torch.Tensor:
+    """``(B, L)`` token mask -> ``(B, H, W)`` float pixel mask (1 = masked)."""
+    gh, gw = cfg.token_grid
+    p = cfg.patch_size
+    grid = tokens.reshape(-1, gh, gw)  # (B, H/p, W/p)
+    return grid.repeat_interleave(p, dim=1).repeat_interleave(p, dim=2).float()  # (B, H, W)
 
 
 def _as_bool(t: torch.Tensor, what: str) -> torch.Tensor:

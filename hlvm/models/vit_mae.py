@@ -14,7 +14,15 @@ settings:
   projected to ``c_hat`` (B, d), and the decoder sees only ``c_hat`` (one
   token) plus one mask token per position to fill, so nothing about the
   visible side reaches the decoder except through d numbers: the encoder of
-  THEORY.md's Assumption 2.
+  THEORY.md's Assumption 2;
+- ``posterior="gaussian"``: a Gaussian ``q(z | x_visible)`` whose mean is
+  the encoder's output (each visible token, class token included, or the
+  bottleneck code) and whose log-variance is a linear head on it; the decoder
+  decodes a sample in training (MIM's probabilistic code, for ``cmim``);
+- ``MAEOutput.cls`` is the class token through the final norm a second time,
+  the feature U-MAE's and M-MAE's official code regularise;
+- :meth:`ViTMAE.decoder_features`: the decoder's hidden states, mean-pooled
+  over positions (Livne's informative embeddings).
 
 Attention is timm's, which uses fused ``scaled_dot_product_attention``.
 """
@@ -72,6 +80,7 @@ class ViTMAE(MAE):
         self.decoder_norm = _norm(dd)
         self.decoder_pred = nn.Linear(dd, p * p * c)
         self._init_weights()
+        self._add_posterior_head(cfg.bottleneck if cfg.bottleneck is not None else d)
 
     def _init_weights(self) -> None:
         # MAE's initialisation: patch projection as a linear layer, tokens N(0, 0.02), xavier Linear.
@@ -113,12 +122,17 @@ class ViTMAE(MAE):
         return self.bottleneck_proj(pooled) if self.cfg.bottleneck is not None else pooled
 
     # -- decoder
-    def _decode_tokens(self, x: torch.Tensor) -> torch.Tensor:
+    def _decode_tokens(self, x: torch.Tensor, hidden: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Decoder blocks, norm and prediction; ``hidden`` collects each block's ``(B, 1+N, Dd)`` output."""
         for blk in self.decoder_blocks:
             x = blk(x)
+            if hidden is not None:
+                hidden.append(x)
         return self.decoder_pred(self.decoder_norm(x))
 
-    def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+    def forward_decoder(
+        self, latent: torch.Tensor, ids_restore: torch.Tensor, hidden: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """MAE's decoder: visible latents plus mask tokens, unshuffled -> ``(B, L, p*p*C)``."""
         x = self.decoder_embed(latent)  # (B, 1+L_vis, Dd)
         b, n_vis = x.shape[0], x.shape[1] - 1
@@ -126,9 +140,11 @@ class ViTMAE(MAE):
         x_ = torch.cat([x[:, 1:, :], mask_tokens], dim=1)  # (B, L, Dd) in shuffled order
         x_ = torch.gather(x_, 1, ids_restore.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # (B, L, Dd) unshuffled
         x = torch.cat([x[:, :1, :], x_], dim=1) + self.decoder_pos_embed  # (B, 1+L, Dd)
-        return self._decode_tokens(x)[:, 1:, :]  # (B, L, p*p*C)
+        return self._decode_tokens(x, hidden)[:, 1:, :]  # (B, L, p*p*C)
 
-    def forward_bottleneck_decoder(self, code: torch.Tensor, ids_shuffle: torch.Tensor, len_keep: int) -> torch.Tensor:
+    def forward_bottleneck_decoder(
+        self, code: torch.Tensor, ids_shuffle: torch.Tensor, len_keep: int, hidden: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Decoder that sees only ``code`` (B, d) and the masked positions -> ``(B, L, p*p*C)``.
 
         The sequence is one code token (at the class-token position) and one
@@ -142,7 +158,7 @@ class ViTMAE(MAE):
         pos = torch.gather(pos, 1, ids_mask.unsqueeze(-1).expand(-1, -1, dd))  # (B, L_mask, Dd)
         code_tok = self.decoder_embed(code).unsqueeze(1) + self.decoder_pos_embed[:, :1, :]  # (B, 1, Dd)
         x = torch.cat([code_tok, self.mask_token + pos], dim=1)  # (B, 1+L_mask, Dd)
-        pred_mask = self._decode_tokens(x)[:, 1:, :]  # (B, L_mask, p*p*C)
+        pred_mask = self._decode_tokens(x, hidden)[:, 1:, :]  # (B, L_mask, p*p*C)
         pred = pred_mask.new_zeros(b, n, pred_mask.shape[-1])  # (B, L, p*p*C)
         return pred.scatter(1, ids_mask.unsqueeze(-1).expand(-1, -1, pred.shape[-1]), pred_mask)
 
@@ -160,20 +176,30 @@ class ViTMAE(MAE):
         ``(B, H/u, W/u)`` unit mask or a ``(B, L)`` token mask, 1 = masked) is
         used as given; without it a random mask of exactly
         ``num_masked(units, mask_ratio)`` whole units per sample is drawn from
-        ``generator``.
+        ``generator``, which also draws a Gaussian posterior's noise.
         """
         imgs = self._check_imgs(imgs)
         tokens, len_keep = self._mask_and_keep(imgs, mask_ratio, mask, generator)  # (B, L) bool
-        latent, ids_shuffle, ids_restore = self.forward_encoder(imgs, tokens, len_keep)
-        code = self._code(latent)  # (B, d) or (B, D)
+        enc, ids_shuffle, ids_restore = self.forward_encoder(imgs, tokens, len_keep)  # (B, 1+L_vis, D)
+        code = self._code(enc)  # (B, d) or (B, D)
         if self.cfg.bottleneck is not None:
-            pred = self.forward_bottleneck_decoder(code, ids_shuffle, len_keep)
+            mean = code  # (B, d)
+            z, logvar, sample = self._posterior(mean, generator)
+            pred = self.forward_bottleneck_decoder(z, ids_shuffle, len_keep)
             latent = code
         else:
-            pred = self.forward_decoder(latent, ids_restore)
+            mean = enc  # (B, 1+L_vis, D): every visible token is its own Gaussian
+            z, logvar, sample = self._posterior(mean, generator)
+            pred = self.forward_decoder(z, ids_restore)
+            latent = enc
         mask_f = tokens.to(pred.dtype)
         loss = self.masked_loss(imgs, pred, mask_f)
-        return MAEOutput(loss=loss, pred=pred, mask=mask_f, ids_restore=ids_restore, latent=latent, features=code)
+        cls = self.norm(enc[:, 0, :])  # (B, D) the official U-/M-MAE feature: norm applied a second time
+        return MAEOutput(
+            loss=loss, pred=pred, mask=mask_f, ids_restore=ids_restore, latent=latent, features=code, inputs=imgs,
+            cls=cls, posterior_mean=mean if logvar is not None else None, posterior_logvar=logvar,
+            posterior_sample=sample,
+        )
 
     def encode(self, imgs: torch.Tensor, mask: Any) -> torch.Tensor:
         """``c_hat`` (B, d) of the visible part of ``imgs`` under ``mask``.
@@ -186,6 +212,29 @@ class ViTMAE(MAE):
         tokens, len_keep = self._encode_mask(imgs, mask)
         latent, _, _ = self.forward_encoder(imgs, tokens, len_keep)
         return self._code(latent)
+
+    def decoder_features(self, imgs: torch.Tensor, mask: Any) -> torch.Tensor:
+        """The decoder's hidden states when it decodes the visible part of ``imgs`` under ``mask``.
+
+        ``(B, decoder_depth * decoder_embed_dim)``: each decoder block's output
+        tokens averaged over the positions it fills (all ``L`` positions, or
+        the masked ones with a bottleneck; the class / code slot left out),
+        blocks side by side. A posterior's mean is decoded, never a sample.
+        Livne's *informative embeddings* (cMIM, arXiv 2509.21511) take
+        features from decoder hidden states; the pooling and the choice of
+        every block are ours (the public abstract does not pin them down).
+        """
+        imgs = self._check_imgs(imgs)
+        tokens, len_keep = self._encode_mask(imgs, mask)
+        enc, ids_shuffle, ids_restore = self.forward_encoder(imgs, tokens, len_keep)
+        hidden: list[torch.Tensor] = []
+        if self.cfg.bottleneck is not None:
+            self.forward_bottleneck_decoder(self._code(enc), ids_shuffle, len_keep, hidden)
+        else:
+            self.forward_decoder(enc, ids_restore, hidden)
+        if not hidden:
+            raise self._no_hidden("decoder features")
+        return torch.cat([h[:, 1:, :].mean(dim=1) for h in hidden], dim=1)  # (B, depth * Dd)
 
     def forward_features(self, imgs: torch.Tensor) -> torch.Tensor:
         """Encoder output with nothing masked, ``(B, 1+L, D)``, class token first (for probing)."""

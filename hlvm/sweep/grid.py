@@ -57,7 +57,7 @@ MASK_KINDS = ("random", "aligned")
 # Mirrors hlvm.train.TRAIN_MASK_KINDS (not imported: this module stays free of torch).
 TRAIN_MASK_KINDS = ("random", "aligned")
 # Mirrors hlvm.objectives.OBJECTIVES; checked against it when that module is importable.
-KNOWN_OBJECTIVES = ("mae", "umae", "mmae")
+KNOWN_OBJECTIVES = ("mae", "umae", "mmae", "mimae", "cmim", "umae_official", "mmae_official")
 #: The bottleneck that resolves per cell to Algorithm 1's dim_c (Theorem 2's code width).
 DIM_C = "dim_c"
 

@@ -5,6 +5,13 @@ Every point of a (ratio, unit, seed) is probed on the same held-out samples
 seed)``) under the same evaluation masks (seeded by ``(data_seed, seed, kind,
 unit, ratio)``), with the same probe splits (seeded by each mask's seed): a
 trained model and its controls differ in the encoder alone.
+
+Representations (the ``representation`` column): ``code`` (``c_hat``);
+``plain`` (the input of the projection to a bottleneck code, with a
+bottleneck); ``decoder`` (the decoder's hidden states when it decodes the
+code under the evaluation mask: Livne's *informative embeddings*, for
+``cmim`` points and, in a sweep with ``cmim``, for the untrained control of
+each width, so that they have a control).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from hlvm.errors import ConfigError
 
 from .grid import SUMMARY_COLUMNS, SweepConfig, SweepPoint
 
-__all__ = ["MAEBackend", "eval_masks", "point_masks", "rows_of", "SUMMARY_TO_ROW"]
+__all__ = ["MAEBackend", "eval_masks", "point_masks", "rows_of", "decoder_encoder", "SUMMARY_TO_ROW"]
 
 _KIND_CODE = {"random": 0, "aligned": 1}
 
@@ -61,6 +68,25 @@ def eval_masks(
             m = Mask(aligned_unit_masks(1, h, w, ratio, unit, branching, np.random.default_rng(s))[0], unit)
         out.append((s, m))
     return out
+
+
+def decoder_encoder(model: Any, *, batch_size: int = 1024) -> Any:
+    """``model.decoder_features`` of the visible part, in batches, as an ``hlvm.evaluate.EncodeFn``.
+
+    The decoder sees only the code and the mask, so this too is a function
+    of ``x_mc`` alone, as an encoder of the theory must be.
+    """
+    import torch
+
+    @torch.no_grad()
+    def encode(images: np.ndarray, mask: Any) -> np.ndarray:
+        out = []
+        for s in range(0, len(images), batch_size):
+            batch = torch.as_tensor(np.asarray(images[s : s + batch_size]), dtype=torch.float32)
+            out.append(model.decoder_features(batch, mask).float())  # (B, F)
+        return torch.cat(out).double().numpy()
+
+    return encode
 
 
 def point_masks(cfg: SweepConfig, point: SweepPoint, kind: str, graph: Any) -> list[tuple[int, Any]]:
@@ -159,6 +185,9 @@ class MAEBackend:
             # With a bottleneck, the plain representation (the input of the projection to the code) too.
             reps = ["code"] + (["plain"] if point.width is not None else [])
             encoders = {rep: model_encoder(model, representation=rep) for rep in reps}
+            # cMIM's informative embeddings; the untrained decoder's too, as their control.
+            if point.objective == "cmim" or (not point.trained and "cmim" in cfg.objectives):
+                encoders["decoder"] = decoder_encoder(model)
         else:
             encoders = {"code": control_encoder(point.encoder, dataset=data, graph=graph)}
 
