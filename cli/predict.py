@@ -33,7 +33,8 @@ def predict(
     units: Annotated[Optional[str], typer.Option(help="Comma-separated masking units in pixels; default: every power of the branching leaving >= 2 units.")] = None,
     k: Annotated[int, typer.Option(help="Random masks per (kind, ratio, unit) cell.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the masks (each cell draws from its own stream).")] = 0,
-    kinds: Annotated[str, typer.Option(help="Comma-separated mask kinds: random (MAE's uniform units) and/or aligned (units depth-first through the hierarchy's blocks).")] = "random,aligned",
+    kinds: Annotated[str, typer.Option("--kinds", "--mask-kind", help="Comma-separated mask kinds: random (MAE's uniform units), aligned (units depth-first through the hierarchy's blocks), block (BEiT's rectangles), complementary (pairs with disjoint visible sets), variable (ratio drawn per mask from ratio +- --spread).")] = "random,aligned",
+    spread: Annotated[float, typer.Option(help="Half-width of the ratio range of variable masks.")] = 0.2,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default runs/predict-<time>).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -50,7 +51,7 @@ def predict(
         cfg = lib.PredictConfig(
             ratios=_parse_list(ratios, float, "ratios"),
             units=None if units is None else _parse_list(units, int, "units"),
-            k=k, seed=seed, kinds=_parse_list(kinds, str, "kinds"),
+            k=k, seed=seed, kinds=_parse_list(kinds, str, "kinds"), spread=spread,
         )
         g, source = load_graph(graph)
         unit_list = cfg.units if cfg.units is not None else lib.default_units(g)
@@ -60,7 +61,7 @@ def predict(
             with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=err_console, transient=True, disable=quiet) as bar:
                 task = bar.add_task("cells", total=n_cells)
-                rows = lib.predict(g, cfg.ratios, unit_list, cfg.k, cfg.seed, kinds=cfg.kinds,
+                rows = lib.predict(g, cfg.ratios, unit_list, cfg.k, cfg.seed, kinds=cfg.kinds, spread=cfg.spread,
                                    on_cell=lambda _row: bar.advance(task))
             fig4 = lib.figure4_rows(g) if lib.graph_branching(g) is not None else []
             verdict = lib.verdicts(rows)

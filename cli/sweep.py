@@ -55,10 +55,16 @@ def _arms(text: str) -> list[dict]:
     out = []
     for item in _words(text):
         parts = item.split(":")
-        if len(parts) != 3:
-            raise ConfigError(f"--arms takes train_mask_kind:objective:bottleneck items, got {item!r}")
-        kind, obj, d = parts
-        out.append({"train_mask_kind": kind, "objective": obj, "bottleneck": _bottlenecks(d)[0] if d else None})
+        if len(parts) not in (3, 4):
+            raise ConfigError(f"--arms takes train_mask_kind:objective:bottleneck[:boundary_ignore] items, got {item!r}")
+        kind, obj, d = parts[:3]
+        arm = {"train_mask_kind": kind, "objective": obj, "bottleneck": _bottlenecks(d)[0] if d else None}
+        if len(parts) == 4:
+            try:
+                arm["boundary_ignore"] = int(parts[3])
+            except ValueError:
+                raise ConfigError(f"--arms: boundary_ignore must be an integer, got {parts[3]!r}") from None
+        out.append(arm)
     return out
 
 
@@ -79,10 +85,10 @@ def sweep(
     seeds: Annotated[str | None, typer.Option(help="Training seeds, comma-separated.")] = None,
     objectives: Annotated[str | None, typer.Option(help="Objectives, comma-separated: mae, umae, mmae.")] = None,
     bottlenecks: Annotated[str | None, typer.Option(help="Bottleneck widths, comma-separated; 'none' for no bottleneck; 'dim_c' for Theorem 2's width, resolved per cell to Algorithm 1's dim_c of the training masks (cells where dim_c varies between masks, as with random masks, are skipped and listed).")] = None,
-    train_mask_kinds: Annotated[str | None, typer.Option(help="Training mask kinds, comma-separated: random (MAE's), aligned (whole hierarchy blocks).")] = None,
-    arms: Annotated[str | None, typer.Option(help="Trained arms instead of the product of training mask kinds, objectives and bottlenecks: comma-separated train_mask_kind:objective:bottleneck, e.g. random:mae:none,aligned:mae:dim_c.")] = None,
+    train_mask_kinds: Annotated[str | None, typer.Option(help="Training mask kinds, comma-separated: random (MAE's), aligned (whole hierarchy blocks), block, complementary, variable.")] = None,
+    arms: Annotated[str | None, typer.Option(help="Trained arms instead of the product of training mask kinds, objectives and bottlenecks: comma-separated train_mask_kind:objective:bottleneck[:boundary_ignore], e.g. random:mae:none,aligned:mae:dim_c,random:mae:none:1.")] = None,
     controls: Annotated[str | None, typer.Option(help="Controls probed beside the trained points, comma-separated: pixels, untrained, oracle (default all); 'none' for none.")] = None,
-    mask_kinds: Annotated[str | None, typer.Option(help="Evaluation mask kinds, comma-separated: random, aligned.")] = None,
+    mask_kinds: Annotated[str | None, typer.Option(help="Evaluation mask kinds, comma-separated: random, aligned, block.")] = None,
     depth: Annotated[int | None, typer.Option(help="Latent levels of the grid hierarchy.")] = None,
     branching: Annotated[int | None, typer.Option(help="Branching of the grid hierarchy.")] = None,
     model: Annotated[str | None, typer.Option(help="Model config name (mlp is the fast path; vit_small_synth).")] = None,

@@ -19,7 +19,9 @@ def train(
     objective: Annotated[str, typer.Option(help="Training objective: mae, umae, mmae, mimae, cmim, or a preset (umae_official, mmae_official); see hlvm.objectives.")] = "mae",
     objective_coef: Annotated[Optional[list[str]], typer.Option(help="Objective option NAME=VALUE, repeatable: a number, true/false or a word (umae: coef, diagonal, feature, ddp_grad; mmae: coef, mu, centering, feature, ddp_grad; mimae: infonce, club, views, temperature, disjoint, club_hidden, club_side; cmim: contrast, recon_std).")] = None,
     mask_ratio: Annotated[float, typer.Option(help="Fraction of masking units masked per sample, in (0, 1).")] = 0.75,
-    mask_kind: Annotated[str, typer.Option(help="Training masks: random (MAE's) or aligned (whole hierarchy blocks, depth-first).")] = "random",
+    mask_kind: Annotated[str, typer.Option(help="Training masks: random (MAE's), aligned (whole hierarchy blocks, depth-first), block (BEiT's rectangles), complementary (half the batch twice, visible sets disjoint), variable (ratio +- --mask-spread per sample).")] = "random",
+    mask_spread: Annotated[float, typer.Option(help="Half-width of the ratio range of --mask-kind variable.")] = 0.2,
+    boundary_ignore: Annotated[int, typer.Option(help="Drop from the loss the masked pixels within K pixels (Chebyshev) of a visible one; 0 is MAE's loss.")] = 0,
     mask: Annotated[Optional[Path], typer.Option(help="A mask spec JSON (masked / grid / ratio form): train with this one fixed mask instead of random ones.")] = None,
     mask_unit: Annotated[Optional[int], typer.Option(help="Masking unit u in pixels (a multiple of the patch size); default: the model config's.")] = None,
     patch_size: Annotated[Optional[int], typer.Option(help="Token patch size p in pixels; default: the model config's.")] = None,
@@ -56,7 +58,8 @@ def train(
                 run_dir = lib.resume(resume, progress=not quiet)
             else:
                 values = dict(
-                    model=model, data=data, objective=objective, mask_ratio=mask_ratio, mask_kind=mask_kind, mask_unit=mask_unit,
+                    model=model, data=data, objective=objective, mask_ratio=mask_ratio, mask_kind=mask_kind, mask_spread=mask_spread,
+                    boundary_ignore=boundary_ignore, mask_unit=mask_unit,
                     patch_size=patch_size, bottleneck=bottleneck, norm_pix_loss=norm_pix_loss,
                     img_size=img_size, in_chans=in_chans,
                     steps=steps, epochs=epochs, batch_size=batch_size, accum=accum, blr=blr, warmup=warmup,

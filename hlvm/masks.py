@@ -14,6 +14,26 @@ Three spec forms (DESIGN.md), exactly one per spec:
 Random masks follow MAE: per mask, a uniform random permutation of the units,
 whose first ``n`` are masked. Nothing here imports networkx or torch: a graph
 enters only as its ``(H, W)`` grid of observed node ids.
+
+Mask distributions (:data:`MASK_KINDS`, :func:`unit_masks` draws any of
+them), each seeded by the generator passed in and vectorised over the masks:
+
+- ``random``: MAE's (He et al. 2022): ``num_masked(units, ratio)`` units, a
+  uniform random subset (:func:`random_unit_masks`);
+- ``aligned``: the same count, taken depth-first through the hierarchy's
+  ``branching x branching`` blocks, so the masked set is as few whole subtrees
+  as the count allows (Kong et al. 2023, Figure 4; :func:`aligned_unit_masks`);
+- ``block``: the same count in contiguous rectangles of units, BEiT's
+  blockwise masking (Bao et al. 2022, "BEiT", Sec. 2.5 and Algorithm 1:
+  rectangles of area at least 4 units and aspect ratio in [0.3, 1/0.3],
+  drawn until the count is reached; :func:`block_unit_masks`);
+- ``complementary``: masks in groups of ``views`` (2) per image whose visible
+  sets are pairwise disjoint, each distributed as MAE's (MI-MAE's "orthogonal
+  masks", Huang et al. 2025; :func:`complementary_unit_masks`);
+- ``variable``: the ratio drawn per mask, uniformly over the unit counts of
+  ``ratio +- spread`` (a random mask of that count; variable-ratio masking as
+  in e.g. Bandara et al. 2023, "AdaMAE", and Wang et al. 2023;
+  :func:`variable_unit_masks`).
 """
 
 from __future__ import annotations
@@ -30,6 +50,13 @@ from hlvm.errors import MaskError
 from hlvm.io import read_json
 
 __all__ = [
+    "MASK_KINDS",
+    "VARIABLE_SPREAD",
+    "unit_masks",
+    "block_unit_masks",
+    "complementary_unit_masks",
+    "variable_unit_masks",
+    "variable_counts",
     "Mask",
     "num_masked",
     "check_unit",
@@ -43,6 +70,11 @@ __all__ = [
 ]
 
 SPEC_FORMS = ("masked", "grid", "ratio")
+
+#: The mask distributions (module docstring).
+MASK_KINDS = ("random", "aligned", "block", "complementary", "variable")
+#: Half-width of the ratio range of ``variable`` masks: the ratio is drawn from ``ratio +- spread``.
+VARIABLE_SPREAD = 0.2
 
 
 def num_masked(units: int, ratio: float) -> int:
@@ -130,6 +162,159 @@ def aligned_unit_masks(
     units = np.zeros((k, hu * wu), dtype=bool)
     np.put_along_axis(units, order[:, :n], True, axis=1)
     return unit_to_pixel(units.reshape(k, hu, wu), unit)
+
+
+def block_unit_masks(
+    k: int,
+    height: int,
+    width: int,
+    ratio: float,
+    unit: int,
+    rng: np.random.Generator,
+    *,
+    min_area: int = 4,
+    aspect: tuple[float, float] = (0.3, 1 / 0.3),
+    attempts: int = 10,
+) -> np.ndarray:
+    """``k`` BEiT-style blockwise masks of exactly ``num_masked(units, ratio)`` units, ``(k, H, W)`` bool.
+
+    BEiT's generator (Bao et al. 2022, Algorithm 1), drawn for all ``k`` masks
+    at once: while a mask lacks units, a rectangle of units is proposed with
+    area uniform in ``[min(min_area, missing), missing]`` and aspect ratio
+    log-uniform in ``aspect``, at a uniform position (smaller than the grid in
+    both directions, as BEiT's); it is taken when it adds at least one and at
+    most ``missing`` new units. After ``attempts`` proposals per missing unit
+    (BEiT gives up instead), the few units still missing are taken uniformly at
+    random among the visible ones, so every mask has exactly the stated count.
+    """
+    check_unit(height, width, unit)
+    gh, gw = height // unit, width // unit
+    n = num_masked(gh * gw, ratio)
+    units = np.zeros((k, gh, gw), dtype=bool)
+    count = np.zeros(k, dtype=np.int64)
+    lo_a, hi_a = np.log(aspect[0]), np.log(aspect[1])
+    rows, cols = np.arange(gh)[None, :, None], np.arange(gw)[None, None, :]
+    for _ in range(attempts * n):
+        todo = count < n
+        if not todo.any():
+            break
+        missing = (n - count).astype(float)  # (k,)
+        area = rng.uniform(np.minimum(min_area, missing), missing)  # (k,)
+        ar = np.exp(rng.uniform(lo_a, hi_a, size=k))
+        h = np.clip(np.round(np.sqrt(area * ar)), 1, max(1, gh - 1)).astype(np.int64)
+        w = np.clip(np.round(np.sqrt(area / ar)), 1, max(1, gw - 1)).astype(np.int64)
+        top = (rng.random(k) * (gh - h + 1)).astype(np.int64)  # uniform in [0, gh - h]
+        left = (rng.random(k) * (gw - w + 1)).astype(np.int64)
+        rect = ((rows >= top[:, None, None]) & (rows < (top + h)[:, None, None])
+                & (cols >= left[:, None, None]) & (cols < (left + w)[:, None, None]))  # (k, gh, gw)
+        new = (rect & ~units).sum(axis=(1, 2))  # (k,)
+        take = todo & (new > 0) & (count + new <= n)
+        units |= rect & take[:, None, None]
+        count += np.where(take, new, 0)
+    short = n - count
+    if short.any():  # top up at random: a uniform permutation of the visible units of each mask
+        keys = np.where(units.reshape(k, -1), np.inf, rng.random((k, gh * gw)))
+        rank = np.argsort(np.argsort(keys, axis=1), axis=1)  # (k, U): visible units first, in random order
+        units |= (rank < short[:, None]).reshape(k, gh, gw)
+    return unit_to_pixel(units, unit)
+
+
+def complementary_unit_masks(
+    k: int, height: int, width: int, ratio: float, unit: int, rng: np.random.Generator, *, views: int = 2
+) -> np.ndarray:
+    """``k`` masks in groups of ``views`` whose visible sets are pairwise disjoint, ``(k, H, W)`` bool.
+
+    Group ``g`` is masks ``g * views .. g * views + views - 1`` (``k`` must be a
+    multiple of ``views``): one uniform permutation of the units per group, cut
+    into runs from its end, each run the visible set of one mask, so every mask
+    is distributed as MAE's (:func:`random_unit_masks`), as the torch twin
+    :func:`hlvm.models.masking.complementary_token_masks` draws them. Needs
+    ``views * visible units <= units`` (:class:`MaskError` otherwise).
+    """
+    check_unit(height, width, unit)
+    gh, gw = height // unit, width // unit
+    u = gh * gw
+    n = num_masked(u, ratio)
+    visible = u - n
+    if isinstance(views, bool) or not isinstance(views, int | np.integer) or views < 2:
+        raise MaskError(f"complementary masks need at least 2 views, got {views!r}")
+    if views * visible > u:
+        raise MaskError(
+            f"{views} masks with disjoint visible sets need {views} x {visible} <= {u} units at ratio {ratio}; "
+            "use a higher ratio or fewer views"
+        )
+    if k % views:
+        raise MaskError(f"complementary masks come in groups of {views}; {k} is not a multiple")
+    groups = k // views
+    position = np.argsort(np.argsort(rng.random((groups, u)), axis=1), axis=1)  # (G, U)
+    v = np.arange(views)[None, :, None]  # (1, V, 1)
+    hi = u - v * visible
+    masked = ~((position[:, None, :] >= hi - visible) & (position[:, None, :] < hi))  # (G, V, U)
+    return unit_to_pixel(masked.reshape(k, gh, gw), unit)
+
+
+def variable_counts(units: int, ratio: float, spread: float = VARIABLE_SPREAD) -> tuple[int, int]:
+    """The smallest and largest masked-unit counts of ``variable`` masks: ``ratio +- spread`` of ``units``, rounded.
+
+    Raises :class:`MaskError` when the range leaves (0, 1) or rounds to an
+    empty or full mask at either end.
+    """
+    if isinstance(spread, bool) or not isinstance(spread, int | float) or not math.isfinite(spread) or spread < 0:
+        raise MaskError(f"spread must be a number >= 0, got {spread!r}")
+    lo, hi = ratio - spread, ratio + spread
+    if not 0.0 < lo and hi < 1.0:
+        raise MaskError(f"variable ratio range [{lo:g}, {hi:g}] (ratio {ratio:g} +- spread {spread:g}) must lie inside (0, 1)")
+    return num_masked(units, lo), num_masked(units, hi)
+
+
+def variable_unit_masks(
+    k: int,
+    height: int,
+    width: int,
+    ratio: float,
+    unit: int,
+    rng: np.random.Generator,
+    *,
+    spread: float = VARIABLE_SPREAD,
+    same_count: bool = False,
+) -> np.ndarray:
+    """``k`` random masks whose unit count is drawn per mask, uniform over :func:`variable_counts`, ``(k, H, W)``.
+
+    ``same_count=True`` draws one count for all ``k`` (a ViT batch must mask
+    the same number of tokens in every sample).
+    """
+    check_unit(height, width, unit)
+    gh, gw = height // unit, width // unit
+    lo, hi = variable_counts(gh * gw, ratio, spread)
+    counts = rng.integers(lo, hi + 1, size=1 if same_count else k)  # (k,) or (1,)
+    rank = np.argsort(np.argsort(rng.random((k, gh * gw)), axis=1), axis=1)  # (k, U) a uniform permutation
+    return unit_to_pixel((rank < counts[:, None]).reshape(k, gh, gw), unit)
+
+
+def unit_masks(
+    kind: str,
+    k: int,
+    height: int,
+    width: int,
+    ratio: float,
+    unit: int,
+    rng: np.random.Generator,
+    *,
+    branching: int = 2,
+    spread: float = VARIABLE_SPREAD,
+) -> np.ndarray:
+    """``k`` masks of distribution ``kind`` (:data:`MASK_KINDS`), ``(k, H, W)`` bool; :class:`MaskError` for bad input."""
+    if kind == "random":
+        return random_unit_masks(k, height, width, ratio, unit, rng)
+    if kind == "aligned":
+        return aligned_unit_masks(k, height, width, ratio, unit, branching, rng)
+    if kind == "block":
+        return block_unit_masks(k, height, width, ratio, unit, rng)
+    if kind == "complementary":
+        return complementary_unit_masks(k + k % 2, height, width, ratio, unit, rng)[:k]
+    if kind == "variable":
+        return variable_unit_masks(k, height, width, ratio, unit, rng, spread=spread)
+    raise MaskError(f"unknown mask kind {kind!r}; choose from {', '.join(MASK_KINDS)}")
 
 
 def unit_to_pixel(units: np.ndarray, unit: int) -> np.ndarray:

@@ -19,7 +19,10 @@ summarises, as one row of raw numbers per ``(kind, ratio, unit)``:
   error: the quantity ``hlvm report`` measures on trained codes and judges
   the claims on.
 
-Two masking kinds:
+Masking kinds: every distribution of :data:`hlvm.masks.MASK_KINDS`
+(``random``, ``aligned``, ``block``, ``complementary``, ``variable``: see
+:mod:`hlvm.masks`; a cell whose kind cannot draw masks there, such as
+complementary masks below ratio 1/2, is infeasible), two by default:
 
 - ``"random"``: MAE's masks, uniformly random units (:func:`hlvm.masks.random_unit_masks`);
 - ``"aligned"``: the same number of units, taken depth-first through the
@@ -50,7 +53,8 @@ import numpy as np
 from hlvm import rules
 from hlvm.errors import ConfigError, MaskError
 from hlvm.locate import index_graph, locate, locate_many
-from hlvm.masks import Mask, aligned_unit_masks, check_unit, num_masked, random_unit_masks
+from hlvm.masks import MASK_KINDS as MASKS_KINDS_ALL
+from hlvm.masks import VARIABLE_SPREAD, Mask, check_unit, num_masked, unit_masks
 from hlvm.rules import Estimate
 
 __all__ = [
@@ -69,8 +73,10 @@ __all__ = [
 
 #: The default ratios: 0.4 completes no block of a binary hierarchy, so aligned masks test claim 2 off the blocks too.
 DEFAULT_RATIOS = (0.1, 0.25, 0.4, 0.5, 0.75, 0.9)
-MASK_KINDS = ("random", "aligned")
-_KIND_CODE = {"random": 0, "aligned": 1}
+#: Every mask distribution :func:`predict` takes (:data:`hlvm.masks.MASK_KINDS`); two by default.
+MASK_KINDS = MASKS_KINDS_ALL
+DEFAULT_KINDS = ("random", "aligned")
+_KIND_CODE = {k: i for i, k in enumerate(MASK_KINDS)}
 
 #: Columns of every :func:`predict` row before the per-level ``c_level_<l>`` columns.
 BASE_COLUMNS = (
@@ -139,7 +145,8 @@ class PredictConfig:
     units: tuple[int, ...] | None = None
     k: int = 1000
     seed: int = 0
-    kinds: tuple[str, ...] = MASK_KINDS
+    kinds: tuple[str, ...] = DEFAULT_KINDS
+    spread: float = VARIABLE_SPREAD
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ratios", tuple(self.ratios))
@@ -170,6 +177,9 @@ class PredictConfig:
         for kind in self.kinds:
             if kind not in MASK_KINDS:
                 raise ConfigError(f"unknown mask kind {kind!r}; choose from {', '.join(MASK_KINDS)}")
+        sp = self.spread
+        if isinstance(sp, bool) or not isinstance(sp, int | float) or not math.isfinite(sp) or not 0 <= sp < 0.5:
+            raise ConfigError(f"spread (of variable masks' ratio) must be a number in [0, 0.5), got {sp!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -187,7 +197,8 @@ def predict(
     k: int = 1000,
     seed: int = 0,
     *,
-    kinds: Sequence[str] = MASK_KINDS,
+    kinds: Sequence[str] = DEFAULT_KINDS,
+    spread: float = VARIABLE_SPREAD,
     on_cell: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """The theory's curves: one row of raw numbers per ``(kind, ratio, unit)`` (module docstring).
@@ -201,7 +212,7 @@ def predict(
     ConfigError : bad ratios, units, ``k``, seed or kinds; a unit that does not
         divide the image; ``"aligned"`` on a graph that is not a grid hierarchy.
     """
-    cfg = PredictConfig(tuple(ratios), None if units is None else tuple(units), k, seed, tuple(kinds))
+    cfg = PredictConfig(tuple(ratios), None if units is None else tuple(units), k, seed, tuple(kinds), spread)
     h, w = _image_hw(graph)
     unit_list = cfg.units if cfg.units is not None else default_units(graph)
     for u in unit_list:
@@ -232,13 +243,17 @@ def predict(
                         on_cell(row)
                     continue
                 rng = _cell_rng(cfg.seed, kind, ratio, unit)
-                if kind == "random":
-                    masks = random_unit_masks(cfg.k, h, w, ratio, unit, rng)
-                else:
-                    try:
-                        masks = aligned_unit_masks(cfg.k, h, w, ratio, unit, branching, rng)
-                    except MaskError as e:
+                try:
+                    masks = unit_masks(kind, cfg.k, h, w, ratio, unit, rng, branching=branching or 2, spread=cfg.spread)
+                except MaskError as e:
+                    if kind == "aligned":
                         raise ConfigError(str(e)) from None
+                    # complementary masks need a ratio >= 1/2, variable ones a range inside (0, 1): no such masks here
+                    row.update(n_masked_units=n, feasible=False)
+                    rows.append(row)
+                    if on_cell is not None:
+                        on_cell(row)
+                    continue
                 res = locate_many(index, masks)
                 some = res.n_c > 0
                 level_counts = res.c_level_counts()

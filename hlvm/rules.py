@@ -53,6 +53,18 @@ Rules:
   ``R^2(CA)`` for claim 1; for a claim-2 part ``A(r) - max(A(lowest),
   A(highest))``; for a claim-3 part ``D``; for Theorem 2 the selectivity
   ``R^2(CA) - R^2(s_mc)``.
+- *Arms compared* (:func:`compare_arms`): an arm is set against the arm that
+  differs from it in one factor only, whose value there is MAE's (random
+  training masks, the ``mae`` objective, no boundary-ignoring); per cell the
+  difference of A (and of linear A) is paired by seed and judged by the rule
+  for a difference, ``A(arm) - A(reference)``: *hold* = the arm's code is the
+  more abstract; over cells the verdict combines as a claim's parts. A can
+  rise by dropping CA, so the change in R^2(CA) is given beside it, and an
+  arm whose mean R^2(CA) falls more than 0.05 below its reference's counts
+  as *lifting A by losing CA*, not as more abstract.
+- *The best arm for high-level latents* (:func:`best_arm`): the highest mean
+  linear A over the cells, among the arms whose mean R^2(CA) is within 0.05
+  of the best arm's R^2(CA) (so that A is not bought by losing CA).
 """
 
 from __future__ import annotations
@@ -78,6 +90,10 @@ __all__ = [
     "theorem2",
     "evidence",
     "overall",
+    "REFERENCE",
+    "reference_of",
+    "compare_arm",
+    "best_arm",
     "RULES",
     "EXPLAINED",
     "EVIDENCE",
@@ -264,6 +280,43 @@ def theorem2(ca: Estimate, leak: Estimate) -> str:
     ca_low = ca.mean + t * ca.se < THEOREM2_CA if not math.isnan(ca.se) else False
     leak_high = leak.mean - t * leak.se > THEOREM2_LEAK if not math.isnan(leak.se) else False
     return "fail" if ca_low or leak_high else "inconclusive"
+
+
+#: MAE's value of each factor an arm varies: an arm is compared with the one that has these elsewhere.
+REFERENCE = {"train_mask_kind": "random", "objective": "mae", "boundary_ignore": 0}
+
+
+def reference_of(arm: Mapping[str, Any], arms: Iterable[Mapping[str, Any]]) -> tuple[str, Mapping[str, Any]] | None:
+    """``(factor, reference arm)``: the arm differing from ``arm`` in one factor only, set to MAE's value; else None."""
+    for factor, base in REFERENCE.items():
+        if arm[factor] == base:
+            continue
+        want = {**arm, factor: base}
+        for other in arms:
+            if all(other[k] == v for k, v in want.items()):
+                return factor, other
+    return None
+
+
+def compare_arm(cells: Mapping[Any, tuple[Estimate, Estimate]]) -> tuple[str, str]:
+    """``(verdict on A, note)`` over cells ``{key: (delta A, delta R^2(CA))}`` (module docstring)."""
+    parts = [decide(da) for da, _ in cells.values()]
+    dca = [dc.mean for _, dc in cells.values() if not math.isnan(dc.mean)]
+    verdict = overall(parts) if parts else NOT_TESTABLE
+    note = ""
+    if dca and float(np.mean(dca)) < -MIN_EFFECT and verdict in ("hold", "mixed"):
+        note = "lifts A by losing CA"
+    return verdict, note
+
+
+def best_arm(arms: Mapping[str, tuple[float, float]]) -> str | None:
+    """The label of the best arm for high-level latents from ``{label: (mean linear A, mean R^2(CA))}``."""
+    ok = {k: v for k, v in arms.items() if not (math.isnan(v[0]) or math.isnan(v[1]))}
+    if not ok:
+        return None
+    top_ca = max(v[1] for v in ok.values())
+    eligible = {k: v for k, v in ok.items() if v[1] >= top_ca - MIN_EFFECT}
+    return max(eligible, key=lambda k: eligible[k][0])
 
 
 def overall(verdicts: Iterable[str]) -> str:

@@ -80,8 +80,8 @@ CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 
-#: Distributions of training masks (``TrainConfig.mask_kind``).
-TRAIN_MASK_KINDS = ("random", "aligned")
+#: Distributions of training masks (``TrainConfig.mask_kind``; :data:`hlvm.masks.MASK_KINDS`).
+TRAIN_MASK_KINDS = ("random", "aligned", "block", "complementary", "variable")
 
 # hlvm exempted the tokens from weight decay before it matched mae; a run begun then keeps
 # that grouping when resumed (its optimizer state is laid out for it).
@@ -116,7 +116,22 @@ class TrainConfig:
         (:func:`hlvm.models.masking.aligned_token_mask`, Kong et al.'s Figure
         4 regime), with the data graph's branching (2 for data without a grid
         hierarchy); the unit grid must be square with a side that is a power
-        of it.
+        of it; ``"block"``, BEiT's blockwise masks (:func:`hlvm.masks.block_unit_masks`);
+        ``"complementary"``, each image of half the batch twice, under two
+        masks with disjoint visible sets (:func:`hlvm.models.masking.complementary_token_masks`,
+        so a step sees as many masked views as with other kinds; the batch
+        must be even); ``"variable"``, the ratio drawn per sample from
+        ``mask_ratio +- mask_spread`` (:func:`hlvm.masks.variable_unit_masks`;
+        per batch for a ViT, whose batch must mask equal counts). ``block``
+        and ``variable`` masks are drawn by numpy from a seed the run's mask
+        generator draws, so a resumed run is still exact.
+    mask_spread : half-width of the ratio range of ``variable`` masks.
+    boundary_ignore : ``K >= 0``: masked pixels within ``K`` pixels
+        (Chebyshev distance) of a visible pixel leave the loss (Kong et al.
+        2023, Sec. 3.6: they are predictable from their visible neighbours
+        alone, so they pull the code towards low-level detail);
+        :meth:`hlvm.models.MAE.masked_loss` says how this meets token
+        patches and ``norm_pix_loss``. 0 is MAE's loss.
     mask : a fixed mask used for every sample instead of random ones: a mask
         spec dict (DESIGN.md: ``masked``, ``grid`` or ``ratio`` form). This
         is Theorem 2's setting, an MAE trained for one mask ``m``.
@@ -146,6 +161,8 @@ class TrainConfig:
     objective_coefs: Mapping[str, Any] | None = None
     mask_ratio: float = 0.75
     mask_kind: str = "random"
+    mask_spread: float = 0.2
+    boundary_ignore: int = 0
     mask: Mapping[str, Any] | None = None
     patch_size: int | None = None
     mask_unit: int | None = None
@@ -192,6 +209,19 @@ class TrainConfig:
             raise ConfigError(f"unknown train mask kind {self.mask_kind!r}; choose from {', '.join(TRAIN_MASK_KINDS)}")
         if self.mask is not None and self.mask_kind != "random":
             raise ConfigError(f"give a fixed mask or mask kind {self.mask_kind!r}, not both")
+        sp = self.mask_spread
+        if isinstance(sp, bool) or not isinstance(sp, int | float) or not math.isfinite(sp) or sp < 0:
+            raise ConfigError(f"mask_spread must be a number >= 0, got {sp!r}")
+        if self.mask_kind == "variable" and not (0.0 < self.mask_ratio - sp and self.mask_ratio + sp < 1.0):
+            raise ConfigError(
+                f"variable ratio range [{self.mask_ratio - sp:g}, {self.mask_ratio + sp:g}] (mask ratio {self.mask_ratio:g} "
+                f"+- mask_spread {sp:g}) must lie inside (0, 1)"
+            )
+        bi = self.boundary_ignore
+        if isinstance(bi, bool) or not isinstance(bi, int | np.integer) or bi < 0:
+            raise ConfigError(f"boundary_ignore must be an integer >= 0, got {bi!r}")
+        if bi and self.objective == "cmim":
+            raise ConfigError("boundary_ignore applies to MAE's reconstruction loss; cmim replaces that loss")
         if (self.steps is None) == (self.epochs is None):
             raise ConfigError("give exactly one of steps and epochs")
         ints = {
@@ -795,8 +825,9 @@ class _Masker:
 
     With ``views = K > 1`` (MI-MAE) the images are the batch repeated K
     times along the batch dimension, view-major, and the masks K
-    complementary masks of each image (one forward pass for all views).
-    The generator is passed on in every case: a model with a Gaussian
+    complementary masks of each image (one forward pass for all views);
+    the ``complementary`` mask kind does the same with K = 2 on half the
+    batch. The generator is passed on in every case: a model with a Gaussian
     posterior draws its noise from it (others leave it alone when given a
     mask, so their mask streams are as before).
     """
@@ -808,24 +839,44 @@ class _Masker:
     branching: int = 2
     views: int = 1
     disjoint: str = "visible"
+    spread: float = 0.2
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
-        if self.views > 1:
-            from hlvm.models.masking import complementary_token_masks
+        from hlvm.models import masking
 
-            tokens = complementary_token_masks(
-                self.mcfg, x.shape[0], self.ratio, self.views, disjoint=self.disjoint, kind=self.kind,
+        if self.views > 1 or self.kind == "complementary":
+            views, imgs = (self.views, x) if self.views > 1 else (2, x[: x.shape[0] // 2])
+            kind = self.kind if self.views > 1 else "random"
+            tokens = masking.complementary_token_masks(
+                self.mcfg, imgs.shape[0], self.ratio, views, disjoint=self.disjoint, kind=kind,
                 branching=self.branching, generator=gen,
-            )  # (K*B, L) view-major
-            return x.repeat(self.views, 1, 1, 1), {"mask": tokens.to(x.device), "generator": gen}  # (K*B, C, H, W)
+            )  # (K*B', L) view-major
+            return imgs.repeat(views, 1, 1, 1), {"mask": tokens.to(x.device), "generator": gen}  # (K*B', C, H, W)
         if self.fixed is not None:
             return x, {"mask": self.fixed, "generator": gen}
         if self.kind == "aligned":
-            from hlvm.models.masking import aligned_token_mask
-
-            tokens = aligned_token_mask(self.mcfg, x.shape[0], self.ratio, self.branching, generator=gen)  # (B, L)
+            tokens = masking.aligned_token_mask(self.mcfg, x.shape[0], self.ratio, self.branching, generator=gen)  # (B, L)
             return x, {"mask": tokens.to(x.device), "generator": gen}
+        if self.kind in ("block", "variable"):
+            return x, {"mask": self._numpy_tokens(x.shape[0], gen).to(x.device), "generator": gen}
         return x, {"mask_ratio": self.ratio, "generator": gen}
+
+    def _numpy_tokens(self, batch: int, gen: torch.Generator) -> torch.Tensor:
+        """``(B, L)`` token masks of a numpy mask family, seeded by one draw from the run's mask generator."""
+        from hlvm.masks import pixel_to_unit, unit_masks
+
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+        h, w = self.mcfg.img_hw
+        rng = np.random.default_rng(seed)
+        if self.kind == "variable":
+            from hlvm.masks import variable_unit_masks
+
+            # A ViT gathers the visible tokens, so its batch must mask equal counts: one count per batch there.
+            grids = variable_unit_masks(batch, h, w, self.ratio, self.mcfg.mask_unit, rng, spread=self.spread,
+                                        same_count=self.mcfg.arch == "vit")
+        else:
+            grids = unit_masks(self.kind, batch, h, w, self.ratio, self.mcfg.mask_unit, rng)
+        return torch.from_numpy(pixel_to_unit(grids, self.mcfg.patch_size).reshape(batch, -1))  # (B, L)
 
     @property
     def logged_ratio(self) -> float:
@@ -834,19 +885,40 @@ class _Masker:
 
 def _masker(cfg: TrainConfig, mcfg: Any, src: _Source, fixed_mask: Any, objective: Any = None) -> _Masker:
     """The run's masking, checked against the model's unit grid before anything is written."""
+    from hlvm.masks import unit_masks
     from hlvm.predict import graph_branching
 
     # A grid hierarchy's own branching; quad-tree blocks for other data (image folders, user graphs).
     branching = (graph_branching(src.graph) if src.graph is not None else None) or 2
-    if cfg.mask_kind == "aligned":
-        from hlvm.models.masking import aligned_levels
-
+    views, disjoint = (objective.views, objective.disjoint) if objective is not None else (1, "visible")
+    if views > 1 and cfg.mask_kind not in ("random", "aligned"):
+        raise ConfigError(f"{cfg.objective}'s complementary views follow random or aligned masks, not {cfg.mask_kind!r}")
+    if cfg.mask_kind == "complementary" and cfg.batch_size % 2:
+        raise ConfigError(f"complementary masks pair the images of a batch: the batch size must be even, got {cfg.batch_size}")
+    h, w = mcfg.img_hw
+    probe = None
+    if fixed_mask is None:
         try:
-            aligned_levels(mcfg, branching)
+            if cfg.mask_kind == "aligned":
+                from hlvm.models.masking import aligned_levels
+
+                aligned_levels(mcfg, branching)
+            # A sample of the training distribution: every kind's count and shape checks, and the boundary's.
+            probe = unit_masks(cfg.mask_kind, 64, h, w, cfg.mask_ratio, mcfg.mask_unit, np.random.default_rng(0),
+                               branching=branching, spread=cfg.mask_spread)
         except HlvmError as e:
             raise ConfigError(str(e)) from None
-    views, disjoint = (objective.views, objective.disjoint) if objective is not None else (1, "visible")
-    return _Masker(cfg.mask_kind, cfg.mask_ratio, fixed_mask, mcfg, branching, views, disjoint)
+    else:
+        probe = fixed_mask.grid[None]
+    if cfg.boundary_ignore:
+        from hlvm.models.masking import boundary_keep_numpy
+
+        if not boundary_keep_numpy(probe, cfg.boundary_ignore).any():
+            raise ConfigError(
+                f"boundary_ignore {cfg.boundary_ignore} leaves no masked pixel in the loss: every masked pixel of these "
+                f"masks is within {cfg.boundary_ignore} pixels of a visible one; use a smaller K"
+            )
+    return _Masker(cfg.mask_kind, cfg.mask_ratio, fixed_mask, mcfg, branching, views, disjoint, cfg.mask_spread)
 
 
 def init_model(mcfg: Any, seed: int) -> nn.Module:
@@ -969,6 +1041,8 @@ def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, o
                     with sync, autocast():
                         x_in, kwargs = masker(x, mask_gen)  # x_in: (views*B, C, H, W)
                         out = fwd(x_in, **kwargs)
+                        if cfg.boundary_ignore:
+                            out.loss = model.masked_loss(x_in, out.pred, out.mask, boundary_ignore=cfg.boundary_ignore)
                         loss, parts = objective(out, model)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --blr or check the data")
@@ -1006,6 +1080,7 @@ def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, o
                         "images_per_s": ips,
                         "mask_ratio": masker.logged_ratio,
                         "mask_kind": masker.kind,
+                        "boundary_ignore": cfg.boundary_ignore,
                         "fixed_mask": masker.fixed is not None,
                         "objective": cfg.objective,
                         "time": time.time(),

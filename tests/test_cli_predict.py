@@ -95,3 +95,17 @@ def test_bad_options(tmp_path, graph_file, args, words):
 def test_graph_file_that_fails_validation(tmp_path):
     (tmp_path / "bad.json").write_text('{"nodes": [{"id": "a", "kind": "latent"}], "links": []}')
     assert_one_line_error(invoke("--graph", str(tmp_path / "bad.json"), "--out", str(tmp_path / "o")), "level")
+
+
+def test_every_mask_kind_has_a_prediction_and_bad_kinds_are_one_line(tmp_path, graph_file):
+    out = tmp_path / "p"
+    result = invoke("--graph", graph_file, "--k", "20", "--mask-kind", "block,complementary,variable", "--ratios", "0.25,0.5",
+                    "--units", "1", "--out", str(out), "-q")
+    assert result.exit_code == 0, result.output
+    with open(out / "predict.csv", newline="") as f:
+        rows = {(r["mask_kind"], r["mask_ratio"]): r for r in csv.DictReader(f)}
+    assert rows[("block", "0.5")]["feasible"] == "True" and float(rows[("block", "0.5")]["mean_dim_c"]) > 0
+    assert rows[("complementary", "0.25")]["feasible"] == "False"  # two disjoint visible sets of 3/4 cannot exist
+    assert rows[("variable", "0.25")]["feasible"] == "True"  # 0.05-0.45
+    assert_one_line_error(invoke("--graph", graph_file, "--kinds", "checker", "--out", str(tmp_path / "q")), "unknown mask kind 'checker'")
+    assert_one_line_error(invoke("--graph", graph_file, "--kinds", "variable", "--spread", "0.7", "--out", str(tmp_path / "r")), "spread")

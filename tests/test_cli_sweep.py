@@ -51,8 +51,8 @@ def test_arms_option_builds_the_arms(tmp_path, captured):
                             "random:mae:none,aligned:mae:dim_c", "--out", str(tmp_path / "o"), "--no-report", "-q"])
     assert r.exit_code == 0, r.output
     (cfg, _, _), = captured
-    assert cfg.arms == ({"train_mask_kind": "random", "objective": "mae", "bottleneck": None},
-                        {"train_mask_kind": "aligned", "objective": "mae", "bottleneck": "dim_c"})
+    assert cfg.arms == ({"train_mask_kind": "random", "objective": "mae", "bottleneck": None, "boundary_ignore": 0},
+                        {"train_mask_kind": "aligned", "objective": "mae", "bottleneck": "dim_c", "boundary_ignore": 0})
 
 
 def test_controls_none_turns_them_off(tmp_path, captured):
@@ -83,8 +83,8 @@ def test_config_file_and_default_out_beside_it(tmp_path, captured):
         (["--bottlenecks", "wide"], "--bottlenecks must be integers, 'dim_c' or 'none'"),
         (["--mask-kinds", "diagonal"], "unknown mask kind"),
         (["--controls", "pixels,noise"], "unknown control 'noise'"),
-        (["--train-mask-kinds", "block"], "unknown train mask kind 'block'"),
-        (["--arms", "random:mae"], "--arms takes train_mask_kind:objective:bottleneck items"),
+        (["--train-mask-kinds", "diagonal"], "unknown train mask kind 'diagonal'"),
+        (["--arms", "random:mae"], "--arms takes train_mask_kind:objective:bottleneck[:boundary_ignore] items"),
         (["--arms", "random:mae:none", "--bottlenecks", "4"], "not both"),
         (["--bottlenecks", "dim_c", "--train-mask-kinds", "random", "--units", "1"], "dim_c varies between random training masks"),
         (["--workers", "0"], "--workers must be >= 1"),

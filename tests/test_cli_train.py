@@ -109,6 +109,9 @@ def test_preset_fills_the_options_not_given(monkeypatch, tmp_path):
         (["--objective", "umae", "--objective-coef", "diagonal=maybe"], ["diagonal", "true or false"]),
         (["--model", "mlp", "--objective", "umae_official"], ["needs a ViT"]),
         (["--mask-kind", "diagonal"], ["unknown train mask kind", "diagonal"]),
+        (["--mask-kind", "variable", "--mask-ratio", "0.1"], ["variable ratio range", "inside (0, 1)"]),
+        (["--boundary-ignore", "-1"], ["boundary_ignore must be an integer >= 0"]),
+        (["--boundary-ignore", "16", "--mask-ratio", "0.5"], ["leaves no masked pixel in the loss"]),
         (["--mask-kind", "aligned", "--model", "mlp", "--mask-unit", "4", "--mask-ratio", "0.5"], ["mask ratio 0.5 of 1 units"]),
     ],
 )

@@ -12,8 +12,14 @@ from hypothesis import strategies as st
 from hlvm.errors import MaskError
 from hlvm.graphs import grid_hierarchy, id_grid, latent_nodes
 from hlvm.masks import (
+    MASK_KINDS,
     Mask,
     aligned_unit_masks,
+    block_unit_masks,
+    complementary_unit_masks,
+    unit_masks,
+    variable_counts,
+    variable_unit_masks,
     check_unit,
     load_spec,
     mask_from_spec,
@@ -130,6 +136,80 @@ def test_aligned_masks_are_seeded_and_vary():
 def test_aligned_masks_reject_grids_that_are_not_a_hierarchy(h, w, unit, b, message):
     with pytest.raises(MaskError, match=message):
         aligned_unit_masks(2, h, w, 0.5, unit, b, np.random.default_rng(0))
+
+
+# ----------------------------------------------------------------------------- every distribution
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    kind=st.sampled_from(MASK_KINDS),
+    side_unit=st.sampled_from([(8, 1), (8, 2), (16, 2), (16, 4)]),
+    ratio=st.floats(0.3, 0.7),
+    seed=st.integers(0, 2**31),
+)
+def test_every_distribution_masks_its_stated_count_of_whole_units_and_is_seeded(kind, side_unit, ratio, seed):
+    side, unit = side_unit
+    u = (side // unit) ** 2
+    try:
+        masks = unit_masks(kind, 8, side, side, ratio, unit, np.random.default_rng(seed), spread=0.1)
+    except MaskError:  # a count rounding to an empty or full mask, or complementary views that cannot be disjoint
+        return
+    counts = pixel_to_unit(masks, unit).reshape(8, -1).sum(axis=1)  # whole units, or pixel_to_unit raises
+    if kind == "variable":
+        lo, hi = variable_counts(u, ratio, 0.1)
+        assert ((counts >= lo) & (counts <= hi)).all()
+    else:
+        assert (counts == num_masked(u, ratio)).all()
+    again = unit_masks(kind, 8, side, side, ratio, unit, np.random.default_rng(seed), spread=0.1)
+    assert again.tobytes() == masks.tobytes()
+
+
+def test_complementary_masks_come_in_pairs_with_disjoint_visible_sets_each_like_maes():
+    m = complementary_unit_masks(4000, 8, 8, 0.75, 1, np.random.default_rng(0))
+    a, b = m[0::2], m[1::2]
+    assert not (~a & ~b).any()  # no pixel visible in both masks of a pair
+    assert (a.reshape(2000, -1).sum(1) == 48).all() and (b.reshape(2000, -1).sum(1) == 48).all()
+    # each mask of the pair is uniform over the pixels, as MAE's: P(masked) = 0.75 everywhere
+    assert np.abs(a.mean(0) - 0.75).max() < 0.04 and np.abs(b.mean(0) - 0.75).max() < 0.04
+    # at ratio 0.5 the two visible sets tile the image: one mask is the other's complement
+    h = complementary_unit_masks(10, 8, 8, 0.5, 2, np.random.default_rng(1))
+    assert (h[0::2] == ~h[1::2]).all()
+    with pytest.raises(MaskError, match="disjoint visible sets need 2 x 40 <= 64"):
+        complementary_unit_masks(2, 8, 8, 0.375, 1, np.random.default_rng(0))
+
+
+def _components(m: np.ndarray) -> int:
+    from scipy.ndimage import label
+
+    return int(label(m)[1])
+
+
+def test_block_masks_are_rectangles_where_random_masks_scatter():
+    rng = np.random.default_rng(3)
+    blocks = block_unit_masks(300, 16, 16, 0.4, 1, rng)
+    scattered = unit_masks("random", 300, 16, 16, 0.4, 1, rng)
+    nb = np.mean([_components(m) for m in blocks])
+    nr = np.mean([_components(m) for m in scattered])
+    assert nb < 0.25 * nr  # a few rectangles against dozens of specks
+    # the fill-up keeps the count exact even where rectangles cannot fit (2x2 units: only 1x1 blocks)
+    tiny = block_unit_masks(50, 8, 8, 0.5, 4, rng)
+    assert (pixel_to_unit(tiny, 4).reshape(50, -1).sum(1) == 2).all()
+
+
+def test_variable_masks_cover_their_count_range_and_a_vit_batch_can_share_one():
+    rng = np.random.default_rng(5)
+    m = variable_unit_masks(2000, 8, 8, 0.5, 1, rng, spread=0.2)
+    counts = m.reshape(2000, -1).sum(1)
+    lo, hi = variable_counts(64, 0.5, 0.2)
+    assert (lo, hi) == (19, 45) and counts.min() == lo and counts.max() == hi
+    assert abs(counts.mean() - 32) < 0.6  # uniform over the counts: mean 32
+    same = variable_unit_masks(30, 8, 8, 0.5, 1, rng, spread=0.2, same_count=True)
+    assert len(set(same.reshape(30, -1).sum(1))) == 1
+    with pytest.raises(MaskError, match="must lie inside \\(0, 1\\)"):
+        variable_counts(64, 0.15, 0.2)
+    with pytest.raises(MaskError, match="unknown mask kind 'checker'"):
+        unit_masks("checker", 2, 8, 8, 0.5, 1, rng)
 
 
 # ----------------------------------------------------------------------------- conversions

@@ -771,3 +771,44 @@ def test_mlp_decoder_features_are_the_hidden_activations_of_the_decoded_code():
         h1 = torch.nn.functional.gelu(model.decoder[0](torch.cat([model.encode(x, m), pix], dim=1)))
         h2 = torch.nn.functional.gelu(model.decoder[2](h1))
         torch.testing.assert_close(model.decoder_features(x, m), torch.cat([h1, h2], dim=1))
+
+
+# ----------------------------------------------------------------------------- the boundary-ignoring loss
+
+
+def test_boundary_ignore_drops_masked_pixels_next_to_visible_ones_on_a_hand_made_mask():
+    from hlvm.models.masking import boundary_keep, boundary_keep_numpy
+
+    # 6x6 image, the left 4 columns masked: K=1 keeps columns 0-2, K=2 columns 0-1, K=3 column 0, K=4 nothing
+    cfg = get_config("mlp", img_size=6, in_chans=1)
+    grid = np.zeros((6, 6), dtype=bool)
+    grid[:, :4] = True
+    tokens = torch.from_numpy(grid.reshape(1, -1))
+    for k, cols in ((1, 3), (2, 2), (3, 1), (4, 0)):
+        keep = boundary_keep(tokens, cfg, k).reshape(6, 6).bool().numpy()
+        want = np.zeros((6, 6), dtype=bool)
+        want[:, :cols] = True
+        assert (keep == want).all(), k
+        assert (boundary_keep_numpy(grid[None], k)[0] == want).all()
+    # the loss: a prediction error of 1 everywhere except 3 on column 0; K = 2 keeps columns 0 and 1
+    model = build_model(cfg)
+    imgs = torch.zeros(1, 1, 6, 6)
+    err = torch.ones(6, 6)
+    err[:, 0] = 3.0
+    pred = err.reshape(1, 36, 1)  # (B, L, p*p*C) with p = 1
+    mask = tokens.float()
+    assert model.masked_loss(imgs, pred, mask).item() == pytest.approx((6 * 9 + 18 * 1) / 24)  # MAE: every masked pixel
+    assert model.masked_loss(imgs, pred, mask, boundary_ignore=2).item() == pytest.approx((6 * 9 + 6 * 1) / 12)
+    assert model.masked_loss(imgs, pred, mask, boundary_ignore=4).item() == 0.0  # nothing left: no gradient, no NaN
+
+
+def test_boundary_ignore_works_per_pixel_inside_a_token_patch():
+    # 4x4 image, token patch 2: mask the left half; K = 1 keeps column 0 only, so each masked token keeps half its pixels
+    cfg = get_config("vit_small_synth", img_size=4, in_chans=1, patch_size=2, mask_unit=2, embed_dim=16, depth=1,
+                     num_heads=2, decoder_embed_dim=8, decoder_depth=1, decoder_num_heads=2)
+    model = build_model(cfg)
+    mask = torch.tensor([[1.0, 0.0, 1.0, 0.0]])  # (B, L) tokens row-major: the left column of tokens
+    imgs = torch.zeros(1, 1, 4, 4)
+    pred = torch.tensor([[[2.0, 0.0, 2.0, 0.0]] * 4])  # (1, 4, p*p) errors 4 on each token's left pixels, 0 on the right
+    assert model.masked_loss(imgs, pred, mask).item() == pytest.approx(2.0)  # the mean over all 4 pixels of a token
+    assert model.masked_loss(imgs, pred, mask, boundary_ignore=1).item() == pytest.approx(4.0)  # the left pixels only

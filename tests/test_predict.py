@@ -145,7 +145,7 @@ def test_aligned_masks_need_a_grid_hierarchy():
 def test_config_serialises():
     cfg = PredictConfig(ratios=(0.2, 0.4), units=(1, 2), k=3)
     assert json.loads(json.dumps(cfg.to_dict())) == {
-        "ratios": [0.2, 0.4], "units": [1, 2], "k": 3, "seed": 0, "kinds": ["random", "aligned"]
+        "ratios": [0.2, 0.4], "units": [1, 2], "k": 3, "seed": 0, "kinds": ["random", "aligned"], "spread": 0.2
     }
 
 

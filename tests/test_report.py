@@ -41,7 +41,7 @@ def toy_rows(spec, *, encoder="trained", seeds=(0, 1, 2), jitter=0.01, masks=2, 
     for (ratio, unit), what in spec.items():
         roles, ca, leak = (what, 1.0, 0.0) if isinstance(what[0], str) else what
         for seed in seeds:
-            pid = f"{encoder}-{ratio}-{unit}-{seed}-{extra.get('bottleneck', '')}"
+            pid = f"{encoder}-{ratio}-{unit}-{seed}-" + "-".join(f"{k}={v}" for k, v in sorted(extra.items()))
             for mi in range(masks):
                 r2 = [x - jitter * seed if x else 0.0 for x in held(roles, ca, leak)]
                 ca_nodes = [x for x, r in zip(r2, roles) if r in ("c", "shared")]
@@ -266,3 +266,25 @@ def test_report_out_naming_a_file_is_a_data_error(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(DataError, match="not a folder"):
         build_report(tmp_path, tmp_path / "afile")
+
+
+def test_arms_are_compared_with_their_one_factor_reference_and_the_best_arm_keeps_ca(tmp_path):
+    cells = {(0.5, 1): ROOT_A, (0.5, 2): ROOT_A}
+    ref = toy_rows(cells, train_mask_kind="random", objective="mae")
+    lifted = toy_rows({k: ROOT_ONLY for k in cells}, train_mask_kind="aligned", objective="mae")  # A 1 vs 2/3, CA kept
+    # boundary-ignoring that raises A by losing CA: the level-1 node's noise is not recovered
+    lossy = toy_rows({k: (("shared", "c", "private_masked"), 1.0, 0.0) for k in cells}, train_mask_kind="random",
+                     objective="mae", boundary_ignore=1)
+    for r in lossy:
+        if r["node"] == "a":
+            r["r2_noise"] = r["r2_noise_linear"] = 0.0
+        r["r2_ca_noise"] = r["r2_ca_noise_linear"] = 0.5
+    j = judge(typed(tmp_path, ref + lifted + lossy))
+    got = {(c.arm.arm.label(), c.factor): (c.verdict, c.note) for c in j["arms"]}
+    assert got[("mae, aligned-trained, no bottleneck", "train_mask_kind")] == ("hold", "")
+    assert got[("mae, random-trained, no bottleneck, boundary-ignore 1", "boundary_ignore")] == ("hold", "lifts A by losing CA")
+    (best, means) = j["best"][("random", "code")]
+    assert best == "mae, aligned-trained, no bottleneck"  # the lossy arm's higher A does not count: its CA is 0.5
+    assert means["mae, random-trained, no bottleneck, boundary-ignore 1"][1] == pytest.approx(0.5)
+    text = build_report(tmp_path).read_text()
+    assert "## Arms compared" in text and "lifts A by losing CA" in text and "**best**" in text

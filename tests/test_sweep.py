@@ -152,7 +152,7 @@ def test_point_ids_depend_on_shared_settings_but_not_on_other_axis_values():
         (dict(mask_ratios=[0.1], mask_units=[2]), "empty grid: no .* feasible"),
         (dict(bottlenecks=[0]), "bottleneck"),
         (dict(bottlenecks=["dim_a"]), "bottleneck must be a positive integer, 'dim_c' or null"),
-        (dict(train_mask_kinds=["block"]), "unknown train mask kind 'block'"),
+        (dict(train_mask_kinds=["diagonal"]), "unknown train mask kind 'diagonal'"),
         (dict(controls=["noise"]), "unknown control 'noise'"),
         (dict(simulate={"seed": 3}), "set by the sweep"),
         (dict(mask_ratios=[0.5, 0.5]), "twice"),

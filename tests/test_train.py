@@ -453,10 +453,54 @@ def test_aligned_training_masks_are_whole_blocks_and_resume_exactly(online_spec,
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("kind", ["block", "variable", "complementary"])
+def test_every_mask_kind_trains_with_its_counts_and_resumes_exactly(online_spec, tmp_path, kind):
+    masks = []
+    cfg = cfg_for(online_spec, tmp_path / "run", mask_kind=kind, mask_ratio=0.5, mask_spread=0.2)
+    run = train(cfg, progress=False, on_step=lambda step, info: masks.append(info["output"].mask.clone()))
+    counts = torch.cat([m.sum(1) for m in masks])
+    if kind == "variable":  # 16 pixels, ratio 0.3-0.7: 5 to 11 masked, drawn per sample
+        assert counts.min() >= 5 and counts.max() <= 11 and len(set(counts.tolist())) > 1
+    else:
+        assert (counts == 8).all()
+    if kind == "complementary":  # 2 images under 2 masks each: the pairs' visible sets are disjoint
+        for m in masks:
+            assert not ((m[:2] == 0) & (m[2:] == 0)).any()
+    assert all(r["mask_kind"] == kind for r in rows(run))
+    stopped = cfg_for(online_spec, tmp_path / "stopped", mask_kind=kind, mask_ratio=0.5, mask_spread=0.2)
+
+    def stop(step, info):
+        if step == 3:
+            import os
+
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        train(stopped, progress=False, on_step=stop)
+    resume(tmp_path / "stopped", progress=False)
+    a, b = load_run(run)[0].state_dict(), load_run(tmp_path / "stopped")[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_boundary_ignore_changes_the_loss_and_keeps_plain_mae_exact(online_spec, tmp_path):
+    plain = rows(train(cfg_for(online_spec, tmp_path / "a", mask_ratio=0.75), progress=False))
+    zero = rows(train(cfg_for(online_spec, tmp_path / "b", mask_ratio=0.75, boundary_ignore=0), progress=False))
+    one = rows(train(cfg_for(online_spec, tmp_path / "c", mask_ratio=0.75, boundary_ignore=1), progress=False))
+    assert [r["loss"] for r in plain] == [r["loss"] for r in zero]
+    assert [r["loss"] for r in plain] != [r["loss"] for r in one] and all(r["boundary_ignore"] == 1 for r in one)
+
+
 @pytest.mark.parametrize(
     ("kw", "error", "match"),
     [
         (dict(mask_kind="diagonal"), ConfigError, "unknown train mask kind 'diagonal'"),
+        (dict(mask_kind="variable", mask_ratio=0.5, mask_spread=0.6), ConfigError, "must lie inside \\(0, 1\\)"),
+        (dict(mask_spread=-1.0), ConfigError, "mask_spread must be a number >= 0"),
+        (dict(boundary_ignore=-1), ConfigError, "boundary_ignore must be an integer >= 0"),
+        (dict(boundary_ignore=4, mask_ratio=0.5), ConfigError, "leaves no masked pixel in the loss"),
+        (dict(mask_kind="complementary", batch_size=3), ConfigError, "batch size must be even"),
+        (dict(mask_kind="complementary", mask_ratio=0.25), ConfigError, "disjoint visible sets"),
+        (dict(boundary_ignore=1, objective="cmim"), ConfigError, "cmim replaces that loss"),
         (dict(mask_kind="aligned", mask={"masked": ["x_0_0"]}), ConfigError, "not both"),
         (dict(mask_kind="aligned", mask_unit=4, mask_ratio=0.5), ConfigError, "mask ratio 0.5 of 1 units|power of 2"),
     ],

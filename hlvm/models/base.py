@@ -121,12 +121,14 @@ class MAE(nn.Module):
             tokens = random_token_mask(self.cfg, imgs.shape[0], mask_ratio, generator=generator, device=imgs.device)
             per_unit = (self.cfg.mask_unit // self.cfg.patch_size) ** 2
             return tokens.to(imgs.device), n_tokens - num_masked(self.cfg.num_units, mask_ratio) * per_unit
-        tokens = resolve_mask(mask, self.cfg, imgs.shape[0], device=imgs.device)
+        tokens = resolve_mask(mask, self.cfg, imgs.shape[0], device=imgs.device, equal_counts=self.cfg.arch == "vit")
         if isinstance(mask, Mask):
             return tokens, n_tokens - int(mask.tokens(self.cfg.patch_size).sum())
         return tokens, n_tokens - int(tokens[0].sum())
 
-    def masked_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def masked_loss(
+        self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor, *, boundary_ignore: int = 0
+    ) -> torch.Tensor:
         """Mean squared error per token, averaged over masked tokens only (MAE's ``forward_loss``).
 
         ``imgs`` ``(B, C, H, W)``, ``pred`` ``(B, L, p*p*C)``, ``mask`` ``(B, L)``
@@ -142,6 +144,17 @@ class MAE(nn.Module):
         masked tokens above 256 would round). A model cast to bf16 or fp16
         without autocast also gets a float32 loss, the precision mae's loss
         has under autocast.
+
+        ``boundary_ignore = K > 0`` drops the masked pixels within ``K``
+        pixels (Chebyshev) of a visible pixel (:func:`hlvm.models.masking.boundary_keep`):
+        a token's error is then the mean over its kept pixels (and their
+        channels), and the loss the mean over tokens that keep any pixel (0
+        when none does). ``norm_pix_loss`` still normalises each target token
+        by the mean and variance of all its pixels, as MAE does, before the
+        dropped pixels' errors leave the mean: the kept pixels are judged on
+        the same scale as without the option. With token patch ``p > 1`` a
+        token can be partly kept, so the option works per pixel, not per
+        token. ``K = 0`` runs MAE's computation unchanged.
         """
         dtype = torch.promote_types(torch.promote_types(pred.dtype, imgs.dtype), torch.float32)
         target = patchify(imgs, self.cfg.patch_size).to(dtype)  # (B, L, p*p*C)
@@ -149,6 +162,16 @@ class MAE(nn.Module):
             mean = target.mean(dim=-1, keepdim=True)
             var = target.var(dim=-1, keepdim=True)
             target = (target - mean) / (var + 1.0e-6) ** 0.5
+        if boundary_ignore:
+            from .masking import boundary_keep
+
+            b, n, _ = target.shape
+            keep = boundary_keep(mask.bool(), self.cfg, boundary_ignore).to(dtype)  # (B, L, p*p)
+            err = ((pred.to(dtype) - target) ** 2).reshape(b, n, keep.shape[-1], -1).mean(dim=-1)  # (B, L, p*p)
+            kept = keep.sum(dim=-1)  # (B, L)
+            per_token = (err * keep).sum(dim=-1) / kept.clamp(min=1)  # (B, L)
+            used = (kept > 0).to(dtype)
+            return (per_token * used).sum() / used.sum().clamp(min=1)
         per_token = ((pred.to(dtype) - target) ** 2).mean(dim=-1)  # (B, L)
         mask = mask.to(dtype)  # 0/1: exact in any dtype; its sum is exact in float32 up to 2**24 tokens
         return (per_token * mask).sum() / mask.sum()

@@ -24,6 +24,8 @@ from hlvm.masks import Mask, num_masked
 from .configs import MAEConfig
 
 __all__ = [
+    "boundary_keep",
+    "boundary_keep_numpy",
     "random_token_mask",
     "aligned_token_mask",
     "aligned_levels",
@@ -234,7 +236,9 @@ def _as_bool(t: torch.Tensor, what: str) -> torch.Tensor:
     raise MaskError(f"{what} must be a bool or 0/1 tensor, got dtype {t.dtype}")
 
 
-def resolve_mask(mask: Any, cfg: MAEConfig, batch: int, device: torch.device | str | None = None) -> torch.Tensor:
+def resolve_mask(
+    mask: Any, cfg: MAEConfig, batch: int, device: torch.device | str | None = None, *, equal_counts: bool = True
+) -> torch.Tensor:
     """A caller's mask as a validated ``(B, L)`` bool token mask on ``device``.
 
     Accepted forms:
@@ -244,9 +248,10 @@ def resolve_mask(mask: Any, cfg: MAEConfig, batch: int, device: torch.device | s
     - a ``(B, H/u, W/u)`` tensor or array of masking units (1 = masked);
     - a ``(B, L)`` tensor or array of tokens (1 = masked).
 
-    Every sample must mask at least one token and leave one visible, and all
-    samples must mask the same number of tokens (MAE's gather needs equal
-    counts); otherwise :class:`MaskError`.
+    Every sample must mask at least one token and leave one visible, and
+    (with ``equal_counts``, which the ViT's gather of the visible tokens
+    needs; the MLP takes any) all samples must mask the same number of
+    tokens; otherwise :class:`MaskError`.
     """
     h, w = cfg.img_hw
     if isinstance(mask, Mask):
@@ -276,7 +281,7 @@ def resolve_mask(mask: Any, cfg: MAEConfig, batch: int, device: torch.device | s
         raise MaskError("a mask in the batch is empty: mask at least one token")
     if (counts == tokens.shape[1]).any():
         raise MaskError("a mask in the batch is full: leave at least one token visible")
-    if (counts != counts[0]).any():
+    if equal_counts and (counts != counts[0]).any():
         raise MaskError(
             f"masks in a batch must mask the same number of tokens (MAE gathers visible tokens); "
             f"got counts from {int(counts.min())} to {int(counts.max())}"
@@ -298,3 +303,28 @@ def shuffle_indices(tokens: torch.Tensor, len_keep: int | None = None) -> tuple[
     if len_keep is None:
         len_keep = tokens.shape[1] - int(tokens[0].sum())
     return ids_shuffle, ids_restore, len_keep
+
+
+def boundary_keep(tokens: torch.Tensor, cfg: MAEConfig, k: int) -> torch.Tensor:
+    """``(B, L, p*p)`` float: 1 for the masked pixels of each token farther than ``k`` pixels from every visible one.
+
+    Distance is Chebyshev (a pixel is near a visible one when both fall in one
+    ``(2k+1) x (2k+1)`` window): the visible pixel mask dilated by ``k``
+    (a max-pool) marks the pixels to drop. Pixels are laid out as
+    :func:`hlvm.models.patchify` lays out a token, row-major in ``(p, p)``.
+    """
+    from .base import patchify
+
+    pix = token_pixel_mask(tokens, cfg)  # (B, H, W) 1 = masked
+    near = torch.nn.functional.max_pool2d((1.0 - pix).unsqueeze(1), 2 * k + 1, stride=1, padding=k)  # (B, 1, H, W)
+    keep = pix.unsqueeze(1) * (1.0 - near)  # (B, 1, H, W) masked and far from every visible pixel
+    return patchify(keep, cfg.patch_size)  # (B, L, p*p)
+
+
+def boundary_keep_numpy(grids: np.ndarray, k: int) -> np.ndarray:
+    """The numpy twin of :func:`boundary_keep` on ``(N, H, W)`` bool pixel masks: ``(N, H, W)`` bool kept pixels."""
+    from scipy.ndimage import maximum_filter
+
+    grids = np.asarray(grids, dtype=bool)
+    near = maximum_filter(~grids, size=(1, 2 * k + 1, 2 * k + 1), mode="constant", cval=False)
+    return grids & ~near

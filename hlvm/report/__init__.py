@@ -25,11 +25,24 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hlvm import rules
 from hlvm.errors import DataError
 from hlvm.io import nan_to_none, write_json
 
-from .claims import CLAIMS, ENCODER_ORDER, ClaimResult, Theorem2Cell, claim1, claim23, theorem2_cells, theorem2_overall
+from .claims import (
+    CLAIMS,
+    ENCODER_ORDER,
+    ClaimResult,
+    Theorem2Cell,
+    best_arms,
+    claim1,
+    claim23,
+    compare_arms,
+    theorem2_cells,
+    theorem2_overall,
+)
 from .figures import figures
 from .load import REQUIRED_COLUMNS, Results, load_results
 from .stats import FIELDS, Arm, MaskSummary, Panel, Series, abstraction, panels, summarise_masks
@@ -161,7 +174,7 @@ def judge(rows: Results, ratios: list[float] | None = None) -> dict[str, Any]:
         cells = theorem2_cells(p)
         if cells:
             t2[p.slug()] = cells
-    return {"masks": masks, "panels": ps, "claims": results, "theorem2": t2}
+    return {"masks": masks, "panels": ps, "claims": results, "theorem2": t2, "arms": compare_arms(ps), "best": best_arms(ps)}
 
 
 def _v(v: str | None) -> str:
@@ -304,6 +317,35 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
                              f"{cell('untrained')} | {cell('oracle')} | {ev} |")
         lines.append("")
 
+    if j["arms"]:
+        lines += ["## Arms compared", "",
+                  "Each arm against the arm that differs from it in one factor only, set to MAE's (random training masks, "
+                  "the `mae` objective, no boundary-ignoring), on the same evaluation masks; per cell the differences "
+                  "(arm - reference) are paired by seed, and the verdict on A is the rule for a difference over the cells "
+                  "(*hold*: the arm's code is the more abstract). A rises when CA is lost, so ΔR^2(CA) stands beside it.",
+                  "",
+                  "| eval masks | representation | arm | against | cells | mean ΔA | mean ΔA linear | mean ΔR^2(CA) | mean Δleak | verdict on A | on linear A |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for c in j["arms"]:
+            mean = {f: float(np.nanmean([x[f].mean for x in c.cells.values()])) for f in ("a", "a_linear", "ca", "leak")}
+            note = f" ({c.note})" if c.note else ""
+            lines.append(
+                f"| {c.eval_kind} | {c.representation} | {c.arm.arm.label()} | {c.reference.arm.label()} ({c.factor}) | "
+                f"{len(c.cells)} | {mean['a']:+.3f} | {mean['a_linear']:+.3f} | {mean['ca']:+.3f} | {mean['leak']:+.3f} | "
+                f"{_v(c.verdict)}{note} | {_v(c.verdict_linear)} |"
+            )
+        lines.append("")
+    if j["best"]:
+        lines += ["## The best arm for high-level latents", "",
+                  "Per evaluation mask kind and representation: the highest mean linear A over the cells every arm has, among "
+                  "the arms whose mean R^2(CA) is within 0.05 of the best R^2(CA) (`hlvm/rules.py`).", "",
+                  "| eval masks | representation | arm | mean A linear | mean R^2(CA) | mean leak | best |",
+                  "|---|---|---|---|---|---|---|"]
+        for (kind, rep), (best, means) in j["best"].items():
+            for label, (al, ca, leak) in sorted(means.items(), key=lambda kv: -kv[1][0] if not math.isnan(kv[1][0]) else 0):
+                lines.append(f"| {kind} | {rep} | {label} | {al:.3f} | {ca:.3f} | {leak:.3f} | {'**best**' if label == best else ''} |")
+        lines.append("")
+
     lines += ["## Claim details", ""]
     for r in claims:
         lines += [f"### Claim {_claim_name(r)}: {r.panel.label()}", ""]
@@ -372,6 +414,17 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
             }
             for r in claims
         ],
+        "arms_compared": [
+            {
+                "eval_kind": c.eval_kind, "representation": c.representation, "arm": c.arm.arm.label(),
+                "reference": c.reference.arm.label(), "factor": c.factor, "verdict": c.verdict,
+                "verdict_linear": c.verdict_linear, "note": c.note,
+                "cells": [{"mask_ratio": k[0], "mask_unit": k[1], **{f"d_{f}": e.mean for f, e in v.items()},
+                           **{f"se_{f}": e.se for f, e in v.items()}} for k, v in c.cells.items()],
+            }
+            for c in j["arms"]
+        ],
+        "best_arm": [{"eval_kind": k[0], "representation": k[1], "best": b} for k, (b, _) in j["best"].items()],
         "theorem2": [
             {
                 "panel": p.label(),

@@ -18,7 +18,18 @@ from hlvm.rules import Estimate, Part
 
 from .stats import Key, Panel, Series
 
-__all__ = ["CLAIMS", "ClaimResult", "Theorem2Cell", "claim1", "claim23", "theorem2_cells", "ENCODER_ORDER"]
+__all__ = [
+    "CLAIMS",
+    "ClaimResult",
+    "Theorem2Cell",
+    "ArmComparison",
+    "claim1",
+    "claim23",
+    "theorem2_cells",
+    "compare_arms",
+    "best_arms",
+    "ENCODER_ORDER",
+]
 
 CLAIMS = {
     "1": "the code recovers the c that Algorithm 1 locates (R^2 of CA's noise high, the masked side's floor low)",
@@ -161,3 +172,74 @@ def theorem2_cells(panel: Panel) -> list[Theorem2Cell]:
 def theorem2_overall(cells: Sequence[Theorem2Cell], enc: str) -> str:
     vs = [c.verdicts[enc] for c in cells if enc in c.verdicts]
     return rules.overall(vs) if vs else "-"
+
+
+@dataclass
+class ArmComparison:
+    """One trained arm against the arm that differs from it in one factor only (:func:`hlvm.rules.reference_of`)."""
+
+    eval_kind: str
+    representation: str
+    arm: Panel
+    reference: Panel
+    factor: str
+    cells: dict[Key, dict[str, Estimate]]  # per cell: deltas of a, a_linear, ca, leak (arm - reference, paired by seed)
+    verdict: str  # on A
+    verdict_linear: str  # on linear A
+    note: str
+
+
+def compare_arms(panels: Sequence[Panel]) -> list[ArmComparison]:
+    """Every arm set against its one-factor reference on the same evaluation masks and representation."""
+    from dataclasses import asdict
+
+    out = []
+    by_view: dict[tuple[str, str], list[Panel]] = {}
+    for p in panels:
+        by_view.setdefault((p.eval_kind, p.representation), []).append(p)
+    for (kind, rep), ps in sorted(by_view.items()):
+        arms = {p.arm: p for p in ps}
+        dicts = [asdict(a) for a in arms]
+        for arm, panel in arms.items():
+            found = rules.reference_of(asdict(arm), dicts)
+            if found is None:
+                continue
+            factor, ref_dict = found
+            ref = next(p for a, p in arms.items() if asdict(a) == ref_dict)
+            cells = {}
+            for key in panel.trained.cells:
+                if key not in ref.trained.seeds:
+                    continue
+                cells[key] = {
+                    f: Estimate.paired(panel.trained.values(key, f), ref.trained.values(key, f))
+                    for f in ("a", "a_linear", "ca", "leak")
+                }
+            if not cells:
+                continue
+            v, note = rules.compare_arm({k: (c["a"], c["ca"]) for k, c in cells.items()})
+            vl, _ = rules.compare_arm({k: (c["a_linear"], c["ca"]) for k, c in cells.items()})
+            out.append(ArmComparison(kind, rep, panel, ref, factor, cells, v, vl, note))
+    return out
+
+
+def best_arms(panels: Sequence[Panel]) -> dict[tuple[str, str], tuple[str | None, dict[str, tuple[float, float, float]]]]:
+    """Per (evaluation kind, representation): the best arm for high-level latents and every arm's means.
+
+    Means are over the cells every arm there has (so arms are compared on the same cells): ``(linear A, R^2(CA),
+    leak)``.
+    """
+    by_view: dict[tuple[str, str], list[Panel]] = {}
+    for p in panels:
+        by_view.setdefault((p.eval_kind, p.representation), []).append(p)
+    out = {}
+    for view, ps in sorted(by_view.items()):
+        if len(ps) < 2:
+            continue
+        common = set.intersection(*(set(p.trained.cells) for p in ps))
+        means = {}
+        for p in ps:
+            vals = [[p.trained.stat(k, f).mean for k in sorted(common)] for f in ("a_linear", "ca", "leak")]
+            means[p.arm.label()] = tuple(float(np.nanmean(v)) if v else float("nan") for v in vals)
+        best = rules.best_arm({k: (v[0], v[1]) for k, v in means.items()})
+        out[view] = (best, means)
+    return out

@@ -24,6 +24,7 @@ OPTIONAL_DEFAULTS = {
     "objective": "mae",
     "bottleneck": "",
     "bottleneck_width": "",
+    "boundary_ignore": "0",
     "representation": "code",
     "noise_dim": "1",
     "dim_c": "",
@@ -104,6 +105,7 @@ def load_results(path: str | os.PathLike[str]) -> Results:
             d["level"] = int(d["level"])
             d["noise_dim"] = int(d["noise_dim"] or 1)
             d["bottleneck_width"] = _int_or_none(d["bottleneck_width"])
+            d["boundary_ignore"] = int(float(d["boundary_ignore"] or 0))
             if d["bottleneck_width"] is None and d["bottleneck"] not in ("", "None", "dim_c"):
                 d["bottleneck_width"] = int(float(d["bottleneck"]))  # files before bottleneck_width
             d["dim_c"] = _int_or_none(d["dim_c"])

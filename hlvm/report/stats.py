@@ -100,15 +100,18 @@ class Arm:
     train_mask_kind: str = ""
     objective: str = ""
     bottleneck: str = "none"
+    boundary_ignore: int = 0
 
     def label(self) -> str:
         if self.encoder != "trained":
             return self.encoder + ("" if self.encoder != "untrained" or self.bottleneck == "none" else f" (d={self.bottleneck})")
         d = "no bottleneck" if self.bottleneck == "none" else f"bottleneck {self.bottleneck}"
-        return f"{self.objective}, {self.train_mask_kind}-trained, {d}"
+        bi = f", boundary-ignore {self.boundary_ignore}" if self.boundary_ignore else ""
+        return f"{self.objective}, {self.train_mask_kind}-trained, {d}{bi}"
 
     def slug(self) -> str:
         s = f"{self.objective}-{self.train_mask_kind}" + ("" if self.bottleneck == "none" else f"-d{self.bottleneck}")
+        s += f"-bi{self.boundary_ignore}" if self.boundary_ignore else ""
         return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in s)
 
 
@@ -118,7 +121,8 @@ def _label(v: Any) -> str:
 
 def arm_of(row: Mapping[str, Any]) -> Arm:
     if row["encoder"] == "trained":
-        return Arm("trained", str(row["train_mask_kind"]), str(row["objective"]), _label(row["bottleneck"]))
+        return Arm("trained", str(row["train_mask_kind"]), str(row["objective"]), _label(row["bottleneck"]),
+                   int(row.get("boundary_ignore") or 0))
     if row["encoder"] == "untrained":
         return Arm("untrained", bottleneck=_label(row["bottleneck_width"]))
     return Arm(str(row["encoder"]))

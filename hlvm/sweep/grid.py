@@ -38,6 +38,7 @@ from hlvm.errors import ConfigError, MaskError
 from hlvm.evaluate import CONTROLS
 from hlvm.evaluate import ROW_COLUMNS as NODE_COLUMNS
 from hlvm.io import read_json
+from hlvm.masks import MASK_KINDS as ALL_MASK_KINDS
 from hlvm.masks import num_masked
 
 __all__ = [
@@ -53,9 +54,10 @@ __all__ = [
     "load_sweep_config",
 ]
 
-MASK_KINDS = ("random", "aligned")
-# Mirrors hlvm.train.TRAIN_MASK_KINDS (not imported: this module stays free of torch).
-TRAIN_MASK_KINDS = ("random", "aligned")
+#: Kinds of evaluation masks (each evaluation needs one fixed mask of the cell's exact count).
+MASK_KINDS = ("random", "aligned", "block")
+# hlvm.train.TRAIN_MASK_KINDS, every distribution of hlvm.masks (not imported from train: no torch here).
+TRAIN_MASK_KINDS = ALL_MASK_KINDS
 # Mirrors hlvm.objectives.OBJECTIVES; checked against it when that module is importable.
 KNOWN_OBJECTIVES = ("mae", "umae", "mmae", "mimae", "cmim", "umae_official", "mmae_official")
 #: The bottleneck that resolves per cell to Algorithm 1's dim_c (Theorem 2's code width).
@@ -72,6 +74,7 @@ POINT_COLUMNS = [
     "objective",
     "bottleneck",
     "bottleneck_width",
+    "boundary_ignore",
     "model",
     "steps",
     "depth",
@@ -324,7 +327,7 @@ class SweepConfig:
         if self.arms:
             return [dict(a) for a in self.arms]
         return [
-            {"train_mask_kind": k, "objective": o, "bottleneck": d}
+            {"train_mask_kind": k, "objective": o, "bottleneck": d, "boundary_ignore": 0}
             for k in self.train_mask_kinds
             for o in self.objectives
             for d in self.bottlenecks
@@ -357,7 +360,7 @@ class SweepConfig:
                     if w not in widths:
                         widths.append(w)
                     for seed in self.seeds:
-                        out.append(SweepPoint(ratio, unit, seed, obj, d, base, kind, "trained", w))
+                        out.append(SweepPoint(ratio, unit, seed, obj, d, base, kind, "trained", w, arm["boundary_ignore"]))
                 if not widths:
                     continue
                 for seed in self.seeds:
@@ -390,7 +393,7 @@ class SweepConfig:
 #: Config fields that are grid axes (a resumed sweep may add or drop their values).
 AXES = ("mask_ratios", "mask_units", "seeds", "objectives", "bottlenecks", "train_mask_kinds", "arms", "controls")
 
-_ARM_KEYS = {"train_mask_kind": "random", "objective": "mae", "bottleneck": None}
+_ARM_KEYS = {"train_mask_kind": "random", "objective": "mae", "bottleneck": None, "boundary_ignore": 0}
 
 
 def _arms(value: Any) -> tuple[dict[str, Any], ...]:
@@ -412,6 +415,9 @@ def _arms(value: Any) -> tuple[dict[str, Any], ...]:
         d = arm["bottleneck"]
         if not (d is None or d == DIM_C or (isinstance(d, int) and not isinstance(d, bool) and d >= 1)):
             raise ConfigError(f"bottleneck must be a positive integer, '{DIM_C}' or null, got {d!r}")
+        k = arm["boundary_ignore"]
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ConfigError(f"boundary_ignore must be an integer >= 0, got {k!r}")
         if arm in out:
             raise ConfigError(f"arms lists an arm twice: {arm}")
         out.append(arm)
@@ -423,17 +429,14 @@ def _dim_c_range(graph_json: str, ratio: float, unit: int, kind: str, k: int, se
     """Smallest and largest ``dim_c`` over ``k`` training masks of ``kind`` (seeded, as :func:`hlvm.predict.predict`)."""
     from hlvm.graphs import GridSpec, grid_hierarchy
     from hlvm.locate import index_graph, locate_many
-    from hlvm.masks import aligned_unit_masks, random_unit_masks
+    from hlvm.masks import unit_masks
     from hlvm.predict import _cell_rng
 
     spec = GridSpec(**json.loads(graph_json))
     graph = grid_hierarchy(spec)
     rng = _cell_rng(seed, kind, ratio, unit)
     side = spec.side
-    if kind == "aligned":
-        masks = aligned_unit_masks(k, side, side, ratio, unit, spec.branching, rng)
-    else:
-        masks = random_unit_masks(k, side, side, ratio, unit, rng)
+    masks = unit_masks(kind, k, side, side, ratio, unit, rng, branching=spec.branching)
     dims = locate_many(index_graph(graph), masks).dim_c
     return int(dims.min()), int(dims.max())
 
@@ -475,6 +478,7 @@ class SweepPoint:
     train_mask_kind: str | None = "random"
     encoder: str = "trained"
     width: int | None = None
+    boundary_ignore: int = 0
 
     @property
     def trained(self) -> bool:
@@ -482,7 +486,7 @@ class SweepPoint:
 
     @property
     def axes(self) -> dict[str, Any]:
-        return {
+        axes = {
             "encoder": self.encoder,
             "mask_ratio": self.mask_ratio,
             "mask_unit": self.mask_unit,
@@ -492,6 +496,9 @@ class SweepPoint:
             "bottleneck": self.bottleneck,
             "bottleneck_width": self.width,
         }
+        if self.boundary_ignore:  # only when set: points of MAE's own loss keep the ids they always had
+            axes["boundary_ignore"] = self.boundary_ignore
+        return axes
 
     @property
     def point_id(self) -> str:
@@ -505,6 +512,7 @@ class SweepPoint:
         return {
             "point_id": self.point_id,
             **self.axes,
+            "boundary_ignore": self.boundary_ignore,
             "model": self.base.get("model") if is_model else None,
             "steps": self.base.get("steps") if self.trained else None,
             "depth": g.get("depth", 4),
@@ -517,4 +525,5 @@ class SweepPoint:
             return f"r={self.mask_ratio:g} u={self.mask_unit} {self.encoder}{w} seed={self.seed}"
         d = "" if self.bottleneck is None else f" d={self.bottleneck}" + (f"={self.width}" if self.bottleneck == DIM_C else "")
         kind = "" if self.train_mask_kind == "random" else f" {self.train_mask_kind}-trained"
-        return f"r={self.mask_ratio:g} u={self.mask_unit} {self.objective}{kind}{d} seed={self.seed}"
+        bi = f" boundary-ignore {self.boundary_ignore}" if self.boundary_ignore else ""
+        return f"r={self.mask_ratio:g} u={self.mask_unit} {self.objective}{kind}{d}{bi} seed={self.seed}"

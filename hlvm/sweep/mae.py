@@ -30,7 +30,7 @@ from .grid import SUMMARY_COLUMNS, SweepConfig, SweepPoint
 
 __all__ = ["MAEBackend", "eval_masks", "point_masks", "rows_of", "decoder_encoder", "SUMMARY_TO_ROW"]
 
-_KIND_CODE = {"random": 0, "aligned": 1}
+_KIND_CODE = {"random": 0, "aligned": 1, "block": 2}
 
 
 def _sim_config(cfg: SweepConfig, n: int, seed: int | None = None):
@@ -55,7 +55,7 @@ def eval_masks(
     np.random.default_rng(mask_seed))`` for aligned ones.
     """
     from hlvm.graphs import image_shape
-    from hlvm.masks import Mask, aligned_unit_masks
+    from hlvm.masks import Mask, unit_masks
 
     _, h, w = image_shape(graph)
     branching = int(graph.graph.get("branching", 2))
@@ -65,7 +65,7 @@ def eval_masks(
         if kind == "random":
             m = Mask.random(h, w, ratio=ratio, unit=unit, seed=s)
         else:
-            m = Mask(aligned_unit_masks(1, h, w, ratio, unit, branching, np.random.default_rng(s))[0], unit)
+            m = Mask(unit_masks(kind, 1, h, w, ratio, unit, np.random.default_rng(s), branching=branching)[0], unit)
         out.append((s, m))
     return out
 
@@ -145,6 +145,7 @@ class MAEBackend:
             objective=point.objective or "mae",
             mask_ratio=point.mask_ratio,
             mask_kind=point.train_mask_kind or "random",
+            boundary_ignore=point.boundary_ignore,
             mask_unit=point.mask_unit,
             bottleneck=point.width,
             steps=cfg.steps,
