@@ -13,11 +13,14 @@ The package is split along its seams:
 - :mod:`hlvm.sweep.store`: :class:`ResultsStore`, the append-only, crash-safe
   results of a sweep folder;
 - :mod:`hlvm.sweep.engine`: :func:`run_sweep` and the :class:`Backend`
-  protocol, with a process pool on this machine;
+  protocol (the work of a point);
+- :mod:`hlvm.sweep.backends`: where points run (:class:`Executor`: in this
+  process, or a process pool on this machine);
 - :mod:`hlvm.sweep.mae`: :class:`MAEBackend`, the work of a point
   (simulate, train, evaluate).
 """
 
+from .backends import Executor, InlineExecutor, Outcome, PoolExecutor
 from .engine import Backend, SweepSummary, run_sweep
 from .grid import KNOWN_OBJECTIVES, MASK_KINDS, POINT_COLUMNS, ROW_COLUMNS, SweepConfig, SweepPoint, load_sweep_config
 from .mae import MAEBackend, eval_masks, rows_of
@@ -30,6 +33,10 @@ __all__ = [
     "SweepPoint",
     "ResultsStore",
     "Backend",
+    "Executor",
+    "InlineExecutor",
+    "PoolExecutor",
+    "Outcome",
     "MAEBackend",
     "SweepSummary",
     "run_sweep",

@@ -1,8 +1,9 @@
-"""Running a sweep: :func:`run_sweep` over a :class:`Backend`, in a process pool of this machine.
+"""Running a sweep: :func:`run_sweep` over a :class:`Backend`, on an executor.
 
 The work of a point is a :class:`Backend`: :class:`hlvm.sweep.MAEBackend`
-simulates, trains and evaluates; tests plug in small stand-ins. Points run in
-worker processes when there are cores for it; the parent alone appends and
+simulates, trains and evaluates; tests plug in small stand-ins. Where points
+run is an executor (:mod:`hlvm.sweep.backends`): in this process, or in a pool
+of worker processes when there are cores for it. The driver alone appends and
 commits rows (:class:`hlvm.sweep.ResultsStore`).
 """
 
@@ -13,13 +14,13 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from hlvm.errors import ConfigError, DataError, HlvmError
 
+from .backends import Executor, InlineExecutor, Outcome, PoolExecutor
 from .grid import SweepConfig, SweepPoint
 from .store import ResultsStore, write_csv_atomic
 
@@ -39,46 +40,6 @@ class Backend(Protocol):
     def run_point(self, cfg: SweepConfig, point: SweepPoint, context: Mapping[str, Any]) -> list[dict[str, Any]]: ...
 
     def predict(self, cfg: SweepConfig, context: Mapping[str, Any]) -> list[dict[str, Any]] | None: ...
-
-
-def _set_threads(n: int) -> None:
-    # torch reads OMP_NUM_THREADS when first imported; one already imported is told directly. numpy's BLAS
-    # was loaded with the worker's first import (its pool sized to the machine), so it is capped here too:
-    # two workers of two BLAS threads each on two cores would fight over them.
-    import sys
-
-    from threadpoolctl import threadpool_limits
-
-    os.environ["OMP_NUM_THREADS"] = str(n)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(n)
-    threadpool_limits(n)
-
-
-def _worker_init(threads: int, parent: int) -> None:
-    _set_threads(threads)
-    # A worker whose sweep process died (killed, not Ctrl-C) would otherwise train on, orphaned.
-    import threading
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(2.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _cpu_seconds() -> float:
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def _run_point(backend: Backend, cfg: SweepConfig, point: SweepPoint, context: Mapping[str, Any]):
-    t0, c0 = time.perf_counter(), _cpu_seconds()
-    rows = backend.run_point(cfg, point, context)
-    return rows, time.perf_counter() - t0, _cpu_seconds() - c0
 
 
 @dataclass
@@ -155,41 +116,34 @@ def run_sweep(
         summary.seconds = time.perf_counter() - t_start
         return summary
 
-    def commit(point: SweepPoint, rows: list[dict[str, Any]], seconds: float, cpu: float) -> None:
+    def commit(o: Outcome) -> None:
+        point = o.point
         cols = point.columns()
-        full = [{**cols, **r} for r in rows]
-        meta = {"point": cols, "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "finished_utc": _utc_now()}
+        full = [{**cols, **r} for r in o.rows or []]
+        meta = {"point": cols, "seconds": round(o.seconds, 3), "cpu_seconds": round(o.cpu_seconds, 3), "finished_utc": _utc_now()}
         store.append(point.point_id, full, meta)
         summary.finished += 1
         summary.rows += len(full)
         if on_point is not None:
             on_point(point, full)
 
+    executor: Executor = InlineExecutor(threads) if workers == 1 else PoolExecutor(workers, threads)
+    executor.start(backend, cfg, context)
+    queue = list(todo)
     with _progress(progress, console, len(todo), summary.skipped) as advance:
-        if workers == 1:
-            _set_threads(threads)
-            for p in todo:
-                rows, sec, cpu = _run_point(backend, cfg, p, context)
-                commit(p, rows, sec, cpu)
-                advance(p)
-        else:
-            import multiprocessing as mp
-
-            # spawn: a clean interpreter per worker; fork after torch set up threads can hang.
-            pool = ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_worker_init, initargs=(threads, os.getpid()))
-            try:
-                pending: dict[Future, SweepPoint] = {pool.submit(_run_point, backend, cfg, p, context): p for p in todo}
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        p = pending.pop(fut)
-                        rows, sec, cpu = fut.result()
-                        commit(p, rows, sec, cpu)
-                        advance(p)
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            pool.shutdown(wait=True)
+        try:
+            while queue or executor.in_flight():
+                while queue and executor.in_flight() < executor.capacity:
+                    executor.submit(queue.pop(0), 1)
+                for o in executor.wait():
+                    if not o.ok:
+                        raise o.exception if o.exception is not None else RuntimeError(o.error)
+                    commit(o)
+                    advance(o.point)
+        except BaseException:
+            executor.stop(cancel=True)
+            raise
+        executor.stop()
     summary.seconds = time.perf_counter() - t_start
     return summary
 
