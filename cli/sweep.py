@@ -78,8 +78,13 @@ def sweep(
     n_train: Annotated[int | None, typer.Option(help="Simulated training samples.")] = None,
     n_eval: Annotated[int | None, typer.Option(help="Held-out samples per evaluation.")] = None,
     eval_masks: Annotated[int | None, typer.Option(help="Held-out masks per point and mask kind.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Parallel worker processes (default: min(cores, points)).")] = None,
-    threads: Annotated[int | None, typer.Option(help="Torch threads per worker (default: cores // workers).")] = None,
+    backend: Annotated[str, typer.Option(help="Where points run: process (a pool on this machine) or ray (Ray tasks, on this machine or a cluster).")] = "process",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join: auto (a 'ray start --head' here) or HOST:PORT; default: start Ray on this machine.")] = None,
+    cpus_per_point: Annotated[float | None, typer.Option(help="Ray: CPUs each point asks for (default 1); its torch threads.")] = None,
+    gpus_per_point: Annotated[float | None, typer.Option(help="Ray: GPUs each point asks for (default 0).")] = None,
+    workers: Annotated[int | None, typer.Option(help="process: worker processes (default: min(cores, points)); ray: most points in flight (default: all).")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads per point (default: cores // workers; ray: its CPUs).")] = None,
+    retries: Annotated[int, typer.Option(help="Attempts at a failed point after the first, before it is reported.")] = 2,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write the report (hlvm report) when the sweep finishes.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
@@ -128,6 +133,9 @@ def sweep(
             out = config.parent / "results" if config is not None else new_run_dir("runs", "sweep")
         if workers is not None and workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {workers}")
+        if retries < 0:
+            raise ConfigError(f"--retries must be >= 0, got {retries}")
+        executor = _executor(backend, ray_address, cpus_per_point, gpus_per_point, workers, threads)
 
         points = cfg.points()
         trained = sum(p.trained for p in points)
@@ -142,7 +150,8 @@ def sweep(
             console.print(f"  skipped: {why}", markup=False)
         t0 = time.perf_counter()
         try:
-            summary = run_sweep(cfg, out, workers=workers, threads=threads, progress=not quiet, console=console)
+            summary = run_sweep(cfg, out, executor=executor, workers=workers, threads=threads, retries=retries,
+                                progress=not quiet, console=console)
         except KeyboardInterrupt:
             err_console.print(
                 f"interrupted: every finished point is kept in {out}; run the same command again to resume", markup=False
@@ -152,6 +161,14 @@ def sweep(
             f"done: {summary.finished} points run, {summary.skipped} finished earlier, {summary.rows} rows appended, "
             f"{time.perf_counter() - t0:.1f} s -> {out / 'results.csv'}"
         )
+        if summary.failed:
+            err_console.print(
+                f"failed: {len(summary.failed)} point(s) after {retries + 1} attempt(s) each (tracebacks in "
+                f"{out / 'failures.jsonl'}); run the same command again to retry them:", markup=False
+            )
+            for point, why in summary.failed:
+                err_console.print(f"  {point.label()}: {why}", markup=False)
+            raise typer.Exit(code=1)
         if report:
             from hlvm.report import build_report
 
@@ -162,3 +179,21 @@ def sweep(
                 console.print(line, markup=False)
             console.print(f"report: {path}")
 
+
+
+def _executor(kind: str, address: str | None, cpus: float | None, gpus: float | None, workers: int | None,
+              threads: int | None) -> Any:
+    """The executor ``--backend`` names (``None``: run_sweep's process pool)."""
+    from hlvm.errors import ConfigError
+
+    if kind == "process":
+        for name, value in (("--ray-address", address), ("--cpus-per-point", cpus), ("--gpus-per-point", gpus)):
+            if value is not None:
+                raise ConfigError(f"{name} applies to --backend ray; the process pool takes --workers and --threads")
+        return None
+    if kind != "ray":
+        raise ConfigError(f"unknown --backend {kind!r}; choose from process, ray")
+    from hlvm.sweep import RayExecutor
+
+    return RayExecutor(address, cpus=1 if cpus is None else cpus, gpus=0 if gpus is None else gpus, threads=threads,
+                       limit=workers)

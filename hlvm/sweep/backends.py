@@ -7,7 +7,8 @@ point back to the driver as an :class:`Outcome`. The driver
 executor writes the same files in the same way.
 
 - :class:`InlineExecutor`: in the driver's own process, one point at a time;
-- :class:`PoolExecutor`: a pool of spawned worker processes on this machine.
+- :class:`PoolExecutor`: a pool of spawned worker processes on this machine;
+- :class:`RayExecutor`: Ray tasks, on this machine or a cluster.
 
 An executor runs at most :attr:`Executor.capacity` points at once; the driver
 keeps the rest queued, so a crash of a worker costs at most the points that
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 
 from .grid import SweepConfig, SweepPoint
 
-__all__ = ["Executor", "Outcome", "InlineExecutor", "PoolExecutor", "run_one", "set_threads"]
+__all__ = ["Executor", "Outcome", "InlineExecutor", "PoolExecutor", "RayExecutor", "RAY_INSTALL", "run_one", "set_threads"]
 
 
 @dataclass
@@ -53,10 +54,16 @@ class Outcome:
 
 
 class Executor(Protocol):
-    """Where points run. ``start`` once, ``submit`` up to ``capacity`` points, ``wait`` for any, ``stop`` at the end."""
+    """Where points run: ``connect``, ``start`` once, ``submit`` up to ``capacity`` points, ``wait`` for any, ``stop``.
+
+    ``connect`` reaches the resources (a cluster) before anything is written,
+    and raises :class:`hlvm.errors.ConfigError` if they cannot be had.
+    """
 
     name: str
     capacity: int
+
+    def connect(self) -> None: ...
 
     def start(self, backend: Any, cfg: SweepConfig, context: Mapping[str, Any]) -> None: ...
 
@@ -93,10 +100,11 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def one_line_error(e: BaseException) -> str:
-    """``"TypeName: message"`` on one line."""
+def one_line_error(e: BaseException, limit: int = 500) -> str:
+    """``"TypeName: message"`` on one line, at most ``limit`` characters (the failures log keeps the rest)."""
     text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+    line = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def run_one(
@@ -127,6 +135,9 @@ class InlineExecutor:
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads
         self._queue: list[tuple[SweepPoint, int]] = []
+
+    def connect(self) -> None:
+        pass
 
     def start(self, backend: Any, cfg: SweepConfig, context: Mapping[str, Any]) -> None:
         self.backend, self.cfg, self.context = backend, cfg, context
@@ -181,6 +192,9 @@ class PoolExecutor:
         self.workers, self.threads = workers, threads
         self._pool: ProcessPoolExecutor | None = None
         self._pending: dict[Future, tuple[SweepPoint, int]] = {}
+
+    def connect(self) -> None:
+        pass
 
     def start(self, backend: Any, cfg: SweepConfig, context: Mapping[str, Any]) -> None:
         self.backend, self.cfg, self.context = backend, cfg, context
@@ -238,3 +252,147 @@ class PoolExecutor:
             self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
             self._pool = None
         self._pending.clear()
+
+
+#: What to tell a user who asks for Ray without it.
+RAY_INSTALL = "pip install 'hlvm[ray]' (or: pip install ray)"
+
+
+def _ray_run(shared: tuple[Any, SweepConfig, Mapping[str, Any]], point: SweepPoint, threads: int):  # noqa: ANN202
+    """The Ray task of a point: the same :func:`run_one` a pool worker calls."""
+    backend, cfg, context = shared
+    return run_one(backend, cfg, point, context, threads)
+
+
+class RayExecutor:
+    """Points run as Ray tasks, each asking the cluster for ``cpus`` CPUs and ``gpus`` GPUs.
+
+    ``address`` is ``None`` (a Ray instance started here, sized to this
+    machine, or the one this process is already connected to), ``"auto"`` (the
+    cluster a ``ray start --head`` on this machine runs) or ``"HOST:PORT"``.
+    Tasks do not retry on their own (``max_retries=0``): a worker that dies
+    comes back as a failed attempt, and the driver's bounded retries
+    (:func:`hlvm.sweep.run_sweep`) apply to it as to any failure. ``limit``
+    caps the points in flight (default: all of them; Ray queues what the
+    cluster cannot yet place). Each task runs ``threads`` torch threads
+    (default ``cpus``).
+
+    Workers need the same hlvm (and the code of any custom backend), and see
+    the driver's paths: the sweep folder, its data and run folders, must be
+    on a filesystem every node mounts at the same path.
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        cpus: float = 1,
+        gpus: float = 0,
+        threads: int | None = None,
+        limit: int | None = None,
+    ) -> None:
+        from hlvm.errors import ConfigError
+
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"--backend ray needs Ray, which is not installed: {RAY_INSTALL}") from None
+        for what, value, low in (("cpus per point", cpus, 0), ("gpus per point", gpus, 0)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= low or value != value:
+                raise ConfigError(f"{what} must be a number >= {low}, got {value!r}")
+        if cpus == 0 and gpus == 0:
+            raise ConfigError("a point needs some resource: cpus per point or gpus per point must be > 0")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ConfigError(f"threads must be a positive integer, got {threads!r}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"workers must be a positive integer, got {limit!r}")
+        self.address, self.cpus, self.gpus = address, cpus, gpus
+        self.threads = threads if threads is not None else max(1, int(cpus))
+        self.capacity = limit if limit is not None else 1 << 30
+        self._owns = False
+        self._pending: dict[Any, tuple[SweepPoint, int]] = {}
+        self._connected = False
+
+    def connect(self) -> None:
+        """Connect to (or start) Ray; a cluster that cannot be reached is a :class:`ConfigError`."""
+        import logging
+
+        import ray
+
+        from hlvm.errors import ConfigError
+
+        if self._connected:
+            return
+        if not ray.is_initialized():
+            kw: dict[str, Any] = {"logging_level": logging.ERROR, "include_dashboard": False}
+            if self.address is not None:
+                kw["address"] = self.address
+            try:
+                ray.init(**kw)
+            except Exception as e:  # noqa: BLE001 - ConnectionError, ValueError, RuntimeError by Ray version
+                where = self.address or "a new local instance"
+                raise ConfigError(f"cannot start or reach Ray ({where}): {one_line_error(e)}") from None
+            self._owns = True
+        have = ray.cluster_resources()
+        for what, need, key in (("CPUs", self.cpus, "CPU"), ("GPUs", self.gpus, "GPU")):
+            if need > have.get(key, 0):
+                self.disconnect()
+                raise ConfigError(
+                    f"each point asks for {need:g} {what} but the Ray cluster has {have.get(key, 0):g} in all; "
+                    f"lower --{what[:-1].lower()}s-per-point or add nodes"
+                )
+        self._connected = True
+
+    def disconnect(self) -> None:
+        if self._owns:
+            import ray
+
+            ray.shutdown()
+            self._owns = False
+        self._connected = False
+
+    def start(self, backend: Any, cfg: SweepConfig, context: Mapping[str, Any]) -> None:
+        import ray
+
+        self.connect()
+        self._shared = ray.put((backend, cfg, dict(context)))
+        self._task = ray.remote(_ray_run).options(
+            num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0, retry_exceptions=False
+        )
+
+    def submit(self, point: SweepPoint, attempt: int) -> None:
+        ref = self._task.remote(self._shared, point, self.threads)
+        self._pending[ref] = (point, attempt)
+
+    def wait(self) -> list[Outcome]:
+        import ray
+
+        ready, _ = ray.wait(list(self._pending), num_returns=1)
+        out = []
+        for ref in ready:
+            point, attempt = self._pending.pop(ref)
+            try:
+                rows, sec, cpu, err, tb = ray.get(ref)
+            except ray.exceptions.RayError as e:  # a worker or node died, the task was cancelled, ...
+                cause = getattr(e, "cause", None) or e
+                out.append(Outcome(point, attempt, error=one_line_error(cause), traceback=str(e)))
+                continue
+            out.append(Outcome(point, attempt, rows, sec, cpu, err, tb))
+        return out
+
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def stop(self, cancel: bool = False) -> None:
+        if cancel and self._pending:
+            import ray
+
+            for ref in self._pending:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001, S110 - a task that already finished cannot be cancelled
+                    pass
+        self._pending.clear()
+        self.disconnect()

@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,7 +24,7 @@ from .backends import Executor, InlineExecutor, Outcome, PoolExecutor
 from .grid import SweepConfig, SweepPoint
 from .store import ResultsStore, write_csv_atomic
 
-__all__ = ["Backend", "SweepSummary", "run_sweep"]
+__all__ = ["Backend", "SweepSummary", "run_sweep", "RETRIES", "FAILURES"]
 
 
 class Backend(Protocol):
@@ -53,6 +53,15 @@ class SweepSummary:
     rows: int  # rows appended by this call
     infeasible: list[str]
     seconds: float
+    #: Points that failed every attempt of this call: (point, the last attempt's one-line error).
+    failed: list[tuple[SweepPoint, str]] = field(default_factory=list)
+    executor: str = "inline"
+
+
+#: Attempts at a failed point after the first, by default.
+RETRIES = 2
+#: The driver's log of every failed attempt (one JSON line each, with the traceback).
+FAILURES = "failures.jsonl"
 
 
 def run_sweep(
@@ -60,8 +69,10 @@ def run_sweep(
     out: str | os.PathLike[str],
     *,
     backend: Backend | None = None,
+    executor: Executor | None = None,
     workers: int | None = None,
     threads: int | None = None,
+    retries: int = RETRIES,
     progress: bool = True,
     on_point: Callable[[SweepPoint, list[dict[str, Any]]], None] | None = None,
     console: Any = None,
@@ -69,21 +80,31 @@ def run_sweep(
     """Run (or resume) the sweep ``cfg`` into the folder ``out``.
 
     Finished points found in ``out`` are skipped; each newly finished point is
-    committed at once (see :class:`ResultsStore`), so an interruption (an
-    exception, Ctrl-C) loses at most the points in flight. ``out`` may be
-    resumed with a grid that adds or drops axis values, but not with other
+    committed at once (see :class:`ResultsStore`), so an interruption (Ctrl-C,
+    a killed driver or worker) loses at most the points in flight. ``out`` may
+    be resumed with a grid that adds or drops axis values, but not with other
     shared settings (they change every point's meaning): that raises
     :class:`ConfigError`.
 
-    ``workers``: parallel worker processes (default ``min(cores, points to
-    run)``); ``threads``: torch threads per worker (default ``cores //
-    workers``, so that the total fits the machine). ``on_point``
-    is called in this process after each commit.
+    Where points run: ``executor`` (:mod:`hlvm.sweep.backends`, e.g. a
+    :class:`~hlvm.sweep.backends.RayExecutor`), else this machine: ``workers``
+    parallel worker processes (default ``min(cores, points to run)``; one
+    means this process), each with ``threads`` torch threads (default ``cores
+    // workers``, so that the total fits the machine).
+
+    A point that fails (raises, or its worker dies) is tried again, up to
+    ``retries`` more times; one that fails every attempt is left out of the
+    results and listed in :attr:`SweepSummary.failed` (the other points go
+    on), and every failed attempt is logged with its traceback in
+    ``out/failures.jsonl``. Running the same call again retries it.
+    ``on_point`` is called in this process after each commit.
     """
     t_start = time.perf_counter()
     for name, value in (("workers", workers), ("threads", threads)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"retries must be an integer >= 0, got {retries!r}")
     out = Path(out)
     if backend is None:
         from .mae import MAEBackend
@@ -91,6 +112,17 @@ def run_sweep(
         backend = MAEBackend()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
+    if executor is not None:
+        executor.connect()  # an unreachable cluster is found before anything is written
+    try:
+        return _run(cfg, out, backend, executor, workers, threads, retries, progress, on_point, console, t_start)
+    except BaseException:
+        if executor is not None:
+            executor.stop(cancel=True)
+        raise
+
+
+def _run(cfg, out, backend, executor, workers, threads, retries, progress, on_point, console, t_start) -> SweepSummary:  # noqa: ANN001
     out.mkdir(parents=True, exist_ok=True)
     _check_config(cfg, out)
     # The backend checks what it needs (model configs, data) before sweep.json pins the settings.
@@ -101,18 +133,21 @@ def run_sweep(
     done = store.recover()
     points = cfg.points()
     todo = [p for p in points if p.point_id not in done]
-    cores = os.cpu_count() or 1
-    if workers is None:
-        workers = max(1, min(cores, len(todo)))
-    if threads is None:
-        threads = max(1, cores // workers)
+    if executor is None:
+        cores = os.cpu_count() or 1
+        if workers is None:
+            workers = max(1, min(cores, len(todo)))
+        if threads is None:
+            threads = max(1, cores // workers)
+        executor = InlineExecutor(threads) if workers == 1 else PoolExecutor(workers, threads)
 
     pred = backend.predict(cfg, context)
     if pred is not None:
         write_csv_atomic(out / "prediction.csv", pred)
 
-    summary = SweepSummary(out, len(points), len(points) - len(todo), 0, 0, cfg.infeasible(), 0.0)
+    summary = SweepSummary(out, len(points), len(points) - len(todo), 0, 0, cfg.infeasible(), 0.0, executor=executor.name)
     if not todo:
+        executor.stop()
         summary.seconds = time.perf_counter() - t_start
         return summary
 
@@ -127,25 +162,44 @@ def run_sweep(
         if on_point is not None:
             on_point(point, full)
 
-    executor: Executor = InlineExecutor(threads) if workers == 1 else PoolExecutor(workers, threads)
-    executor.start(backend, cfg, context)
-    queue = list(todo)
+    queue = [(p, 1) for p in todo]
     with _progress(progress, console, len(todo), summary.skipped) as advance:
         try:
+            executor.start(backend, cfg, context)
             while queue or executor.in_flight():
                 while queue and executor.in_flight() < executor.capacity:
-                    executor.submit(queue.pop(0), 1)
+                    executor.submit(*queue.pop(0))
                 for o in executor.wait():
-                    if not o.ok:
-                        raise o.exception if o.exception is not None else RuntimeError(o.error)
-                    commit(o)
-                    advance(o.point)
+                    if o.ok:
+                        commit(o)
+                        advance(o.point)
+                        continue
+                    _log_failure(out, o, executor.name)
+                    if o.attempt <= retries:
+                        queue.append((o.point, o.attempt + 1))  # behind the others: a flaky node may be gone by then
+                    else:
+                        summary.failed.append((o.point, o.error or "unknown error"))
+                        advance(o.point, failed=True)
         except BaseException:
             executor.stop(cancel=True)
             raise
         executor.stop()
     summary.seconds = time.perf_counter() - t_start
     return summary
+
+
+def _log_failure(out: Path, o: Outcome, where: str) -> None:
+    rec = {
+        "point_id": o.point.point_id,
+        "label": o.point.label(),
+        "attempt": o.attempt,
+        "executor": where,
+        "error": o.error,
+        "traceback": o.traceback,
+        "failed_utc": _utc_now(),
+    }
+    with open(out / FAILURES, "a") as f:
+        f.write(json.dumps(rec) + "\n")
 
 
 def _utc_now() -> str:
@@ -182,7 +236,7 @@ def _write_config(cfg: SweepConfig, out: Path) -> None:
 @contextlib.contextmanager
 def _progress(show: bool, console: Any, total: int, skipped: int):
     if not show:
-        yield lambda p: None
+        yield lambda p, failed=False: None
         return
     from rich.progress import (
         BarColumn,
@@ -206,5 +260,9 @@ def _progress(show: bool, console: Any, total: int, skipped: int):
     with Progress(*cols, console=console, transient=False) as bar:
         note = f"({skipped} done earlier) " if skipped else ""
         task = bar.add_task(f"{note}starting", total=total)
-        yield lambda p: bar.update(task, advance=1, description=f"{note}last: {p.label()}")
+        def advance(p: SweepPoint, failed: bool = False) -> None:
+            what = "failed" if failed else "last"
+            bar.update(task, advance=1, description=f"{note}{what}: {p.label()}")
+
+        yield advance
 
