@@ -46,3 +46,7 @@ app.command("report")(_report.report)
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m hlvm.cli.main, as the tests run it in a subprocess
+    main()
