@@ -175,3 +175,15 @@ def test_img_size_that_disagrees_with_simulated_data(folder, tmp_path):
     out = tmp_path / "run"
     assert_one_line_error(invoke("--data", folder, "--img-size", "8", "--out", str(out), "-q"), "img_size 8", "4x4x4")
     assert not out.exists()
+
+
+def test_resume_says_in_one_warning_line_which_options_it_ignores(online_spec, tmp_path):
+    run = tmp_path / "run"
+    assert invoke("--model", "mlp", "--data", online_spec, "--steps", "2", "--batch-size", "4", "--out", str(run),
+                  "-q").exit_code == 0
+    r = invoke("--resume", str(run), "--steps", "50", "--blr", "3", "-q")
+    assert r.exit_code == 0, r.output
+    warnings = [line for line in r.output.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: --resume continues the run with its saved config; ignoring --steps, --blr"]
+    r = invoke("--resume", str(run), "-q")
+    assert r.exit_code == 0 and "warning" not in r.output
