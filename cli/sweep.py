@@ -60,7 +60,7 @@ def _words(text: str) -> list[str]:
 
 def sweep(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Study config JSON (SweepConfig fields); options below override it.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Results folder; an existing one is resumed. Default: results/ beside --config, else runs/sweep-<time>.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Results folder; an existing sweep folder is resumed. Default: a new runs/sweep-<time>.")] = None,
     ratios: Annotated[str | None, typer.Option(help="Mask ratios, comma-separated, e.g. 0.1,0.25,0.5,0.75,0.9.")] = None,
     units: Annotated[str | None, typer.Option(help="Masking units in pixels, comma-separated, e.g. 1,2,4.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Training seeds, comma-separated.")] = None,
@@ -130,28 +130,32 @@ def sweep(
         base["graph"] = graph
         cfg = SweepConfig.from_dict(base)
         if out is None:
-            out = config.parent / "results" if config is not None else new_run_dir("runs", "sweep")
+            # Never the study's committed results/ beside --config: a run there would rewrite them.
+            out = new_run_dir("runs", "sweep")
         if workers is not None and workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {workers}")
         if retries < 0:
             raise ConfigError(f"--retries must be >= 0, got {retries}")
         executor = _executor(backend, ray_address, cpus_per_point, gpus_per_point, workers, threads)
 
-        points = cfg.points()
-        trained = sum(p.trained for p in points)
-        console.print(
-            f"[bold]sweep[/] {trained} trained points ({len(cfg.mask_ratios)} ratios x {len(cfg.mask_units)} units x "
-            f"{len(cfg.train_mask_kinds)} training mask kinds x {len(cfg.objectives)} objectives x "
-            f"{len(cfg.bottlenecks)} bottlenecks x {len(cfg.seeds)} seeds"
-            f"{', less skipped combinations' if cfg.infeasible() else ''}) and {len(points) - trained} control points "
-            f"({', '.join(cfg.controls) or 'none'}) -> {out}"
-        )
-        for why in cfg.infeasible():
-            console.print(f"  skipped: {why}", markup=False)
+        def plan() -> None:
+            # Printed once the sweep is checked and prepared: bad input gets its one error line alone.
+            points = cfg.points()
+            trained = sum(p.trained for p in points)
+            console.print(
+                f"[bold]sweep[/] {trained} trained points ({len(cfg.mask_ratios)} ratios x {len(cfg.mask_units)} units x "
+                f"{len(cfg.train_mask_kinds)} training mask kinds x {len(cfg.objectives)} objectives x "
+                f"{len(cfg.bottlenecks)} bottlenecks x {len(cfg.seeds)} seeds"
+                f"{', less skipped combinations' if cfg.infeasible() else ''}) and {len(points) - trained} control points "
+                f"({', '.join(cfg.controls) or 'none'}) -> {out}"
+            )
+            for why in cfg.infeasible():
+                console.print(f"  skipped: {why}", markup=False)
+
         t0 = time.perf_counter()
         try:
             summary = run_sweep(cfg, out, executor=executor, workers=workers, threads=threads, retries=retries,
-                                progress=not quiet, console=console)
+                                progress=not quiet, console=console, on_start=plan)
         except KeyboardInterrupt:
             err_console.print(
                 f"interrupted: every finished point is kept in {out}; run the same command again to resume", markup=False

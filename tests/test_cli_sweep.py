@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -24,6 +25,8 @@ def captured(monkeypatch):
 
     def fake(cfg, out, **kw):
         calls.append((cfg, out, kw))
+        if kw.get("on_start"):
+            kw["on_start"]()
         return sweep.SweepSummary(out, len(cfg.points()), 0, len(cfg.points()), 0, cfg.infeasible(), 0.0)
 
     monkeypatch.setattr(sweep, "run_sweep", fake)
@@ -54,14 +57,16 @@ def test_controls_none_turns_them_off(tmp_path, captured):
     assert cfg.controls == () and all(p.trained for p in cfg.points())
 
 
-def test_config_file_and_default_out_beside_it(tmp_path, captured):
-    (tmp_path / "study").mkdir()
+def test_config_file_and_default_out_a_new_folder_under_runs_never_the_study_results(tmp_path, captured, monkeypatch):
+    (tmp_path / "study" / "results").mkdir(parents=True)
     conf = tmp_path / "study" / "config.json"
     conf.write_text(json.dumps({"_comment": "x", "mask_ratios": [0.5], "mask_units": [1], "graph": {"depth": 2}, "steps": 3}))
+    monkeypatch.chdir(tmp_path)
     r = runner.invoke(app, ["sweep", "--config", str(conf), "--seeds", "4", "--no-report", "-q"])
     assert r.exit_code == 0, r.output
     (cfg, out, _), = captured
-    assert cfg.steps == 3 and cfg.seeds == (4,) and out == tmp_path / "study" / "results"
+    assert cfg.steps == 3 and cfg.seeds == (4,)
+    assert out.parent == Path("runs") and out.name.startswith("sweep-") and not out.exists()
 
 
 @pytest.mark.parametrize(

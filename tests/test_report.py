@@ -266,3 +266,19 @@ def test_report_out_naming_a_file_is_a_data_error(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(DataError, match="not a folder"):
         build_report(tmp_path, tmp_path / "afile")
+
+
+def test_provenance_names_the_first_run_and_how_often_it_was_resumed(tmp_path):
+    from hlvm.report import _provenance_lines
+
+    sweep = {"config": {"graph": {"depth": 2}, "model": "mlp", "steps": 5},
+             "provenance": {"hlvm_version": "0.1.0", "git_commit": "aaa111", "created_utc": "2026-01-01T00:00:00+00:00"}}
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    line = _provenance_lines(tmp_path)[0]
+    assert "commit `aaa111`, begun 2026-01-01T00:00:00+00:00." in line and "resumed" not in line
+    sweep["resumes"] = [{"provenance": {"git_commit": "bbb222", "created_utc": "2026-02-01T00:00:00+00:00"}},
+                        {"provenance": {"git_commit": "ccc333", "created_utc": "2026-03-01T00:00:00+00:00"}}]
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    line = _provenance_lines(tmp_path)[0]
+    assert "commit `aaa111`, begun 2026-01-01" in line
+    assert "resumed 2 times, last with commit `ccc333` at 2026-03-01T00:00:00+00:00." in line

@@ -110,6 +110,11 @@ def test_point_ids_depend_on_shared_settings_but_not_on_other_axis_values():
         (dict(mask_ratios=[0.5, 0.5]), "twice"),
         (dict(graph={"depth": 0}), "depth"),
         (dict(eval_masks=0), "eval_masks"),
+        (dict(blr=float("inf")), "blr must be a positive finite number"),
+        (dict(blr=float("nan")), "blr must be a positive finite number"),
+        (dict(train={"warmpu": 3}), "train: unknown TrainConfig field 'warmpu'"),
+        (dict(train={"steps": 3}), "train: 'steps' is set by the sweep \\(steps\\)"),
+        (dict(train={"seed": 1}), "train: 'seed' is set by the sweep \\(seeds\\)"),
     ],
 )
 def test_bad_configs_raise_config_error(kw, match):
@@ -351,3 +356,62 @@ def test_a_killed_driver_resumes_without_losing_or_duplicating_points(tmp_path):
     assert (s.skipped, s.finished) == (committed, len(cfg.points()) - committed)
     rows = read_jsonl(out / "results.jsonl")
     assert len(rows) == len(set(row_keys(rows))) == len(cfg.points()) * cfg.eval_masks * len(NODES)
+
+
+def test_a_second_writer_of_the_same_folder_is_refused_while_the_first_holds_it(tmp_path):
+    import fcntl
+
+    from hlvm.sweep.store import LOCK, sweep_lock
+
+    cfg, out = small(seeds=[0]), tmp_path / "out"
+    run_sweep(cfg, out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
+    before = {p: (out / p).read_bytes() for p in ("results.csv", "points.jsonl", "sweep.json")}
+    with sweep_lock(out):  # as a first sweep still running would
+        with pytest.raises(ConfigError, match=f"another hlvm sweep \\(pid {os.getpid()} on .*\\) is writing to {out}"):
+            run_sweep(cfg, out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
+        assert {p: (out / p).read_bytes() for p in before} == before
+        # an OS lock: another open file description is refused too, and the lock goes with its holder
+        with open(out / LOCK) as f, pytest.raises(BlockingIOError):
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    run_sweep(cfg, out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)  # released
+
+
+def test_a_non_empty_folder_without_a_sweep_is_refused_and_left_alone(tmp_path):
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="is not empty and holds no sweep \\(it has holiday.jpg\\)"):
+        run_sweep(small(), out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
+    assert os.listdir(out) == ["holiday.jpg"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_sweep(small(seeds=[0]), empty, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False).finished
+
+
+def test_bad_input_found_while_preparing_leaves_no_folder(tmp_path):
+    class Refusing(FakeBackend):
+        def prepare(self, cfg, out):
+            raise ConfigError("mlp_hidden must be a list of positive integers")
+
+    out = tmp_path / "new" / "out"
+    with pytest.raises(ConfigError, match="mlp_hidden"):
+        run_sweep(small(), out, backend=Refusing(tmp_path / "log"), workers=1, progress=False)
+    assert not out.exists()
+
+
+def test_a_resume_keeps_the_first_runs_provenance_and_appends_its_own(tmp_path, monkeypatch):
+    import hlvm.io
+
+    cfg, out = small(mask_ratios=[0.5], seeds=[0]), tmp_path / "out"
+    stamps = iter(["2026-01-01T00:00:00+00:00", "2026-02-02T00:00:00+00:00", "2026-03-03T00:00:00+00:00"])
+    real = hlvm.io.provenance
+    monkeypatch.setattr(hlvm.io, "provenance", lambda: {**real(), "created_utc": next(stamps)})
+    run_sweep(cfg, out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
+    first = json.loads((out / "sweep.json").read_text())
+    assert "resumes" not in first
+    run_sweep(small(seeds=[0]), out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)  # wider grid
+    run_sweep(small(seeds=[0]), out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
+    data = json.loads((out / "sweep.json").read_text())
+    assert data["provenance"] == first["provenance"] and data["provenance"]["created_utc"] == "2026-01-01T00:00:00+00:00"
+    assert [r["provenance"]["created_utc"] for r in data["resumes"]] == ["2026-02-02T00:00:00+00:00", "2026-03-03T00:00:00+00:00"]
+    assert data["resumes"][0]["axes"]["mask_ratios"] == [0.25, 0.5, 0.75] and data["config"] == small(seeds=[0]).to_dict()

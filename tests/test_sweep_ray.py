@@ -23,11 +23,16 @@ from hlvm.sweep import RayExecutor, SweepConfig, run_sweep  # noqa: E402
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
+    import signal
+
     # Ray workers cannot import the tests folder: ship the fake backend's module by value.
     ray.cloudpickle.register_pickle_by_value(_sweepfakes)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR)
     yield
     ray.shutdown()
+    for sig, handler in handlers.items():  # ray.init's handlers must not reach the other tests of this worker
+        signal.signal(sig, handler)
 
 
 def small(**kw) -> SweepConfig:
@@ -96,3 +101,18 @@ def test_a_tiny_real_mae_grid_gives_the_same_numbers_on_ray_as_in_process(tmp_pa
     assert s.failed == [] and s.finished == 2
     here, there = canonical(tmp_path / "here" / "results.jsonl"), canonical(tmp_path / "ray" / "results.jsonl")
     assert len(here) == 2 * 5 and here == there
+
+
+def test_an_executor_that_started_ray_stops_it_and_gives_the_signal_handlers_back(tmp_path):
+    import signal
+
+    ray.shutdown()  # this module's instance: the executor must start its own
+    try:
+        before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        ex = RayExecutor(cpus=1)
+        s = run_sweep(small(mask_ratios=[0.5], mask_units=[1]), tmp_path / "o", backend=FakeBackend(tmp_path / "log"),
+                      executor=ex, progress=False)
+        assert s.finished == 4 and not ray.is_initialized()
+        assert {sig: signal.getsignal(sig) for sig in before} == before
+    finally:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR)

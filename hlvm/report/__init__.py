@@ -108,7 +108,7 @@ def _provenance_lines(src: Path) -> list[str]:
                 f"{json.dumps(cfg.get('model_options') or {})}; {cfg.get('steps')} steps x batch {cfg.get('batch')} "
                 f"(blr {cfg.get('blr')}) on {cfg.get('n_train')} simulated samples; {cfg.get('eval_masks')} held-out "
                 f"masks per point and kind on {cfg.get('n_eval')} held-out samples; hlvm {prov.get('hlvm_version')}, "
-                f"commit `{prov.get('git_commit')}`."
+                f"commit `{prov.get('git_commit')}`, begun {prov.get('created_utc')}" + _resumes_note(data.get("resumes")) + "."
             )
         except (json.JSONDecodeError, AttributeError):
             pass
@@ -128,6 +128,15 @@ def _provenance_lines(src: Path) -> list[str]:
                 f"on average (sum {cpu:.0f} s CPU in the workers)."
             )
     return out + ([""] if out else [])
+
+
+def _resumes_note(resumes: Any) -> str:
+    """``"; resumed N times, last with commit X at T"`` from sweep.json's ``resumes``, or nothing."""
+    if not isinstance(resumes, list) or not resumes:
+        return ""
+    last = resumes[-1].get("provenance", {}) if isinstance(resumes[-1], dict) else {}
+    times = "once" if len(resumes) == 1 else f"{len(resumes)} times"
+    return f"; resumed {times}, last with commit `{last.get('git_commit')}` at {last.get('created_utc')}"
 
 
 def _read_prediction(path: Path) -> list[dict[str, str]] | None:

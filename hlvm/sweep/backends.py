@@ -264,6 +264,23 @@ def _ray_run(shared: tuple[Any, SweepConfig, Mapping[str, Any]], point: SweepPoi
     return run_one(backend, cfg, point, context, threads)
 
 
+def _signal_handlers() -> dict[int, Any]:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(saved: dict[int, Any]) -> None:
+    import signal
+
+    for sig, handler in saved.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+
+
 class RayExecutor:
     """Points run as Ray tasks, each asking the cluster for ``cpus`` CPUs and ``gpus`` GPUs.
 
@@ -312,6 +329,7 @@ class RayExecutor:
         self.threads = threads if threads is not None else max(1, int(cpus))
         self.capacity = limit if limit is not None else 1 << 30
         self._owns = False
+        self._signals: dict[int, Any] = {}
         self._pending: dict[Any, tuple[SweepPoint, int]] = {}
         self._connected = False
 
@@ -329,9 +347,12 @@ class RayExecutor:
             kw: dict[str, Any] = {"logging_level": logging.ERROR, "include_dashboard": False}
             if self.address is not None:
                 kw["address"] = self.address
+            # ray.init installs its own SIGTERM handler in this process; the caller's comes back on disconnect.
+            self._signals = _signal_handlers()
             try:
                 ray.init(**kw)
             except Exception as e:  # noqa: BLE001 - ConnectionError, ValueError, RuntimeError by Ray version
+                _restore_signal_handlers(self._signals)
                 where = self.address or "a new local instance"
                 raise ConfigError(f"cannot start or reach Ray ({where}): {one_line_error(e)}") from None
             self._owns = True
@@ -350,6 +371,7 @@ class RayExecutor:
             import ray
 
             ray.shutdown()
+            _restore_signal_handlers(self._signals)
             self._owns = False
         self._connected = False
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,10 +20,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hlvm.errors import ConfigError, DataError, HlvmError
+from hlvm.io import check_writable
 
 from .backends import Executor, InlineExecutor, Outcome, PoolExecutor
 from .grid import SweepConfig, SweepPoint
-from .store import ResultsStore, write_csv_atomic
+from .store import LOCK, ResultsStore, sweep_lock, write_csv_atomic
 
 __all__ = ["Backend", "SweepSummary", "run_sweep", "RETRIES", "FAILURES"]
 
@@ -75,6 +77,7 @@ def run_sweep(
     retries: int = RETRIES,
     progress: bool = True,
     on_point: Callable[[SweepPoint, list[dict[str, Any]]], None] | None = None,
+    on_start: Callable[[], None] | None = None,
     console: Any = None,
 ) -> SweepSummary:
     """Run (or resume) the sweep ``cfg`` into the folder ``out``.
@@ -97,7 +100,8 @@ def run_sweep(
     results and listed in :attr:`SweepSummary.failed` (the other points go
     on), and every failed attempt is logged with its traceback in
     ``out/failures.jsonl``. Running the same call again retries it.
-    ``on_point`` is called in this process after each commit.
+    ``on_start`` is called once everything is checked and prepared, before
+    the first point; ``on_point`` in this process after each commit.
     """
     t_start = time.perf_counter()
     for name, value in (("workers", workers), ("threads", threads)):
@@ -110,24 +114,48 @@ def run_sweep(
         from .mae import MAEBackend
 
         backend = MAEBackend()
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a folder")
+    # Everything that can be checked without writing is checked before anything is written.
+    check_writable(out)  # a file in the path, or a read-only folder
+    _check_folder(out)
+    _check_config(cfg, out)
     if executor is not None:
-        executor.connect()  # an unreachable cluster is found before anything is written
+        executor.connect()  # an unreachable cluster
+    created = not out.exists()
+    prepared = False
     try:
-        return _run(cfg, out, backend, executor, workers, threads, retries, progress, on_point, console, t_start)
-    except BaseException:
+        out.mkdir(parents=True, exist_ok=True)
+        with sweep_lock(out):
+            _check_config(cfg, out)  # again under the lock: another sweep may have pinned the folder meanwhile
+            # The backend checks what it needs (model configs, data) before sweep.json pins the settings.
+            context = dict(backend.prepare(cfg, out))
+            prepared = True
+            _write_config(cfg, out)
+            if on_start is not None:
+                on_start()
+            return _run(cfg, out, backend, context, executor, workers, threads, retries, progress, on_point, console, t_start)
+    except BaseException as e:
         if executor is not None:
             executor.stop(cancel=True)
+        if created and not prepared and isinstance(e, HlvmError):
+            shutil.rmtree(out, ignore_errors=True)  # bad input leaves nothing behind (a Ctrl-C keeps finished data)
         raise
 
 
-def _run(cfg, out, backend, executor, workers, threads, retries, progress, on_point, console, t_start) -> SweepSummary:  # noqa: ANN001
-    out.mkdir(parents=True, exist_ok=True)
-    _check_config(cfg, out)
-    # The backend checks what it needs (model configs, data) before sweep.json pins the settings.
-    context = dict(backend.prepare(cfg, out))
-    _write_config(cfg, out)
+#: What a sweep writes into its folder before sweep.json (refused resumes aside, a folder with anything else is not a sweep's).
+_BEFORE_CONFIG = (LOCK, "data")
+
+
+def _check_folder(out: Path) -> None:
+    """Refuse a non-empty ``out`` that holds no sweep: its files would be mixed with the sweep's."""
+    if not out.is_dir() or (out / "sweep.json").is_file():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in _BEFORE_CONFIG and not p.name.startswith(".sweep.json."))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise ConfigError(f"--out {out} is not empty and holds no sweep (it has {shown}); give a new or empty folder")
+
+
+def _run(cfg, out, backend, context, executor, workers, threads, retries, progress, on_point, console, t_start) -> SweepSummary:  # noqa: ANN001
 
     store = ResultsStore(out)
     done = store.recover()
@@ -228,9 +256,24 @@ def _check_config(cfg: SweepConfig, out: Path) -> None:
 
 
 def _write_config(cfg: SweepConfig, out: Path) -> None:
+    """Write ``sweep.json``: the config of this call, and the provenance of the first run with one entry per resume.
+
+    A resume keeps the first run's ``provenance`` (its commit and time) and
+    appends its own, with the grid it ran, to ``resumes``: the results then
+    come from several runs, and the report says so.
+    """
     from hlvm.io import provenance, write_json
 
-    write_json(out / "sweep.json", {"config": cfg.to_dict(), "infeasible": cfg.infeasible(), "provenance": provenance()})
+    from .grid import AXES
+
+    path = out / "sweep.json"
+    data: dict[str, Any] = {"config": cfg.to_dict(), "infeasible": cfg.infeasible(), "provenance": provenance()}
+    if path.is_file():
+        old = json.loads(path.read_text())  # readable: _check_config read it
+        resume = {"provenance": data["provenance"], "axes": {k: data["config"][k] for k in AXES}}
+        data["provenance"] = old.get("provenance", {})
+        data["resumes"] = [*old.get("resumes", []), resume]
+    write_json(path, data)
 
 
 @contextlib.contextmanager
