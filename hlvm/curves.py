@@ -87,7 +87,7 @@ def plot_loss(
         for k in keys:
             ys = [r.get(k, float("nan")) for r in rows]
             losses += [y for y in ys if isinstance(y, int | float) and math.isfinite(y)]
-            ax.plot(steps, ys, lw=1.6 if k == "loss" else 1.0, label=k)
+            ax.plot(steps, ys, lw=1.6 if k == "loss" else 1.0, label=k, marker="o" if len(rows) < 10 else None, ms=3)
         if any("lr" in r for r in rows):
             ax2 = ax.twinx()
             ax2.plot(steps, [r.get("lr", float("nan")) for r in rows], color="0.6", ls="--", lw=0.9, label="lr")
@@ -100,7 +100,9 @@ def plot_loss(
             ys = [r["loss"] for r in rows]
             losses += [y for y in ys if math.isfinite(y)]
             c = cmap(0.9 * colors[label]) if colors and label in colors else None
-            ax.plot([r["step"] for r in rows], ys, lw=1.0, alpha=0.85, color=c, label=label if i < 24 else None)
+            marker = "o" if len(rows) < 10 else None  # a run logged a few times is still seen
+            ax.plot([r["step"] for r in rows], ys, lw=1.0, alpha=0.85, color=c, marker=marker, ms=3,
+                    label=label if i < 24 else None)
         ax.legend(fontsize=6, ncol=2 if len(curves) > 12 else 1, loc="upper right")
     if losses and min(losses) > 0:
         ax.set_yscale("log")

@@ -196,6 +196,8 @@ def test_a_real_tiny_sweep_runs_resumes_and_reports(tmp_path):
     assert not list(out.glob("runs/*/checkpoint.pt")) and len(list(out.glob("runs/*/config.json"))) == 4
     assert len(list(out.glob("data/sim-*"))) == 2  # one training draw per seed
     assert (out / "prediction.csv").is_file() and (out / "report.md").is_file()
+    assert (out / "training_loss.png").is_file() and "## Training" in (out / "report.md").read_text()
+    assert len(list(out.glob("runs/*/loss.png"))) == 4
     assert "claim 1 (aligned eval masks; mae, aligned-trained, bottleneck dim_c)" in " ".join(res.output.split())
     before = (out / "results.csv").read_bytes()
     res = runner.invoke(app, args)

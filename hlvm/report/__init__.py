@@ -30,7 +30,7 @@ from hlvm.errors import DataError
 from hlvm.io import write_json
 
 from .claims import CLAIMS, ENCODER_ORDER, ClaimResult, Theorem2Cell, claim1, claim23, theorem2_cells, theorem2_overall
-from .figures import figures
+from .figures import figures, training_curves
 from .load import REQUIRED_COLUMNS, Results, load_results
 from .stats import FIELDS, Arm, MaskSummary, Panel, Series, abstraction, panels, summarise_masks
 
@@ -354,6 +354,7 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
         lines += [f"### {p.label()}", ""]
         for fname, caption in figs[p.slug()]:
             lines += [f"![{caption}]({fname})", "", f"*{caption}.*", ""]
+    lines += training_curves(src, out)
     lines += ["## The probe", "", _probe_caveat(src), ""]
     lines += ["## Rules (fixed before the numbers)", "", "```", rules.RULES, "```", ""]
     if prediction is not None:
