@@ -8,14 +8,14 @@ scalar value (``"mae"`` always, plus the extra term), for logging.
   (CVPR 2022): mean squared error on the masked tokens (``output.loss``).
 - ``umae``: Zhang, Wang and Wang, "How Mask Matters: Towards Theoretical
   Understandings of Masked Autoencoders" (NeurIPS 2022),
-  ``../shared/papers/zhang2022-how-mask-matters-umae.md``, eq. (10)-(11):
+  eq. (10)-(11) (docs/theory.md, reference 3):
   ``L_MAE + lambda * E_{x, x^-} (f(x)^T f(x^-))^2`` over pairs of different
   samples, on L2-normalised features; ``lambda = 0.01`` (their Sec. 5 setup).
   The term is 0 for orthogonal features and 1 for fully collapsed ones; the
   paper adds it against MAE's *dimensional* collapse.
 - ``mmae``: Tan, Yang, Huang, Yuan and Zhang, "Information Flow in
   Self-Supervised Learning" (ICML 2024),
-  ``../shared/papers/tan2024-information-flow-mmae.yaml``: M-MAE adds a
+  docs/theory.md reference 4: M-MAE adds a
   matrix-entropy regulariser, estimated by the total coding rate
   ``-logdet(I_d + mu/d * Z^T Z)`` of the L2-normalised ``(B, d)`` feature
   batch ``Z`` (authors' ``uniformity_loss_TCR``, ``mu = 1``, coefficient

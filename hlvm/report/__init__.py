@@ -248,7 +248,7 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
         "",
         "Each row of the results is the held-out R^2 of one latent node's noise ε_v from an encoder's code of the "
         "visible pixels under one evaluation mask; roles come from Algorithm 1 on that mask. Any encoder that keeps "
-        "the visible pixels holds all of CA's noise and none of the masked side's, by construction (THEORY.md), so "
+        "the visible pixels holds all of CA's noise and none of the masked side's, by construction (docs/theory.md), so "
         "every verdict below is given for the trained model **and** for three encoders that learned nothing, on the "
         "same held-out samples and masks: `pixels` (the visible pixels themselves), `untrained` (the same "
         "architecture at the initialisation its training started from) and `oracle` (the true c, Theorem 2's "
