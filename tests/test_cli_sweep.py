@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -197,6 +199,11 @@ def test_a_real_tiny_sweep_runs_resumes_and_reports(tmp_path):
     assert len(list(out.glob("data/sim-*"))) == 2  # one training draw per seed
     assert (out / "prediction.csv").is_file() and (out / "report.md").is_file()
     assert (out / "training_loss.png").is_file() and "## Training" in (out / "report.md").read_text()
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("sweep.json", "verdicts.json", "results.csv", "report.md"):  # all alike, none owner-only
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o666 & ~umask, name
+    assert all(stat.S_IMODE((p / "config.json").stat().st_mode) == 0o666 & ~umask for p in out.glob("runs/*"))
     assert len(list(out.glob("runs/*/loss.png"))) == 4
     assert "claim 1 (aligned eval masks; mae, aligned-trained, bottleneck dim_c)" in " ".join(res.output.split())
     before = (out / "results.csv").read_bytes()
