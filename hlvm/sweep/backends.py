@@ -17,10 +17,11 @@ were in flight with it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -264,6 +265,24 @@ def _ray_run(shared: tuple[Any, SweepConfig, Mapping[str, Any]], point: SweepPoi
     return run_one(backend, cfg, point, context, threads)
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null inside the block (C++ libraries write there directly)."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _signal_handlers() -> dict[int, Any]:
     import signal
     import threading
@@ -350,7 +369,10 @@ class RayExecutor:
             # ray.init installs its own SIGTERM handler in this process; the caller's comes back on disconnect.
             self._signals = _signal_handlers()
             try:
-                ray.init(**kw)
+                # Joining a cluster that cannot be reached, Ray's C++ client writes a warning a second to the
+                # process's stderr (not through logging) before Python's ConnectionError: that error alone is said.
+                with _quiet_stderr() if self.address is not None else contextlib.nullcontext():
+                    ray.init(**kw)
             except Exception as e:  # noqa: BLE001 - ConnectionError, ValueError, RuntimeError by Ray version
                 _restore_signal_handlers(self._signals)
                 where = self.address or "a new local instance"
