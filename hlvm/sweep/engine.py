@@ -121,23 +121,24 @@ def run_sweep(
     if executor is not None:
         executor.connect()  # an unreachable cluster
     created = not out.exists()
-    prepared = False
     try:
         out.mkdir(parents=True, exist_ok=True)
         with sweep_lock(out):
-            _check_config(cfg, out)  # again under the lock: another sweep may have pinned the folder meanwhile
-            # The backend checks what it needs (model configs, data) before sweep.json pins the settings.
-            context = dict(backend.prepare(cfg, out))
-            prepared = True
+            try:
+                _check_config(cfg, out)  # again under the lock: another sweep may have pinned the folder meanwhile
+                # The backend checks what it needs (model configs, data) before sweep.json pins the settings.
+                context = dict(backend.prepare(cfg, out))
+            except HlvmError:
+                if created:  # bad input leaves nothing behind; removed while the lock is held, so only ours
+                    shutil.rmtree(out, ignore_errors=True)
+                raise  # (a Ctrl-C keeps finished data for the resume)
             _write_config(cfg, out)
             if on_start is not None:
                 on_start()
             return _run(cfg, out, backend, context, executor, workers, threads, retries, progress, on_point, console, t_start)
-    except BaseException as e:
+    except BaseException:
         if executor is not None:
             executor.stop(cancel=True)
-        if created and not prepared and isinstance(e, HlvmError):
-            shutil.rmtree(out, ignore_errors=True)  # bad input leaves nothing behind (a Ctrl-C keeps finished data)
         raise
 
 
