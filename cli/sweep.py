@@ -94,7 +94,9 @@ def sweep(
     (pixels, untrained, oracle) on the same samples and masks. Every finished
     point is appended to OUT/results.csv and results.jsonl at once;
     re-running the same command resumes and skips finished points. The
-    theory's prediction for the grid goes to OUT/prediction.csv.
+    theory's prediction for the grid goes to OUT/prediction.csv. Points run
+    in a process pool on this machine, or as Ray tasks (--backend ray); a
+    failed point is retried, then listed at the end (exit 1).
     """
     with user_errors():
         import time
