@@ -1,4 +1,4 @@
-"""The identifiability check that justifies the model (issue 4, THEORY.md Theorem 2).
+"""The identifiability check that justifies the model (issue 4, docs/theory.md Theorem 2).
 
 On the depth-3 grid hierarchy (8x8 images, 5 channels) and two fixed masks,
 
@@ -49,7 +49,7 @@ def masks() -> dict[str, np.ndarray]:
 
 
 def expected_c(graph: Any, name: str) -> tuple[str, ...]:
-    """``c`` worked out by hand (THEORY.md's table, lifted to the grid) to check Algorithm 1 against."""
+    """``c`` worked out by hand (docs/theory.md's table, lifted to the grid) to check Algorithm 1 against."""
     from hlvm import graphs
 
     if name == "quadrant":

@@ -2,7 +2,8 @@
 
 Bad input of any kind ends with a one-line ``error: ...`` on stderr and exit
 code 2, never a traceback. Library code raises :class:`hlvm.errors.HlvmError`
-for such input; :func:`user_errors` turns it into that line. A warning the
+for such input; :func:`user_errors` turns it into that line, and an
+``OSError`` on a named path (a folder that refused a write) too. A warning the
 library raises inside :func:`user_errors` prints as one ``warning: ...`` line
 (Python's default adds the file, line number and source line).
 """
@@ -64,5 +65,11 @@ def user_errors() -> Iterator[None]:
         yield
     except HlvmError as e:
         raise fail(str(e)) from None
+    except OSError as e:
+        # A path the filesystem refused (read-only, full, not a folder) that no check caught first: still one
+        # line. An OSError naming no file is not about the user's paths; it keeps its traceback.
+        if e.filename is None:
+            raise
+        raise fail(f"{e.strerror or type(e).__name__}: {e.filename}") from None
     finally:
         warnings.formatwarning = previous

@@ -40,6 +40,9 @@ def evaluate(
 
         if device not in ("cpu", "cuda"):
             raise ConfigError(f"device must be cpu or cuda, got {device!r}")
+        from hlvm.train import pick_device
+
+        pick_device(device)  # CUDA asked for where there is none: before the run is loaded and sampled
         if batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {batch_size}")
         result = evaluate_run(run, mask, n=n, seed=seed, batch_size=batch_size, device=device, control=control)

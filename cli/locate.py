@@ -98,7 +98,7 @@ def locate_c(
     graph: Annotated[Optional[Path], typer.Option(help="Graph JSON (node-link); default: the spec's 'graph', else the default 'hlvm simulate' graph.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (c, shared, s_m, s_mc, dims) instead of tables.")] = False,
 ) -> None:
-    """Locate c, the shared latents CA and the private noises s_m, s_mc of a mask (THEORY.md, Algorithms 1 and 2)."""
+    """Locate c, the shared latents CA and the private noises s_m, s_mc of a mask (docs/theory.md, Algorithms 1 and 2)."""
     with user_errors():
         from hlvm.graphs import id_grid
         from hlvm.locate import locate

@@ -39,7 +39,7 @@ def predict(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Predict from the graph alone which latents c random masks share; judge THEORY.md's claims 2 and 3.
+    """Predict from the graph alone which latents c random masks share; judge docs/theory.md's claims 2 and 3.
 
     Writes predict.csv, figure4.csv, verdicts.json, config.json, heatmap.png and lines.png.
     """

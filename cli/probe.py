@@ -24,14 +24,17 @@ def probe(
     seed: Annotated[int, typer.Option(help="Seed of the split and the probe's initialisation.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass when extracting features.")] = 64,
     num_workers: Annotated[int, typer.Option(help="DataLoader workers for feature extraction.")] = 0,
-    out: Annotated[Optional[Path], typer.Option(help="Also write the result as JSON to this file.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the result as JSON to this file (missing folders are made).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Linear probing as MAE does it (BatchNorm without affine, then Linear); prints top-1 on the held-out split."""
     with user_errors():
+        from hlvm.io import check_writable
         from hlvm.probe import ProbeConfig, probe_run
 
+        if out is not None:
+            check_writable(out, kind="file")  # before the work: features and the probe's fit take minutes
         cfg = ProbeConfig(method=method, pool=pool, epochs=epochs, batch=batch, blr=blr, l2=l2,  # type: ignore[arg-type]
                           warmup_epochs=min(10, epochs), test_fraction=test_fraction, seed=seed)
         result = probe_run(run, data, cfg, batch_size=batch_size, num_workers=num_workers, progress=not quiet)
@@ -39,6 +42,7 @@ def probe(
         if out is not None:
             from hlvm.io import provenance, write_json
 
+            out.parent.mkdir(parents=True, exist_ok=True)
             write_json(out, {**record, "provenance": provenance()})
     if as_json:
         console.print(json.dumps(record), markup=False, soft_wrap=True)

@@ -73,12 +73,14 @@ def simulate(
     dtype: Annotated[str, typer.Option(help="dtype of the arrays on disk: float32 or float64.")] = "float32",
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: a new folder under runs/).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty --out.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Go ahead with a run over the size limits (64 GiB of output, a graph of 1,000,000 nodes).")] = False,
 ) -> None:
     """Sample images, every latent and every noise of a hierarchy, and write them to a folder."""
+    from hlvm.errors import ConfigError
     from hlvm.graphs import GridSpec, image_shape
-    from hlvm.io import new_run_dir
+    from hlvm.io import check_out_dir, check_writable, new_run_dir
     from hlvm.mixing import MixingSpec
-    from hlvm.simulate import SimulateConfig, simulate_to_dir
+    from hlvm.simulate import SimulateConfig, check_free_space, output_size, simulate_to_dir
 
     with user_errors():
         grid = GridSpec(
@@ -93,8 +95,17 @@ def simulate(
         mix = MixingSpec(kind=mixing, layers=layers, slope=slope, sv_min=sv_min, sv_max=sv_max, max_cond=max_cond)
         cfg = SimulateConfig(grid=grid, mixing=mix, noise=noise, n=n, seed=seed, sample_seed=sample_seed, dtype=dtype,
                              graph=str(graph) if graph is not None else None)
-        g = cfg.build_graph()
         target = out if out is not None else new_run_dir("runs", "simulate")
+        check_out_dir(target, overwrite)
+        check_writable(target)
+        # Said before the graph is built: a deep hierarchy takes minutes to build before any sample.
+        size = output_size(cfg)
+        too_big = size.over_limits()
+        if too_big and not yes:
+            raise ConfigError(f"{size.describe()}; {'; '.join(too_big)}: pass --yes to go ahead, or lower --depth or --n")
+        check_free_space(target, size.nbytes)
+        console.print(f"simulating {size.describe()} -> {target}", markup=False)
+        g = cfg.build_graph()
         start = time.perf_counter()
         path = simulate_to_dir(cfg, target, overwrite=overwrite, progress=n >= PROGRESS_FROM, graph=g)
         elapsed = time.perf_counter() - start

@@ -79,11 +79,11 @@ def _words(text: str) -> list[str]:
 
 def sweep(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Study config JSON (SweepConfig fields); options below override it.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Results folder; an existing one is resumed. Default: results/ beside --config, else runs/sweep-<time>.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Results folder; an existing sweep folder is resumed. Default: a new runs/sweep-<time>.")] = None,
     ratios: Annotated[str | None, typer.Option(help="Mask ratios, comma-separated, e.g. 0.1,0.25,0.5,0.75,0.9.")] = None,
     units: Annotated[str | None, typer.Option(help="Masking units in pixels, comma-separated, e.g. 1,2,4.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Training seeds, comma-separated.")] = None,
-    objectives: Annotated[str | None, typer.Option(help="Objectives, comma-separated: mae, umae, mmae.")] = None,
+    objectives: Annotated[str | None, typer.Option(help="Objectives, comma-separated: mae, umae, mmae, mimae, cmim, umae_official, mmae_official.")] = None,
     bottlenecks: Annotated[str | None, typer.Option(help="Bottleneck widths, comma-separated; 'none' for no bottleneck; 'dim_c' for Theorem 2's width, resolved per cell to Algorithm 1's dim_c of the training masks (cells where dim_c varies between masks, as with random masks, are skipped and listed).")] = None,
     train_mask_kinds: Annotated[str | None, typer.Option(help="Training mask kinds, comma-separated: random (MAE's), aligned (whole hierarchy blocks), block, complementary, variable.")] = None,
     arms: Annotated[str | None, typer.Option(help="Trained arms instead of the product of training mask kinds, objectives and bottlenecks: comma-separated train_mask_kind:objective:bottleneck[:boundary_ignore], e.g. random:mae:none,aligned:mae:dim_c,random:mae:none:1.")] = None,
@@ -98,8 +98,13 @@ def sweep(
     n_train: Annotated[int | None, typer.Option(help="Simulated training samples.")] = None,
     n_eval: Annotated[int | None, typer.Option(help="Held-out samples per evaluation.")] = None,
     eval_masks: Annotated[int | None, typer.Option(help="Held-out masks per point and mask kind.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Parallel worker processes (default: min(cores, points)).")] = None,
-    threads: Annotated[int | None, typer.Option(help="Torch threads per worker (default: cores // workers).")] = None,
+    backend: Annotated[str, typer.Option(help="Where points run: process (a pool on this machine) or ray (Ray tasks, on this machine or a cluster).")] = "process",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join: auto (a 'ray start --head' here) or HOST:PORT; default: start Ray on this machine.")] = None,
+    cpus_per_point: Annotated[float | None, typer.Option(help="Ray: CPUs each point asks for (default 1); its torch threads.")] = None,
+    gpus_per_point: Annotated[float | None, typer.Option(help="Ray: GPUs each point asks for (default 0).")] = None,
+    workers: Annotated[int | None, typer.Option(help="process: worker processes (default: min(cores, points)); ray: most points in flight (default: all).")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads per point (default: cores // workers; ray: its CPUs).")] = None,
+    retries: Annotated[int, typer.Option(help="Attempts at a failed point after the first, before it is reported.")] = 2,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write the report (hlvm report) when the sweep finishes.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
@@ -109,7 +114,9 @@ def sweep(
     (pixels, untrained, oracle) on the same samples and masks. Every finished
     point is appended to OUT/results.csv and results.jsonl at once;
     re-running the same command resumes and skips finished points. The
-    theory's prediction for the grid goes to OUT/prediction.csv.
+    theory's prediction for the grid goes to OUT/prediction.csv. Points run
+    in a process pool on this machine, or as Ray tasks (--backend ray); a
+    failed point is retried, then listed at the end (exit 1).
     """
     with user_errors():
         import time
@@ -146,23 +153,31 @@ def sweep(
         base["graph"] = graph
         cfg = SweepConfig.from_dict(base)
         if out is None:
-            out = config.parent / "results" if config is not None else new_run_dir("runs", "sweep")
+            # Never the study's committed results/ beside --config: a run there would rewrite them.
+            out = new_run_dir("runs", "sweep")
         if workers is not None and workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {workers}")
+        if retries < 0:
+            raise ConfigError(f"--retries must be >= 0, got {retries}")
+        executor = _executor(backend, ray_address, cpus_per_point, gpus_per_point, workers, threads)
 
-        points = cfg.points()
-        trained = sum(p.trained for p in points)
-        console.print(
-            f"[bold]sweep[/] {trained} trained points ({len(cfg.mask_ratios)} ratios x {len(cfg.mask_units)} units x "
-            f"{len(cfg.trained_arms())} arms x {len(cfg.seeds)} seeds"
-            f"{', less skipped combinations' if cfg.infeasible() else ''}) and {len(points) - trained} control points "
-            f"({', '.join(cfg.controls) or 'none'}) -> {out}"
-        )
-        for why in cfg.infeasible():
-            console.print(f"  skipped: {why}", markup=False)
+        def plan() -> None:
+            # Printed once the sweep is checked and prepared: bad input gets its one error line alone.
+            points = cfg.points()
+            trained = sum(p.trained for p in points)
+            console.print(
+                f"[bold]sweep[/] {trained} trained points ({len(cfg.mask_ratios)} ratios x {len(cfg.mask_units)} units x "
+                f"{len(cfg.trained_arms())} arms x {len(cfg.seeds)} seeds"
+                f"{', less skipped combinations' if cfg.infeasible() else ''}) and {len(points) - trained} control points "
+                f"({', '.join(cfg.controls) or 'none'}) -> {out}"
+            )
+            for why in cfg.infeasible():
+                console.print(f"  skipped: {why}", markup=False)
+
         t0 = time.perf_counter()
         try:
-            summary = run_sweep(cfg, out, workers=workers, threads=threads, progress=not quiet, console=console)
+            summary = run_sweep(cfg, out, executor=executor, workers=workers, threads=threads, retries=retries,
+                                progress=not quiet, console=console, on_start=plan)
         except KeyboardInterrupt:
             err_console.print(
                 f"interrupted: every finished point is kept in {out}; run the same command again to resume", markup=False
@@ -172,6 +187,14 @@ def sweep(
             f"done: {summary.finished} points run, {summary.skipped} finished earlier, {summary.rows} rows appended, "
             f"{time.perf_counter() - t0:.1f} s -> {out / 'results.csv'}"
         )
+        if summary.failed:
+            err_console.print(
+                f"failed: {len(summary.failed)} point(s) after {retries + 1} attempt(s) each (tracebacks in "
+                f"{out / 'failures.jsonl'}); run the same command again to retry them:", markup=False
+            )
+            for point, why in summary.failed:
+                err_console.print(f"  {point.label()}: {why}", markup=False)
+            raise typer.Exit(code=1)
         if report:
             from hlvm.report import build_report
 
@@ -182,3 +205,21 @@ def sweep(
                 console.print(line, markup=False)
             console.print(f"report: {path}")
 
+
+
+def _executor(kind: str, address: str | None, cpus: float | None, gpus: float | None, workers: int | None,
+              threads: int | None) -> Any:
+    """The executor ``--backend`` names (``None``: run_sweep's process pool)."""
+    from hlvm.errors import ConfigError
+
+    if kind == "process":
+        for name, value in (("--ray-address", address), ("--cpus-per-point", cpus), ("--gpus-per-point", gpus)):
+            if value is not None:
+                raise ConfigError(f"{name} applies to --backend ray; the process pool takes --workers and --threads")
+        return None
+    if kind != "ray":
+        raise ConfigError(f"unknown --backend {kind!r}; choose from process, ray")
+    from hlvm.sweep import RayExecutor
+
+    return RayExecutor(address, cpus=1 if cpus is None else cpus, gpus=0 if gpus is None else gpus, threads=threads,
+                       limit=workers)

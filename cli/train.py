@@ -45,7 +45,7 @@ def train(
     device: Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda.")] = "auto",
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/train-<time>).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")] = False,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its checkpoint (its saved config is used; other options are ignored).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its checkpoint, with its saved config (other options are ignored, with a warning).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train an MAE; writes config.json, checkpoint.pt and metrics.jsonl to the run folder. Runs under torchrun for DDP."""
@@ -55,6 +55,12 @@ def train(
 
         try:
             if resume is not None:
+                ignored = [p.opts[0] for p in ctx.command.params if p.name not in ("resume", "quiet") and _given(ctx, p.name)]
+                if ignored and main:
+                    err_console.print(
+                        f"warning: --resume continues the run with its saved config; ignoring {', '.join(ignored)}",
+                        markup=False,
+                    )
                 run_dir = lib.resume(resume, progress=not quiet)
             else:
                 values = dict(

@@ -22,7 +22,7 @@ weighs the same) with R^2 as measured (unclipped):
   identifiability, should be high (Theorem 2);
 - ``r2_c_noise``, ``r2_c_value``: over ``c``'s own noises / values;
 - ``r2_private_masked_noise``: over ``s_m``'s noises, the masked pixels' own
-  noises included (THEORY.md's ``s_m`` holds them): a floor, near 0 for any
+  noises included (docs/theory.md's ``s_m`` holds them): a floor, near 0 for any
   encoder since ``s_m`` is independent of ``x_mc``; it checks the metric, not
   the model;
 - ``r2_private_visible_noise``: over ``s_mc``'s noises, the visible pixels'
@@ -67,7 +67,7 @@ private classes), not the rows.
 source, and encodes them with the trained model or a control.
 
 Controls (:data:`CONTROLS`), encoders that learned nothing, to judge every
-trained result against (THEORY.md: any injective code of ``x_mc`` holds all of
+trained result against (docs/theory.md: any injective code of ``x_mc`` holds all of
 ``CA`` and all of ``s_mc``, so a wide code passing "CA high, s_m low" shows
 nothing about training):
 

@@ -1,8 +1,13 @@
-"""Small I/O helpers shared by every command: atomic outputs and provenance.
+"""Small I/O helpers shared by every command: atomic outputs, output checks and provenance.
 
 Nothing a command writes should ever be half there: files are written to a
 temporary name and renamed; output folders are built under a temporary name
-beside their destination and renamed when complete.
+beside their destination and renamed when complete. Temporary names carry the
+host and process id of their writer (``.NAME.HOST-PID-RANDOM.tmp``), so that
+one left by a killed process can be told from one still being written and
+removed by the next writer of the same target (:func:`remove_stale`). Files
+and folders are created with the usual modes under the process's umask
+(``0644`` / ``0755`` with the common ``022``), as ``open`` would make them.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ import json
 import math
 import os
 import platform
+import secrets
 import shutil
+import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +29,19 @@ from typing import Any
 
 from hlvm.errors import ConfigError, HlvmError
 
-__all__ = ["atomic_dir", "write_json", "read_json", "provenance", "new_run_dir", "nan_to_none"]
+__all__ = [
+    "atomic_dir",
+    "atomic_file",
+    "write_json",
+    "read_json",
+    "provenance",
+    "new_run_dir",
+    "check_out_dir",
+    "check_writable",
+    "remove_stale",
+    "temp_path",
+    "nan_to_none",
+]
 
 
 def read_json(
@@ -47,6 +65,86 @@ def read_json(
     return data
 
 
+def _host() -> str:
+    # '.' and '-' would confuse the parse of a temporary name; keep the name recognisable.
+    return socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+
+
+def temp_path(target: str | os.PathLike[str], suffix: str = ".tmp") -> Path:
+    """A fresh temporary name beside ``target``: ``.NAME.HOST-PID-RANDOM.tmp`` (see the module docstring)."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.{_host()}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
+def _owner_gone(token: str) -> bool:
+    """Whether ``HOST-PID-RANDOM`` names a process of this host that no longer runs."""
+    host, _, rest = token.partition("-")
+    pid, _, rand = rest.partition("-")
+    if host != _host() or not pid.isdigit() or not rand:
+        return False  # another machine's (a shared folder), or not one of ours: leave it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+def remove_stale(target: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files and folders of ``target`` left by writers that were killed; return them.
+
+    Only names this module makes are touched, and only those whose writer
+    ran on this host and is gone; one still being written, or written from
+    another machine, stays.
+    """
+    target = Path(target)
+    prefix = f".{target.name}."
+    removed = []
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not name.startswith(prefix):
+            continue
+        token, dot, suffix = name[len(prefix) :].rpartition(".")
+        if not dot or suffix not in ("tmp", "old") or not _owner_gone(token):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+        removed.append(entry)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str], mode: str = "w") -> Iterator[Any]:
+    """Open a temporary file beside ``path`` for writing; rename it to ``path`` when the block ends without error.
+
+    On any exception (Ctrl-C included) the temporary file is removed and
+    ``path`` is left as it was. The file is created with mode ``0666`` under
+    the umask, as ``open`` would; its contents are fsynced before the rename.
+    """
+    path = Path(path)
+    remove_stale(path)
+    tmp = temp_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def nan_to_none(obj: Any) -> Any:
     """``obj`` with every float NaN (in nested dicts, lists and tuples) replaced by ``None``: JSON has no NaN."""
     if isinstance(obj, float) and math.isnan(obj):
@@ -60,17 +158,9 @@ def nan_to_none(obj: Any) -> Any:
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically (temporary file, then rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
@@ -81,24 +171,60 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
 
 
+def check_writable(out: str | os.PathLike[str], *, what: str = "--out", kind: str = "folder") -> None:
+    """Raise :class:`ConfigError` unless ``out`` (a ``kind``: "folder" or "file") can be written here.
+
+    Checks, creating nothing that stays: that ``out`` is not the wrong kind of
+    thing, that no part of the path above it is a file, and that the nearest
+    existing folder on the path takes a new file (a read-only folder or
+    filesystem does not). Run it before any work, so that a command that
+    cannot save its result fails at once.
+    """
+    out = Path(out)
+    if out.exists():
+        if kind == "folder" and not out.is_dir():
+            raise ConfigError(f"{what} {out} exists and is not a folder")
+        if kind == "file" and out.is_dir():
+            raise ConfigError(f"{what} {out} is a folder; give a file name")
+        where = out if out.is_dir() else out.parent
+    else:
+        where = out.parent
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        if not where.is_dir():
+            raise ConfigError(f"{what} {out}: {where} is a file, not a folder")
+    probe = temp_path(where / "write-test")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as e:
+        raise ConfigError(f"{what} {out}: cannot write in {where} ({e.strerror})") from None
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
     """Build a folder under a temporary name beside ``out``; rename it to ``out`` on success.
 
     On any exception (Ctrl-C included) the temporary folder is removed and
-    ``out`` is left as it was. An existing non-empty ``out`` needs ``overwrite``.
+    ``out`` is left as it was. An existing non-empty ``out`` needs
+    ``overwrite``. Temporary folders of ``out`` left by killed processes are
+    removed first (:func:`remove_stale`).
     """
     out = Path(out)
     check_out_dir(out, overwrite)
+    check_writable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    remove_stale(out)
+    tmp = temp_path(out)
+    os.mkdir(tmp, 0o777)  # under the umask, as any folder
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        old = temp_path(out, ".old")
         os.replace(out, old)
         os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Locating ``c``: Algorithms 1 and 2 of Kong et al. (2023), as THEORY.md derives them.
+"""Locating ``c``: Algorithms 1 and 2 of Kong et al. (2023), as docs/theory.md derives them.
 
 For a graph satisfying Assumption 1 and a mask (a non-empty, proper set of
 masked observed nodes ``x_m``; the rest, ``x_mc``, visible):

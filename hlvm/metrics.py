@@ -7,7 +7,7 @@ How much of a true variable ``Y`` (targets) a representation ``X`` holds:
 - :func:`r2_kernel`: RBF kernel ridge, ``alpha`` and ``gamma`` chosen per
   target by exact leave-one-out; exact kernel up to ``nystroem_above`` samples,
   a Nystroem feature map above;
-- :func:`r2_best`: the larger of the two per target (THEORY.md: prefer the
+- :func:`r2_best`: the larger of the two per target (docs/theory.md: prefer the
   larger when a probe may under-fit); :func:`r2_probes` returns all three from
   one split.
 
@@ -486,7 +486,7 @@ def cca(X: np.ndarray, Y: np.ndarray, *, ridge: float = 0.0) -> CCAResult:
     no longer invariant to rescaling single columns.
 
     Correlations are in-sample: a view as wide as the sample count scores 1
-    against anything. THEORY.md: report CCA only where the representation's
+    against anything. docs/theory.md: report CCA only where the representation's
     width is close to ``dim_c``.
 
     >>> rng = np.random.default_rng(0)

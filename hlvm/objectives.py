@@ -10,7 +10,7 @@ parts)``; ``parts`` maps each term's name to its detached scalar value
   (CVPR 2022): mean squared error on the masked tokens (``output.loss``).
 - ``umae``: Zhang, Wang and Wang, "How Mask Matters: Towards Theoretical
   Understandings of Masked Autoencoders" (NeurIPS 2022),
-  ``../shared/papers/zhang2022-how-mask-matters-umae.md``, eq. (10)-(11):
+  (docs/theory.md, reference 3), eq. (10)-(11):
   ``L_MAE + coef * mean (f(x)^T f(x'))^2`` on L2-normalised features.
   Options and where each default comes from:
 
@@ -35,7 +35,7 @@ parts)``; ``parts`` maps each term's name to its detached scalar value
 
 - ``mmae``: Tan, Yang, Huang, Yuan and Zhang, "Information Flow in
   Self-Supervised Learning" (ICML 2024),
-  ``../shared/papers/tan2024-information-flow-mmae.yaml``: the total coding
+  (docs/theory.md, reference 4): the total coding
   rate ``-logdet(I_d + mu/d * Z^T Z)`` (``Z^T J Z`` with centring, ``J = I -
   11^T/N``) of the L2-normalised ``(N, d)`` features, as the official
   ``loss_func.py::uniformity_loss_TCR`` (yifanzhang-pro/M-MAE). Options:
@@ -49,7 +49,7 @@ parts)``; ``parts`` maps each term's name to its detached scalar value
 
 - ``mimae``: Huang, Ma, You and Xu, "Learning Mask Invariant Mutual
   Information for Masked Image Modeling" (ICLR 2025, arXiv 2502.19718),
-  ``../shared/papers/huang2025-mimae-summary.txt``. Only the paper's public
+  (docs/theory.md, reference 6). Only the paper's public
   abstract-level text was available to this implementation; what it states:
   ``L_rec`` (MAE's loss) plus a maximisation term, InfoNCE between the
   latent features of several *orthogonal* masks of the same image, plus a
@@ -92,7 +92,7 @@ parts)``; ``parts`` maps each term's name to its detached scalar value
 
 - ``cmim``: Livne, "Contrastive Mutual Information Learning: Toward Robust
   Representations without Positive-Pair Augmentations" (arXiv 2509.21511;
-  also 2411.10548), ``../shared/papers/livne2025-cmim-abstract.txt``, on
+  also 2411.10548), (docs/theory.md, reference 7), on
   MIM (Livne, Swersky and Fleet, "MIM: Mutual Information Machine",
   arXiv 1910.03175). The model gets a Gaussian ``q(z | x_visible)``
   (``MAEConfig.posterior="gaussian"``; hlvm.train sets it) and its decoder

@@ -29,7 +29,7 @@ complementary masks below ratio 1/2, is infeasible), two by default:
   hierarchy's blocks (:func:`hlvm.masks.aligned_unit_masks`), so the masked
   set is a union of as few whole subtrees as possible (the paper's Figure 4).
 
-:func:`verdicts` then judges claims 2 and 3 of THEORY.md on ``ca_abstraction``
+:func:`verdicts` then judges claims 2 and 3 of docs/theory.md on ``ca_abstraction``
 with the rules of :mod:`hlvm.rules` (the same rules, on the same quantity, as
 ``hlvm report``);
 :func:`figure4_rows` gives the hand-made Figure-4 masks (exactly one subtree,
@@ -347,7 +347,7 @@ def figure4_rows(graph: nx.DiGraph) -> list[dict[str, Any]]:
 
 
 def verdicts(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Judge claims 2 and 3 of THEORY.md from :func:`predict` rows, per mask kind, with :mod:`hlvm.rules`.
+    """Judge claims 2 and 3 of docs/theory.md from :func:`predict` rows, per mask kind, with :mod:`hlvm.rules`.
 
     The quantity is ``ca_abstraction`` (the A of ``CA``, what ``hlvm report``
     judges too); a cell's estimate is its mean over the ``k`` masks with its

@@ -448,6 +448,9 @@ def probe_run(
 ) -> ProbeResult:
     """Linear-probe top-1 of a trained run's frozen encoder on an image folder's held-out split."""
     cfg = cfg or ProbeConfig()
+    for name, value, low in (("batch size", batch_size, 1), ("num_workers", num_workers, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
     root = parse_imagefolder(data)
     model, tcfg = load_encoder(run)
     mcfg = _model_cfg(model, tcfg)

@@ -324,9 +324,10 @@ def run_recon(cfg: ReconConfig, progress: bool = True) -> dict[str, Any]:
     from hlvm.io import atomic_dir, provenance, write_json
     from hlvm.probe import _model_cfg, _pool, load_encoder, parse_imagefolder
 
-    from hlvm.io import check_out_dir
+    from hlvm.io import check_out_dir, check_writable
 
     check_out_dir(Path(cfg.out), cfg.overwrite)  # before minutes of work, not after
+    check_writable(cfg.out)
     root = parse_imagefolder(cfg.data)
     model, tcfg = load_encoder(cfg.run)
     mcfg = _model_cfg(model, tcfg)

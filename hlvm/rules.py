@@ -1,6 +1,6 @@
 """The verdict rules, in one place: fixed before any numbers are seen, shared by ``hlvm predict`` and ``hlvm report``.
 
-The claims (THEORY.md) are judged on *A*, the abstraction of what a code holds
+The claims (docs/theory.md) are judged on *A*, the abstraction of what a code holds
 of ``CA``: ``A = 1 - sum(m_v d_v l_v) / sum(m_v d_v) / l_max`` over latent
 nodes (``d_v`` noise dim, ``l_v`` level, ``m_v`` membership: ``1[v in CA]``
 for the theory, a recovered R^2 for a code). Every comparison is an

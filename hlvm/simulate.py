@@ -54,6 +54,10 @@ __all__ = [
     "load_dataset",
     "SAMPLE_BLOCK",
     "DATA_FILES",
+    "OutputSize",
+    "output_size",
+    "SIZE_LIMIT",
+    "NODE_LIMIT",
 ]
 
 #: Samples per seeded noise block: the unit that fixes the bytes.
@@ -560,6 +564,93 @@ def _chunks(n: int, chunk: int) -> Iterator[tuple[int, int]]:
         yield s, min(s + chunk, n)
 
 
+#: Above this many bytes of output, ``hlvm simulate`` asks for ``--yes``.
+SIZE_LIMIT = 64 * 2**30
+#: Above this many graph nodes (building the graph alone takes minutes and GBs), ``hlvm simulate`` asks for ``--yes``.
+NODE_LIMIT = 1_000_000
+
+
+def _human(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024 or unit == "PiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class OutputSize:
+    """What :func:`simulate_to_dir` writes for a config: arrays ``(n, C, H, W)``, ``(n, latent_dim)``, ``(n, noise_dim)``.
+
+    ``exact`` is False for a grid hierarchy with extra parents sized before
+    its graph is built: the dims are then those without extra parents, a
+    lower bound.
+    """
+
+    n: int
+    image_shape: tuple[int, int, int]
+    latent_dim: int
+    noise_dim: int
+    nodes: int
+    itemsize: int
+    exact: bool = True
+
+    @property
+    def nbytes(self) -> int:
+        c, h, w = self.image_shape
+        return self.n * (c * h * w + self.latent_dim + self.noise_dim) * self.itemsize
+
+    def describe(self) -> str:
+        c, h, w = self.image_shape
+        at_least = "" if self.exact else "at least "
+        return (f"{self.n:,} samples of {c}x{h}x{w} images with {self.latent_dim:,} latent and {self.noise_dim:,} noise "
+                f"dims from a graph of {self.nodes:,} nodes: {at_least}{_human(self.nbytes)}")
+
+    def over_limits(self) -> list[str]:
+        """Why this run is beyond :data:`SIZE_LIMIT` or :data:`NODE_LIMIT` (empty if it is not)."""
+        out = []
+        if self.nbytes > SIZE_LIMIT:
+            out.append(f"{_human(self.nbytes)} of output is more than {_human(SIZE_LIMIT)}")
+        if self.nodes > NODE_LIMIT:
+            out.append(f"a graph of {self.nodes:,} nodes (more than {NODE_LIMIT:,}) takes minutes and GBs to build")
+        return out
+
+
+def output_size(cfg: SimulateConfig, graph: nx.DiGraph | None = None) -> OutputSize:
+    """The size of ``simulate_to_dir(cfg)``'s output, from ``graph`` or, for a grid hierarchy, without building it."""
+    itemsize = np.dtype(cfg.dtype).itemsize
+    if graph is None and cfg.graph is None:
+        g = cfg.grid
+        b, depth = g.branching, g.depth
+        dims = [g.root_dim + l * g.noise_dim for l in range(depth)]  # per latent level, without extra parents
+        counts = [b ** (2 * l) for l in range(depth)]
+        c = dims[-1] + g.obs_noise_dim
+        side = b**depth
+        latent = sum(k * d for k, d in zip(counts, dims))
+        noise = g.root_dim + sum(counts[1:]) * g.noise_dim + side * side * g.obs_noise_dim
+        return OutputSize(cfg.n, (c, side, side), latent, noise, sum(counts) + side * side, itemsize,
+                          exact=g.extra_parent_prob == 0)
+    graph = cfg.build_graph() if graph is None else graph
+    c, h, w = graphs.image_shape(graph)
+    latent = sum(graph.nodes[v]["dim"] for v in graph.nodes if graph.nodes[v]["kind"] == graphs.LATENT)
+    noise = sum(graph.nodes[v]["noise_dim"] for v in graph.nodes)
+    return OutputSize(cfg.n, (c, h, w), latent, noise, graph.number_of_nodes(), itemsize)
+
+
+def check_free_space(out: str | os.PathLike[str], nbytes: int) -> None:
+    """Raise :class:`ConfigError` if the filesystem of ``out`` (or of its nearest existing parent) has less than ``nbytes`` free."""
+    import shutil
+
+    where = Path(out)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if nbytes > free:
+        raise ConfigError(
+            f"the output needs {_human(nbytes)} but {where} has {_human(free)} free; lower --n or choose another --out"
+        )
+
+
 def _create_npy(path: Path, shape: tuple[int, ...], dtype: str) -> int:
     """Create ``path`` as an .npy file of ``shape`` (sparse, unfilled); return its data offset."""
     mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
@@ -581,19 +672,21 @@ def simulate_to_dir(
     """Simulate ``cfg`` into the folder ``out`` (format in the module docstring); return its path.
 
     The folder is built under a temporary name and renamed when complete, so
-    an error or Ctrl-C leaves nothing behind. Samples are streamed in chunks of
+    an error or Ctrl-C leaves nothing behind; a filesystem with less free space
+    than the output needs is a :class:`ConfigError` before anything is
+    written. Samples are streamed in chunks of
     ``chunk_blocks * SAMPLE_BLOCK``, so memory stays flat in ``n``; the bytes
     do not depend on ``chunk_blocks`` or ``threads``.
     """
     out = Path(out)
     graph = cfg.build_graph() if graph is None else graph
+    check_free_space(out, output_size(cfg, graph).nbytes)  # memmap would fail with a bare OSError, or the disk fill up
     sim = Simulator.from_config(cfg, graph=graph, threads=threads)
     n, dtype = cfg.n, cfg.dtype
     c, h, w = sim.image_shape
     dz, de = sim.index.latent_dim, sim.index.noise_dim
     chunk = max(1, int(chunk_blocks)) * SAMPLE_BLOCK
     with atomic_dir(out, overwrite) as tmp:
-        tmp.chmod(0o755)  # mkdtemp makes it owner-only; a dataset folder is for sharing
         graphs.write_graph(graph, tmp / "graph.json")
         write_json(tmp / "index.json", {"n": n, "image_shape": [c, h, w], "dtype": dtype, **sim.index.to_json()})
         write_json(tmp / "config.json", {**cfg.to_dict(), "sample_block": SAMPLE_BLOCK, "provenance": provenance()})
@@ -618,8 +711,6 @@ def simulate_to_dir(
         finally:
             for f in files.values():
                 f.close()
-        for f in tmp.iterdir():
-            f.chmod(0o644)
     return out
 
 

@@ -40,7 +40,6 @@ import math
 import os
 import random
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -54,6 +53,7 @@ import torch.distributed as dist
 from torch import nn
 
 from hlvm.errors import ConfigError, DataError, HlvmError
+from hlvm.curves import read_metrics
 from hlvm.io import provenance, read_json, write_json
 
 __all__ = [
@@ -69,6 +69,9 @@ __all__ = [
     "mask_generator",
     "init_model",
     "TRAIN_MASK_KINDS",
+    "TrainingDiverged",
+    "pick_device",
+    "LOSS_PLOT",
     "open_data",
     "DataStream",
     "CHECKPOINT",
@@ -79,6 +82,8 @@ __all__ = [
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+#: The run's loss curve, drawn from metrics.jsonl at the end and when interrupted.
+LOSS_PLOT = "loss.png"
 
 #: Distributions of training masks (``TrainConfig.mask_kind``; :data:`hlvm.masks.MASK_KINDS`).
 TRAIN_MASK_KINDS = ("random", "aligned", "block", "complementary", "variable")
@@ -614,7 +619,10 @@ def mask_generator(seed: int, rank: int = 0) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(int(entropy) & ((1 << 63) - 1))
 
 
-def _pick_device(name: str, local_rank: int) -> torch.device:
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """The torch device ``"auto"``, ``"cpu"`` or ``"cuda"`` names; :class:`ConfigError` for CUDA without CUDA."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
@@ -637,28 +645,34 @@ def _rng_state(gen: torch.Generator, stream: DataStream) -> dict[str, Any]:
 
 
 def _set_rng_state(state: Mapping[str, Any], gen: torch.Generator, stream: DataStream) -> None:
+    # numpy's and Python's are set just before the loop (_train_loop).
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
     gen.set_state(state["mask_generator"])
     stream.load_state_dict(state["data"])
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` to ``path`` atomically, the same bytes for the same ``obj``.
+
+    torch names the zip archive's members after the file it writes to, so a
+    save to a random temporary name would differ from run to run; through a
+    file object the archive is always ``archive/``.
+    """
+    from hlvm.io import atomic_file
+
+    with atomic_file(path, "wb") as f:
+        torch.save(obj, f)
 
 
-def _read_checkpoint(run_dir: Path) -> dict[str, Any]:
+#: What a checkpoint must hold to be loaded as a run, and to be resumed.
+_RUN_KEYS = ("config", "model")
+_RESUME_KEYS = ("config", "model", "optimizer", "step", "rng")
+
+
+def _read_checkpoint(run_dir: Path, need: tuple[str, ...] = _RUN_KEYS) -> dict[str, Any]:
+    """The checkpoint of a run folder, checked to hold ``need``; :class:`DataError` otherwise."""
     path = run_dir / CHECKPOINT
     if not run_dir.is_dir():
         raise DataError(f"run folder not found: {run_dir}")
@@ -666,9 +680,21 @@ def _read_checkpoint(run_dir: Path) -> dict[str, Any]:
         raise DataError(f"no checkpoint in {run_dir} (expected {CHECKPOINT})")
     try:
         # Our own file, holding numpy RNG states beside tensors: not weights-only.
-        return torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unreadable file is a data problem
-        raise DataError(f"cannot read checkpoint {path}: {e}") from None
+        raise DataError(f"cannot read checkpoint {path}: {' '.join(str(e).split())[:300]}") from None
+    if not isinstance(ckpt, Mapping):
+        raise DataError(f"checkpoint {path} holds a {type(ckpt).__name__}, not the dict hlvm train writes")
+    missing = [k for k in need if k not in ckpt]
+    config = ckpt.get("config")
+    if not missing and not (isinstance(config, Mapping) and all(isinstance(config.get(k), Mapping) for k in ("train", "model"))):
+        missing = ["config.train and config.model"]
+    if missing:
+        raise DataError(
+            f"checkpoint {path} lacks {', '.join(missing)}: not a run hlvm train wrote "
+            "(official MAE weights load with hlvm.models.load_official_checkpoint)"
+        )
+    return dict(ckpt)
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> tuple[nn.Module, TrainConfig]:
@@ -694,6 +720,10 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[nn.Module, TrainConfig]:
 
 
 StepCallback = Callable[[int, dict[str, Any]], None]
+
+
+class TrainingDiverged(HlvmError):
+    """The loss became NaN or infinite: one line saying where, and what was kept of the run."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -785,12 +815,15 @@ def train(
     run_dir = Path(cfg.out)  # type: ignore[arg-type]
     ckpt = None
     if resume:
-        ckpt = _read_checkpoint(run_dir)
+        ckpt = _read_checkpoint(run_dir, _RESUME_KEYS)
         saved = TrainConfig.from_dict(ckpt["config"]["train"])
         # The saved config is the run; only where it lives may differ (a moved folder).
         cfg = dataclasses.replace(saved, out=str(run_dir))
     elif run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not overwrite:
         raise ConfigError(f"--out {run_dir} exists and is not empty; pass --resume {run_dir} to continue it")
+    from hlvm.io import check_writable
+
+    check_writable(run_dir)  # a file in the path, a read-only folder: before the data are opened
 
     # Everything that can be wrong with the input is found before the first write.
     src = open_data(cfg.data)
@@ -810,7 +843,7 @@ def train(
     objective = build_objective(cfg.objective, **(cfg.objective_coefs or {}))
     masker = _masker(cfg, mcfg, src, fixed_mask, objective)
 
-    device = _pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)))
+    device = pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)))
     dd = _init_distributed(device)
     try:
         return _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, on_step)
@@ -942,8 +975,6 @@ def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, o
     peak_lr = cfg.lr(dd.world)
 
     # Same init on every rank (DDP also broadcasts rank 0's weights).
-    np.random.seed(cfg.seed)
-    random.seed(cfg.seed)
     model = init_model(mcfg, cfg.seed)
     # The objective's own networks (MI-MAE's CLUB approximation) come after the model's weights, so
     # those are the untrained control's; they train in the same optimizer and live in its state dict.
@@ -968,6 +999,7 @@ def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, o
         _set_rng_state(ckpt["rng"][dd.rank], mask_gen, stream)
 
     full_config = {"train": cfg.to_dict(), "model": mcfg.to_dict()}
+    created = not run_dir.exists()
     if dd.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         info = {
@@ -980,8 +1012,8 @@ def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, o
             "provenance": provenance(),
         }
         if ckpt is None:
-            for name in (METRICS, CHECKPOINT):  # an overwritten run's files must not leak into this one
-                (run_dir / name).unlink(missing_ok=True)
+            for path in _run_files(run_dir):  # an overwritten run's files must not leak into this one
+                path.unlink(missing_ok=True)
             write_json(run_dir / CONFIG, info)
         else:
             _truncate_metrics(run_dir / METRICS, start)
@@ -1022,9 +1054,21 @@ def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, o
 
     step = start
     metrics_file = open(run_dir / METRICS, "a") if dd.main else None  # noqa: SIM115 - closed in finally
+    # A resumed run's events past its checkpoint are purged, as its metrics rows are.
+    tb = _tensorboard(run_dir, None if ckpt is None else start + 1) if dd.main else None
+    bar_cm = _progress(progress and dd.main)
+    # numpy's and Python's global generators are set last, once every lazy import is done: importing rich
+    # draws from `random`, so a run that imports it after the seed would save another state than one that
+    # had it imported already, and identical runs would write different checkpoints.
+    if ckpt is None:
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+    else:
+        np.random.set_state(ckpt["rng"][dd.rank]["numpy"])
+        random.setstate(ckpt["rng"][dd.rank]["python"])
     model.train()
     try:
-        with _StopFlag() as stop, _progress(progress and dd.main) as bar:
+        with _StopFlag() as stop, bar_cm as bar:
             task = bar.add_task("train", total=total, completed=start, loss=float("nan"), ips=0.0)
             t_last, n_last = time.perf_counter(), 0
             while step < total:
@@ -1045,7 +1089,10 @@ def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, o
                             out.loss = model.masked_loss(x_in, out.pred, out.mask, boundary_ignore=cfg.boundary_ignore)
                         loss, parts = objective(out, model)
                     if not torch.isfinite(loss):
-                        raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --blr or check the data")
+                        raise TrainingDiverged(
+                            f"loss is {loss.item()} at step {step + 1} of {total} (lr {lr:.3g} from blr {cfg.blr:g}); "
+                            "lower --blr or check the data"
+                        )
                     (loss / cfg.accum).backward()
                     loss_sum += loss.item() / cfg.accum
                     for k, v in parts.items():
@@ -1087,6 +1134,9 @@ def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, o
                     }
                     metrics_file.write(json.dumps(row) + "\n")  # type: ignore[union-attr]
                     metrics_file.flush()  # type: ignore[union-attr]
+                    if tb is not None:
+                        for key in ("loss", *(k for k in row if k.startswith("loss_")), "lr", "images_per_s"):
+                            tb.add_scalar(key.replace("loss_", "loss/", 1), row[key], step)
                     t_last, n_last = now, 0
                 bar.update(task, completed=step, loss=loss_sum, ips=ips)
                 if stop_now:
@@ -1095,27 +1145,93 @@ def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, o
                 if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < total:
                     save(step)
             save(step)
-    finally:
+    except BaseException as e:
         if metrics_file is not None:
             metrics_file.close()
+        if tb is not None:
+            tb.close()
+        if dd.main:
+            _after_failure(run_dir, fresh=ckpt is None, created=created, error=e)
+        raise
+    if metrics_file is not None:
+        metrics_file.close()
+    if tb is not None:
+        tb.close()
+    if dd.main:
+        plot_run(run_dir)
     return run_dir
 
 
+def _run_files(run_dir: Path) -> list[Path]:
+    """What a run writes into its folder (config, checkpoint, metrics, loss plot, TensorBoard events)."""
+    fixed = [run_dir / name for name in (CONFIG, CHECKPOINT, METRICS, LOSS_PLOT)]
+    return fixed + sorted(run_dir.glob("events.out.tfevents.*"))
+
+
+def _after_failure(run_dir: Path, *, fresh: bool, created: bool, error: BaseException) -> None:
+    """Leave a folder a re-run or ``--resume`` can use: a checkpoint to resume from, or nothing of this run.
+
+    A fresh run stopped before its first checkpoint (an error, a diverged
+    loss, a second Ctrl-C) has nothing to resume: its files go, and so does
+    its folder if this run made it. Otherwise the last checkpoint stays, with
+    the loss curve so far.
+    """
+    if fresh and not (run_dir / CHECKPOINT).is_file():
+        for path in _run_files(run_dir):
+            path.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only if empty: nothing but this run's files is removed
+        if isinstance(error, TrainingDiverged):
+            error.args = (f"{error.args[0]}; no checkpoint was written, so nothing is kept in {run_dir}",)
+        return
+    with contextlib.suppress(Exception):  # a plot must never hide the error that stopped the run
+        plot_run(run_dir)
+    if isinstance(error, TrainingDiverged):
+        try:
+            step = _read_checkpoint(run_dir)["step"]
+        except HlvmError:
+            step = "?"
+        error.args = (f"{error.args[0]}; the checkpoint of step {step} stays in {run_dir} (--resume continues from it)",)
+
+
+def plot_run(run_dir: str | os.PathLike[str]) -> Path | None:
+    """Draw ``RUN/loss.png`` from ``RUN/metrics.jsonl``: the loss, each objective term and the lr against step."""
+    from hlvm.curves import plot_loss
+
+    run_dir = Path(run_dir)
+    return plot_loss({run_dir.name: read_metrics(run_dir / METRICS)}, run_dir / LOSS_PLOT, title=f"training loss: {run_dir}")
+
+
+def _tensorboard(run_dir: Path, purge_step: int | None) -> Any:
+    """A ``SummaryWriter`` into the run folder when TensorBoard is installed (``pip install 'hlvm[tb]'``), else ``None``."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # installed but unusable (a version torch does not take): train without it
+        return None
+    return SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metrics rows past ``step`` (written after the checkpoint a resumed run restarts from)."""
+    """Keep the metrics rows up to ``step`` (later ones came after the checkpoint a resumed run restarts from)."""
     if not path.is_file():
         return
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
-    keep = [r for r in rows if json.loads(r)["step"] <= step]
-    if len(keep) != len(rows):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write("".join(r + "\n" for r in keep))
-        os.replace(tmp, path)
+    raw = path.read_bytes()
+    keep = [r for r in read_metrics(path) if r["step"] <= step]
+    text = "".join(json.dumps(r) + "\n" for r in keep)
+    if text.encode() != raw:
+        from hlvm.io import atomic_file
+
+        with atomic_file(path) as f:
+            f.write(text)
 
 
 def resume(run_dir: str | os.PathLike[str], progress: bool = True, **kwargs: Any) -> Path:
     """Continue the run in ``run_dir`` from its checkpoint (raises :class:`DataError` if there is none)."""
-    ckpt = _read_checkpoint(Path(run_dir))
+    ckpt = _read_checkpoint(Path(run_dir), _RESUME_KEYS)
     cfg = TrainConfig.from_dict(ckpt["config"]["train"])
     return train(dataclasses.replace(cfg, out=str(run_dir)), progress, resume=True, **kwargs)

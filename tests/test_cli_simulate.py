@@ -164,3 +164,18 @@ def test_an_invalid_user_graph_is_one_line_and_leaves_no_folder(tmp_path, conten
     assert_one_line_error(result, *words)
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_the_size_is_stated_first_and_an_absurd_run_needs_yes(tmp_path, monkeypatch):
+    built = []
+    monkeypatch.setattr(SimulateConfig, "build_graph", lambda self: built.append(1) or grid_hierarchy(self.grid))
+    r = invoke("--depth", "12", "--out", str(tmp_path / "big"))
+    assert_one_line_error(r, "10,000 samples of 14x4096x4096 images", "22,369,621 nodes", "TiB", "pass --yes")
+    assert built == [] and list(tmp_path.iterdir()) == []  # refused before the graph was built
+    r = invoke("--depth", "2", "--n", "100000000000", "--out", str(tmp_path / "many"))
+    assert_one_line_error(r, "100,000,000,000 samples", "more than 64.0 GiB", "pass --yes")
+    r = invoke("--depth", "2", "--n", "100000000000", "--yes", "--out", str(tmp_path / "many"))
+    assert_one_line_error(r, "the output needs", "free; lower --n")
+    assert list(tmp_path.iterdir()) == []
+    r = invoke("--depth", "2", "--n", "10", "--out", str(tmp_path / "ok"))
+    assert r.exit_code == 0 and r.output.startswith("simulating 10 samples of 4x4x4 images")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -24,6 +27,8 @@ def captured(monkeypatch):
 
     def fake(cfg, out, **kw):
         calls.append((cfg, out, kw))
+        if kw.get("on_start"):
+            kw["on_start"]()
         return sweep.SweepSummary(out, len(cfg.points()), 0, len(cfg.points()), 0, cfg.infeasible(), 0.0)
 
     monkeypatch.setattr(sweep, "run_sweep", fake)
@@ -63,14 +68,16 @@ def test_controls_none_turns_them_off(tmp_path, captured):
     assert cfg.controls == () and all(p.trained for p in cfg.points())
 
 
-def test_config_file_and_default_out_beside_it(tmp_path, captured):
-    (tmp_path / "study").mkdir()
+def test_config_file_and_default_out_a_new_folder_under_runs_never_the_study_results(tmp_path, captured, monkeypatch):
+    (tmp_path / "study" / "results").mkdir(parents=True)
     conf = tmp_path / "study" / "config.json"
     conf.write_text(json.dumps({"_comment": "x", "mask_ratios": [0.5], "mask_units": [1], "graph": {"depth": 2}, "steps": 3}))
+    monkeypatch.chdir(tmp_path)
     r = runner.invoke(app, ["sweep", "--config", str(conf), "--seeds", "4", "--no-report", "-q"])
     assert r.exit_code == 0, r.output
     (cfg, out, _), = captured
-    assert cfg.steps == 3 and cfg.seeds == (4,) and out == tmp_path / "study" / "results"
+    assert cfg.steps == 3 and cfg.seeds == (4,)
+    assert out.parent == Path("runs") and out.name.startswith("sweep-") and not out.exists()
 
 
 @pytest.mark.parametrize(
@@ -88,6 +95,10 @@ def test_config_file_and_default_out_beside_it(tmp_path, captured):
         (["--arms", "random:mae:none", "--bottlenecks", "4"], "not both"),
         (["--bottlenecks", "dim_c", "--train-mask-kinds", "random", "--units", "1"], "dim_c varies between random training masks"),
         (["--workers", "0"], "--workers must be >= 1"),
+        (["--retries", "-1"], "--retries must be >= 0"),
+        (["--backend", "dask"], "unknown --backend 'dask'; choose from process, ray"),
+        (["--cpus-per-point", "2"], "--cpus-per-point applies to --backend ray"),
+        (["--ray-address", "auto"], "--ray-address applies to --backend ray"),
         (["--config", "/nonexistent/study.json"], "sweep config not found"),
     ],
 )
@@ -95,6 +106,47 @@ def test_bad_input_is_one_line_exit_2(tmp_path, captured, args, text):
     r = runner.invoke(app, ["sweep", "--out", str(tmp_path / "o"), "--depth", "3", "-q", *args])
     one_line_error(r, text)
     assert captured == []
+
+
+def test_backend_ray_builds_a_ray_executor_with_the_options(tmp_path, captured):
+    pytest.importorskip("ray")
+    r = runner.invoke(app, ["sweep", "--ratios", "0.5", "--units", "1", "--depth", "2", "--backend", "ray",
+                            "--ray-address", "10.0.0.1:6379", "--cpus-per-point", "2", "--gpus-per-point", "0.5",
+                            "--workers", "3", "--retries", "4", "--out", str(tmp_path / "o"), "--no-report", "-q"])
+    assert r.exit_code == 0, r.output
+    (_, _, kw), = captured
+    ex = kw["executor"]
+    assert (ex.name, ex.address, ex.cpus, ex.gpus, ex.capacity, ex.threads) == ("ray", "10.0.0.1:6379", 2, 0.5, 3, 2)
+    assert kw["retries"] == 4
+    r = runner.invoke(app, ["sweep", "--ratios", "0.5", "--units", "1", "--depth", "2", "--out", str(tmp_path / "p"),
+                            "--no-report", "-q"])
+    assert captured[-1][2]["executor"] is None  # the process pool stays the default
+
+
+def test_backend_ray_without_ray_says_how_to_install_it(tmp_path, captured, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError, as without the package
+    r = runner.invoke(app, ["sweep", "--ratios", "0.5", "--units", "1", "--depth", "2", "--backend", "ray",
+                            "--out", str(tmp_path / "o"), "-q"])
+    one_line_error(r, "--backend ray needs Ray", "pip install 'hlvm[ray]'")
+    assert captured == [] and not (tmp_path / "o").exists()
+
+
+def test_failed_points_are_listed_with_why_and_the_exit_code_is_1(tmp_path, monkeypatch):
+    import hlvm.sweep as sweep
+
+    def failing(cfg, out, **kw):
+        pts = cfg.points()
+        return sweep.SweepSummary(out, len(pts), 0, len(pts) - 1, 3, [], 0.0, failed=[(pts[0], "RuntimeError: boom")])
+
+    monkeypatch.setattr(sweep, "run_sweep", failing)
+    r = runner.invoke(app, ["sweep", "--out", str(tmp_path / "o"), "--depth", "2", "--ratios", "0.5", "--units", "1",
+                            "--retries", "1", "-q"])
+    assert r.exit_code == 1
+    assert "failed: 1 point(s) after 2 attempt(s) each" in r.output and "failures.jsonl" in r.output
+    assert "r=0.5 u=1 mae seed=0: RuntimeError: boom" in r.output
+    assert "report:" not in r.output  # no report from a sweep with holes
 
 
 def test_malformed_config_file(tmp_path, captured):
@@ -157,6 +209,13 @@ def test_a_real_tiny_sweep_runs_resumes_and_reports(tmp_path):
     assert not list(out.glob("runs/*/checkpoint.pt")) and len(list(out.glob("runs/*/config.json"))) == 4
     assert len(list(out.glob("data/sim-*"))) == 2  # one training draw per seed
     assert (out / "prediction.csv").is_file() and (out / "report.md").is_file()
+    assert (out / "training_loss.png").is_file() and "## Training" in (out / "report.md").read_text()
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("sweep.json", "verdicts.json", "results.csv", "report.md"):  # all alike, none owner-only
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o666 & ~umask, name
+    assert all(stat.S_IMODE((p / "config.json").stat().st_mode) == 0o666 & ~umask for p in out.glob("runs/*"))
+    assert len(list(out.glob("runs/*/loss.png"))) == 4
     assert "claim 1 (aligned eval masks; mae, aligned-trained, bottleneck dim_c)" in " ".join(res.output.split())
     before = (out / "results.csv").read_bytes()
     res = runner.invoke(app, args)

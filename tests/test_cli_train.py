@@ -232,3 +232,15 @@ def test_a_tiny_official_umae_run_through_the_cli(online_spec, tmp_path):
     assert result.exit_code == 0, result.output
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["objective"] == "umae_official" and "loss_uniformity" in rows[-1]
+
+
+def test_resume_says_in_one_warning_line_which_options_it_ignores(online_spec, tmp_path):
+    run = tmp_path / "run"
+    assert invoke("--model", "mlp", "--data", online_spec, "--steps", "2", "--batch-size", "4", "--out", str(run),
+                  "-q").exit_code == 0
+    r = invoke("--resume", str(run), "--steps", "50", "--blr", "3", "-q")
+    assert r.exit_code == 0, r.output
+    warnings = [line for line in r.output.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: --resume continues the run with its saved config; ignoring --steps, --blr"]
+    r = invoke("--resume", str(run), "-q")
+    assert r.exit_code == 0 and "warning" not in r.output

@@ -103,7 +103,9 @@ def test_weights_stay_in_sync_and_move(ddp_run):
 
 def test_only_rank_zero_writes_and_logs_the_mean_loss(ddp_run):
     cfg, _, run, recs = ddp_run
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl"]
+    events = [p.name for p in run.glob("events.out.tfevents.*")]  # one writer, rank 0's, with TensorBoard installed
+    assert len(events) <= 1
+    assert sorted(p.name for p in run.iterdir()) == sorted(["checkpoint.pt", "config.json", "metrics.jsonl", "loss.png", *events])
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 7))
     for row, a, b in zip(rows, *recs):

@@ -340,7 +340,7 @@ def test_evaluate_run_without_a_checkpoint_is_a_data_error(tmp_path):
 
 
 def test_floor_counts_the_masked_pixels_own_noise(small):
-    """One masked pixel: no latent is private to the masked side, but the pixel's own noise is (THEORY.md's s_m)."""
+    """One masked pixel: no latent is private to the masked side, but the pixel's own noise is (docs/theory.md's s_m)."""
     grid = np.zeros(small.images.shape[2:], dtype=bool)
     grid[0, 0] = True
     res = evaluate_encoder(oracle(small, small.graph), small, small.graph, Mask(grid), 0)

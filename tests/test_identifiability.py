@@ -1,4 +1,4 @@
-"""The identifiability check (THEORY.md Theorem 2), trained for real: minutes of CPU, so marked slow.
+"""The identifiability check (docs/theory.md Theorem 2), trained for real: minutes of CPU, so marked slow.
 
 Depth-3 grid hierarchy, two fixed masks (a whole quadrant: c = the root; the
 quadrant less one pixel: c = that pixel's parent), an MLP MAE with a

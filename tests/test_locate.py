@@ -1,4 +1,4 @@
-"""Claims about hlvm.locate: Algorithms 1 and 2 as THEORY.md derives them."""
+"""Claims about hlvm.locate: Algorithms 1 and 2 as docs/theory.md derives them."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from hlvm.masks import Mask, random_unit_masks
 
 
 def worked_tree() -> nx.DiGraph:
-    """THEORY.md's binary tree: z1 -> z2, z3; z2 -> x1, x2; z3 -> x3, x4 (pixels on a 1x4 grid)."""
+    """docs/theory.md's binary tree: z1 -> z2, z3; z2 -> x1, x2; z3 -> x3, x4 (pixels on a 1x4 grid)."""
     g = nx.DiGraph()
     g.add_node("z1", kind="latent", level=0, dim=1, noise_dim=1)
     for z in ("z2", "z3"):

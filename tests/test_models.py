@@ -619,7 +619,7 @@ def test_build_model_takes_a_config_or_a_name():
 @pytest.mark.slow  # ~10 s of training per mask on one free core; minutes on a loaded machine
 @pytest.mark.parametrize("less_one", [False, True], ids=["quadrant", "quadrant_less_one"])
 def test_mlp_bottleneck_of_dim_c_recovers_the_shared_noise_and_nothing_private(less_one):
-    """THEORY.md Theorem 2 on a depth-2 grid hierarchy (4x4 pixels), one fixed mask.
+    """docs/theory.md Theorem 2 on a depth-2 grid hierarchy (4x4 pixels), one fixed mask.
 
     A quadrant masked puts ``c`` at the root; leaving one of its pixels
     visible puts ``c`` at that pixel's parent. A ``dim_c``-wide MLP code must

@@ -288,3 +288,39 @@ def test_arms_are_compared_with_their_one_factor_reference_and_the_best_arm_keep
     assert means["mae, random-trained, no bottleneck, boundary-ignore 1"][1] == pytest.approx(0.5)
     text = build_report(tmp_path).read_text()
     assert "## Arms compared" in text and "lifts A by losing CA" in text and "**best**" in text
+
+
+def test_provenance_names_the_first_run_and_how_often_it_was_resumed(tmp_path):
+    from hlvm.report import _provenance_lines
+
+    sweep = {"config": {"graph": {"depth": 2}, "model": "mlp", "steps": 5},
+             "provenance": {"hlvm_version": "0.1.0", "git_commit": "aaa111", "created_utc": "2026-01-01T00:00:00+00:00"}}
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    line = _provenance_lines(tmp_path)[0]
+    assert "commit `aaa111`, begun 2026-01-01T00:00:00+00:00." in line and "resumed" not in line
+    sweep["resumes"] = [{"provenance": {"git_commit": "bbb222", "created_utc": "2026-02-01T00:00:00+00:00"}},
+                        {"provenance": {"git_commit": "ccc333", "created_utc": "2026-03-01T00:00:00+00:00"}}]
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    line = _provenance_lines(tmp_path)[0]
+    assert "commit `aaa111`, begun 2026-01-01" in line
+    assert "resumed 2 times, last with commit `ccc333` at 2026-03-01T00:00:00+00:00." in line
+
+
+def test_training_curves_draw_every_run_from_its_metrics_and_name_its_point(tmp_path):
+    from hlvm.report.figures import training_curves
+
+    assert training_curves(tmp_path, tmp_path) == []  # no runs: no section
+    commits = []
+    for i, (pid, ratio) in enumerate([("p1", 0.25), ("p2", 0.75)]):
+        run = tmp_path / "runs" / pid
+        run.mkdir(parents=True)
+        rows = [{"step": s, "loss": 1.0 / (s + i), "lr": 1e-3} for s in (10, 20, 30)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 40, "lo')  # torn
+        commits.append({"point_id": pid, "point": {"mask_ratio": ratio, "mask_unit": 2, "objective": "mae",
+                                                   "bottleneck": None, "seed": 0}})
+    (tmp_path / "points.jsonl").write_text("".join(json.dumps(c) + "\n" for c in commits))
+    out = tmp_path / "report"
+    out.mkdir()
+    lines = training_curves(tmp_path, out)
+    assert lines[0] == "## Training" and "(training_loss.png)" in lines[2] and "2 trained runs" in lines[2]
+    assert (out / "training_loss.png").read_bytes()[:4] == b"\x89PNG"

@@ -461,3 +461,29 @@ def test_load_dataset_names_what_is_wrong(tmp_path, small_dir):
 
 def test_doctests():
     assert doctest.testmod(simulate).failed == 0
+
+
+@pytest.mark.parametrize("grid", [GridSpec(depth=2), GridSpec(depth=3, branching=3, root_dim=3, noise_dim=2, obs_noise_dim=2),
+                                  GridSpec(depth=3, extra_parent_prob=0.5, seed=1)])
+def test_output_size_is_what_simulate_writes_and_a_lower_bound_before_the_graph_exists(tmp_path, grid):
+    from hlvm.simulate import output_size
+
+    cfg = SimulateConfig(grid=grid, n=7, dtype="float64")
+    before, exact = output_size(cfg), output_size(cfg, cfg.build_graph())
+    out = simulate_to_dir(cfg, tmp_path / "d", progress=False)
+    data = sum(np.load(out / f"{k}.npy", mmap_mode="r").nbytes for k in ("images", "latents", "noises"))
+    assert exact.nbytes == data and exact.exact
+    assert exact.nodes == cfg.build_graph().number_of_nodes() == before.nodes
+    assert before.exact == (grid.extra_parent_prob == 0)
+    assert (before.nbytes == exact.nbytes) if before.exact else (before.nbytes <= exact.nbytes)
+
+
+def test_a_run_larger_than_the_free_space_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**6, 10**6 - 1000, 1000))
+    with pytest.raises(ConfigError, match=r"the output needs .* KiB but .* has 1000 B free"):
+        simulate_to_dir(SimulateConfig(grid=GridSpec(depth=2), n=100), tmp_path / "d", progress=False)
+    assert list(tmp_path.iterdir()) == []

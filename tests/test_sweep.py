@@ -18,40 +18,7 @@ from hlvm.errors import ConfigError, DataError
 from hlvm.sweep import ROW_COLUMNS, ResultsStore, SweepConfig, run_sweep
 from hlvm.sweep.grid import KNOWN_OBJECTIVES
 
-NODES = [("z_0_0_0", 0, "shared"), ("z_1_0_0", 1, "c"), ("z_1_0_1", 1, "private_masked")]
-
-
-class FakeBackend:
-    """Rows from arithmetic on the point; logs every run_point call to a file (O_APPEND, any process)."""
-
-    def __init__(self, log: Path, fail_at: int | None = None, interrupt_at: int | None = None):
-        self.log, self.fail_at, self.interrupt_at = str(log), fail_at, interrupt_at
-
-    def prepare(self, cfg, out):
-        return {"prepared": True}
-
-    def _calls(self) -> int:
-        p = Path(self.log)
-        return len(p.read_text().splitlines()) if p.exists() else 0
-
-    def run_point(self, cfg, point, context):
-        assert context["prepared"]
-        n = self._calls()
-        if self.interrupt_at is not None and n == self.interrupt_at:
-            raise KeyboardInterrupt
-        if self.fail_at is not None and n == self.fail_at:
-            raise RuntimeError("boom")
-        with open(self.log, "a") as f:
-            f.write(point.point_id + "\n")
-        rows = []
-        for j in range(cfg.eval_masks):
-            for node, level, role in NODES:
-                r2 = round(point.mask_ratio * (level + 1) / (j + 2), 6)
-                rows.append({"mask_kind": "random", "mask_index": j, "node": node, "level": level, "role": role, "r2_noise": r2})
-        return rows
-
-    def predict(self, cfg, context):
-        return [{"mask_ratio": r, "mask_unit": u, "abstraction": r / u} for u in cfg.mask_units for r in cfg.mask_ratios]
+from _sweepfakes import NODES, FakeBackend, expected_r2
 
 
 def small(**kw) -> SweepConfig:
@@ -158,6 +125,11 @@ def test_point_ids_depend_on_shared_settings_but_not_on_other_axis_values():
         (dict(mask_ratios=[0.5, 0.5]), "twice"),
         (dict(graph={"depth": 0}), "depth"),
         (dict(eval_masks=0), "eval_masks"),
+        (dict(blr=float("inf")), "blr must be a positive finite number"),
+        (dict(blr=float("nan")), "blr must be a positive finite number"),
+        (dict(train={"warmpu": 3}), "train: unknown TrainConfig field 'warmpu'"),
+        (dict(train={"steps": 3}), "train: 'steps' is set by the sweep \\(steps\\)"),
+        (dict(train={"seed": 1}), "train: 'seed' is set by the sweep \\(seeds\\)"),
     ],
 )
 def test_bad_configs_raise_config_error(kw, match):
@@ -189,7 +161,7 @@ def test_run_writes_every_row_once_in_both_formats_with_point_columns(tmp_path):
     for r in rows_json:
         p = by_id[r["point_id"]]
         assert (r["mask_ratio"], r["mask_unit"], r["seed"], r["objective"]) == (p.mask_ratio, p.mask_unit, p.seed, p.objective)
-        assert r["r2_noise"] == round(p.mask_ratio * (r["level"] + 1) / (r["mask_index"] + 2), 6)
+        assert r["r2_noise"] == expected_r2(p.mask_ratio, r["level"], r["mask_index"])
     # CSV numbers round-trip exactly
     assert [float(r["r2_noise"]) for r in rows_csv] == [r["r2_noise"] for r in rows_json]
     commits = read_jsonl(tmp_path / "out" / "points.jsonl")
@@ -224,17 +196,65 @@ def test_interrupted_sweep_resumes_without_redoing_points_or_duplicating_rows(tm
     assert s.finished == 0 and len(log.read_text().split()) == len(cfg.points())
 
 
-def test_failure_inside_a_point_keeps_the_finished_ones(tmp_path):
+def test_ctrl_c_inside_a_point_keeps_the_finished_ones(tmp_path):
     cfg, out, log = small(), tmp_path / "out", tmp_path / "log"
-    with pytest.raises(RuntimeError, match="boom"):
-        run_sweep(cfg, out, backend=FakeBackend(log, fail_at=4), workers=1, progress=False)
-    assert len(read_jsonl(out / "points.jsonl")) == 4
     with pytest.raises(KeyboardInterrupt):
         run_sweep(cfg, out, backend=FakeBackend(log, interrupt_at=6), workers=1, progress=False)
     assert len(read_jsonl(out / "points.jsonl")) == 6
     run_sweep(cfg, out, backend=FakeBackend(log), workers=1, progress=False)
     rows = read_jsonl(out / "results.jsonl")
     assert len(rows) == len(set(row_keys(rows))) == len(cfg.points()) * cfg.eval_masks * len(NODES)
+
+
+def test_a_failing_point_is_retried_then_reported_and_the_others_finish(tmp_path):
+    cfg, out, log = small(), tmp_path / "out", tmp_path / "log"
+    bad = cfg.points()[3]
+    fake = FakeBackend(log, fail_ids={bad.point_id})
+    s = run_sweep(cfg, out, backend=fake, workers=1, progress=False, retries=2)
+    assert fake.attempts().count(bad.point_id) == 3  # the first attempt and two retries
+    assert [(p.point_id, why) for p, why in s.failed] == [(bad.point_id, f"RuntimeError: boom at {bad.label()}")]
+    assert s.finished == len(cfg.points()) - 1
+    committed = {c["point_id"] for c in read_jsonl(out / "points.jsonl")}
+    assert committed == {p.point_id for p in cfg.points()} - {bad.point_id}
+    assert bad.point_id not in {r["point_id"] for r in read_jsonl(out / "results.jsonl")}
+    fails = read_jsonl(out / "failures.jsonl")
+    assert [f["attempt"] for f in fails] == [1, 2, 3] and {f["point_id"] for f in fails} == {bad.point_id}
+    assert "Traceback" in fails[0]["traceback"] and "boom" in fails[0]["traceback"]
+    # Fixed, the same call runs the failed point alone.
+    s = run_sweep(cfg, out, backend=FakeBackend(log), workers=1, progress=False)
+    assert (s.finished, s.skipped, s.failed) == (1, len(cfg.points()) - 1, [])
+    rows = read_jsonl(out / "results.jsonl")
+    assert len(rows) == len(set(row_keys(rows))) == len(cfg.points()) * cfg.eval_masks * len(NODES)
+
+
+def test_a_point_that_fails_once_is_committed_on_its_retry(tmp_path):
+    cfg, out, log = small(seeds=[0]), tmp_path / "out", tmp_path / "log"
+    flaky = cfg.points()[0]
+    s = run_sweep(cfg, out, backend=FakeBackend(log, flaky_ids={flaky.point_id}), workers=1, progress=False)
+    assert s.failed == [] and s.finished == len(cfg.points())
+    assert [f["error"] for f in read_jsonl(out / "failures.jsonl")] == ["RuntimeError: flaky"]
+
+
+def test_no_retries_reports_at_the_first_failure(tmp_path):
+    cfg, out, log = small(seeds=[0]), tmp_path / "out", tmp_path / "log"
+    flaky = cfg.points()[0]
+    fake = FakeBackend(log, flaky_ids={flaky.point_id})
+    s = run_sweep(cfg, out, backend=fake, workers=1, progress=False, retries=0)
+    assert [p.point_id for p, _ in s.failed] == [flaky.point_id] and fake.attempts().count(flaky.point_id) == 1
+    with pytest.raises(ConfigError, match="retries must be an integer >= 0"):
+        run_sweep(cfg, out, backend=fake, workers=1, progress=False, retries=-1)
+
+
+def test_a_killed_pool_worker_costs_one_attempt_of_the_points_in_flight(tmp_path):
+    cfg, out, log = small(seeds=[0]), tmp_path / "out", tmp_path / "log"
+    fake = FakeBackend(log, crash_once=tmp_path / "crashed")
+    s = run_sweep(cfg, out, backend=fake, workers=2, threads=1, progress=False)
+    assert (tmp_path / "crashed").exists() and s.failed == [] and s.finished == len(cfg.points())
+    fails = read_jsonl(out / "failures.jsonl")
+    assert 1 <= len(fails) <= 2 and all(f["error"].startswith("WorkerDied") for f in fails)
+    rows = read_jsonl(out / "results.jsonl")
+    assert len(rows) == len(set(row_keys(rows))) == len(cfg.points()) * cfg.eval_masks * len(NODES)
+    assert sorted(log.read_text().split()) == sorted(p.point_id for p in cfg.points())  # each finished once
 
 
 def test_torn_and_uncommitted_tails_are_cut_on_resume(tmp_path):
@@ -332,3 +352,96 @@ def test_a_real_sweep_over_mimae_and_cmim_probes_cmims_decoder_and_its_untrained
     }
     assert all(-10 < float(r["r2_noise"]) <= 1 for r in rows)
     assert "mimae" in KNOWN_OBJECTIVES and "cmim" in KNOWN_OBJECTIVES
+
+
+def test_a_killed_driver_resumes_without_losing_or_duplicating_points(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg, out, log = small(seeds=[0]), tmp_path / "out", tmp_path / "log"
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    script = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]);"
+        "from _sweepfakes import FakeBackend; from hlvm.sweep import SweepConfig, run_sweep;"
+        "cfg = SweepConfig.from_dict(json.load(open(sys.argv[2])));"
+        "run_sweep(cfg, sys.argv[3], backend=FakeBackend(sys.argv[4], sleep=0.3), workers=1, progress=False)"
+    )
+    tests = str(Path(__file__).parent)
+    proc = subprocess.Popen([sys.executable, "-c", script, tests, str(tmp_path / "cfg.json"), str(out), str(log)])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "points.jsonl").is_file() and len((out / "points.jsonl").read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the driver finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    committed = len(read_jsonl(out / "points.jsonl"))
+    assert 2 <= committed < len(cfg.points())
+    s = run_sweep(cfg, out, backend=FakeBackend(log), workers=1, progress=False)
+    assert (s.skipped, s.finished) == (committed, len(cfg.points()) - committed)
+    rows = read_jsonl(out / "results.jsonl")
+    assert len(rows) == len(set(row_keys(rows))) == len(cfg.points()) * cfg.eval_masks * len(NODES)
+
+
+def test_a_second_writer_of_the_same_folder_is_refused_while_the_first_holds_it(tmp_path):
+    import fcntl
+
+    from hlvm.sweep.store import LOCK, sweep_lock
+
+    cfg, out = small(seeds=[0]), tmp_path / "out"
+    run_sweep(cfg, out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
+    before = {p: (out / p).read_bytes() for p in ("results.csv", "points.jsonl", "sweep.json")}
+    with sweep_lock(out):  # as a first sweep still running would
+        with pytest.raises(ConfigError, match=f"another hlvm sweep \\(pid {os.getpid()} on .*\\) is writing to {out}"):
+            run_sweep(cfg, out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
+        assert {p: (out / p).read_bytes() for p in before} == before
+        # an OS lock: another open file description is refused too, and the lock goes with its holder
+        with open(out / LOCK) as f, pytest.raises(BlockingIOError):
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    run_sweep(cfg, out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)  # released
+
+
+def test_a_non_empty_folder_without_a_sweep_is_refused_and_left_alone(tmp_path):
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="is not empty and holds no sweep \\(it has holiday.jpg\\)"):
+        run_sweep(small(), out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
+    assert os.listdir(out) == ["holiday.jpg"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_sweep(small(seeds=[0]), empty, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False).finished
+
+
+def test_bad_input_found_while_preparing_leaves_no_folder(tmp_path):
+    class Refusing(FakeBackend):
+        def prepare(self, cfg, out):
+            raise ConfigError("mlp_hidden must be a list of positive integers")
+
+    out = tmp_path / "new" / "out"
+    with pytest.raises(ConfigError, match="mlp_hidden"):
+        run_sweep(small(), out, backend=Refusing(tmp_path / "log"), workers=1, progress=False)
+    assert not out.exists()
+
+
+def test_a_resume_keeps_the_first_runs_provenance_and_appends_its_own(tmp_path, monkeypatch):
+    import hlvm.io
+
+    cfg, out = small(mask_ratios=[0.5], seeds=[0]), tmp_path / "out"
+    stamps = iter(["2026-01-01T00:00:00+00:00", "2026-02-02T00:00:00+00:00", "2026-03-03T00:00:00+00:00"])
+    real = hlvm.io.provenance
+    monkeypatch.setattr(hlvm.io, "provenance", lambda: {**real(), "created_utc": next(stamps)})
+    run_sweep(cfg, out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
+    first = json.loads((out / "sweep.json").read_text())
+    assert "resumes" not in first
+    run_sweep(small(seeds=[0]), out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)  # wider grid
+    run_sweep(small(seeds=[0]), out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
+    data = json.loads((out / "sweep.json").read_text())
+    assert data["provenance"] == first["provenance"] and data["provenance"]["created_utc"] == "2026-01-01T00:00:00+00:00"
+    assert [r["provenance"]["created_utc"] for r in data["resumes"]] == ["2026-02-02T00:00:00+00:00", "2026-03-03T00:00:00+00:00"]
+    assert data["resumes"][0]["axes"]["mask_ratios"] == [0.25, 0.5, 0.75] and data["config"] == small(seeds=[0]).to_dict()

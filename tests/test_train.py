@@ -18,9 +18,11 @@ from hlvm.simulate import SimulateConfig, simulate_to_dir
 from hlvm.train import (
     CHECKPOINT,
     CONFIG,
+    LOSS_PLOT,
     METRICS,
     DataStream,
     TrainConfig,
+    TrainingDiverged,
     TrainingInterrupted,
     init_model,
     load_run,
@@ -261,7 +263,8 @@ def test_batch_larger_than_the_folder_is_rejected(folder, tmp_path):
 def test_a_run_folder_holds_config_checkpoint_and_one_metrics_row_per_step(online_spec, tmp_path):
     cfg = cfg_for(online_spec, tmp_path / "run", objective="mae", mask_ratio=0.5)
     run = train(cfg, progress=False)
-    assert sorted(p.name for p in run.iterdir()) == sorted([CONFIG, CHECKPOINT, METRICS])
+    events = sorted(p.name for p in run.glob("events.out.tfevents.*"))  # with TensorBoard installed
+    assert sorted(p.name for p in run.iterdir()) == sorted([CONFIG, CHECKPOINT, METRICS, LOSS_PLOT, *events])
     info = json.loads((run / CONFIG).read_text())
     assert TrainConfig.from_dict(info["train"]) == cfg
     assert MAEConfig.from_dict(info["model"]) == TINY_MLP
@@ -727,3 +730,125 @@ def test_cmim_gets_a_gaussian_posterior_and_its_decoder_decodes_draws(online_spe
     train(cfg_for(online_spec, tmp_path / "run", objective="cmim"), progress=False,
           on_step=lambda step, info: outs.append(info["output"]))
     assert all(not torch.equal(o.posterior_sample, o.posterior_mean) for o in outs)
+
+
+# ----------------------------------------------------------------------------- what a run leaves behind
+
+
+def test_identical_runs_write_identical_checkpoint_bytes(online_spec, tmp_path):
+    cfg = cfg_for(online_spec, tmp_path / "run", steps=3)
+    first = (train(cfg, progress=False) / CHECKPOINT).read_bytes()
+    second = (train(cfg, progress=False, overwrite=True) / CHECKPOINT).read_bytes()
+    assert first == second  # the zip's member names do not carry a random temporary file name
+    assert b"archive/data.pkl" in first
+
+
+def test_run_files_take_the_umask_like_any_file(online_spec, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        run = train(cfg_for(online_spec, tmp_path / "run", steps=2), progress=False)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in run.iterdir()}
+    assert modes[CONFIG] == modes[CHECKPOINT] == modes[METRICS] == modes[LOSS_PLOT] == 0o644, modes
+
+
+def test_a_loss_that_turns_nan_before_any_checkpoint_leaves_nothing(online_spec, tmp_path):
+    out = tmp_path / "new" / "run"
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 2 of 6 .*lower --blr.*nothing is kept in"):
+        train(cfg_for(online_spec, out, blr=1e30), progress=False)
+    assert not out.exists()
+    # an existing empty folder stays, empty: it was the user's
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(TrainingDiverged):
+        train(cfg_for(online_spec, tmp_path / "mine", blr=1e30), progress=False)
+    assert list((tmp_path / "mine").iterdir()) == []
+    train(cfg_for(online_spec, out, steps=2), progress=False)  # the same --out is usable at once
+
+
+def test_a_loss_that_turns_nan_after_a_checkpoint_keeps_it_and_resume_continues(online_spec, tmp_path):
+    def poison(step, info):
+        if step == 5:  # after the checkpoint of step 4
+            with torch.no_grad():
+                for p in info["model"].parameters():
+                    p.fill_(float("nan"))
+
+    cfg = cfg_for(online_spec, tmp_path / "run", steps=6, ckpt_every=2)
+    with pytest.raises(TrainingDiverged, match=r"at step 6 of 6 .*the checkpoint of step 4 stays in .*--resume"):
+        train(cfg, progress=False, on_step=poison)
+    assert torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)["step"] == 4
+    assert (tmp_path / "run" / LOSS_PLOT).is_file()
+    straight = rows(train(dataclasses.replace(cfg, out=str(tmp_path / "straight")), progress=False))
+    resumed = rows(resume(tmp_path / "run", progress=False))
+    assert [x["loss"] for x in resumed] == [x["loss"] for x in straight]
+
+
+def test_resume_ignores_a_torn_last_metrics_line_but_not_a_corrupt_one_before_it(online_spec, tmp_path):
+    cfg = cfg_for(online_spec, tmp_path / "run", steps=6)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, progress=False, on_step=_interrupt_at(3))
+    with open(tmp_path / "run" / METRICS, "a") as f:
+        f.write('{"step": 4, "lo')  # killed mid-write
+    assert [x["step"] for x in rows_tolerant(tmp_path / "run")] == [1, 2, 3]
+    resumed = rows(resume(tmp_path / "run", progress=False))
+    assert [x["step"] for x in resumed] == list(range(1, 7))
+    text = (tmp_path / "run" / METRICS).read_text().splitlines()
+    (tmp_path / "run" / METRICS).write_text("\n".join(["garbage", *text]) + "\n")
+    with pytest.raises(DataError, match="line 1 is not a metrics row"):
+        resume(tmp_path / "run", progress=False)
+
+
+def rows_tolerant(run_dir):
+    from hlvm.curves import read_metrics
+
+    return read_metrics(run_dir / METRICS)
+
+
+@pytest.mark.parametrize("drop", ["config", "optimizer", "rng"])
+def test_a_checkpoint_without_what_a_resume_needs_is_a_data_error(online_spec, tmp_path, drop):
+    run = train(cfg_for(online_spec, tmp_path / "run", steps=2), progress=False)
+    ckpt = torch.load(run / CHECKPOINT, weights_only=False)
+    del ckpt[drop]
+    torch.save(ckpt, run / CHECKPOINT)
+    with pytest.raises(DataError, match=f"lacks {drop}: not a run hlvm train wrote"):
+        resume(run, progress=False)
+    if drop == "config":
+        with pytest.raises(DataError, match="lacks config"):
+            load_run(run)
+
+
+def test_loss_png_at_the_end_and_when_interrupted(online_spec, tmp_path):
+    run = train(cfg_for(online_spec, tmp_path / "run", steps=4), progress=False)
+    assert (run / LOSS_PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(TrainingInterrupted):
+        train(cfg_for(online_spec, tmp_path / "cut", steps=6), progress=False, on_step=_interrupt_at(2))
+    assert (tmp_path / "cut" / LOSS_PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_tensorboard_nothing_is_written_and_nothing_fails(online_spec, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    run = train(cfg_for(online_spec, tmp_path / "run", steps=3), progress=False)
+    assert not list(run.glob("events.out.tfevents.*")) and (run / CHECKPOINT).is_file()
+
+
+def test_tensorboard_events_hold_the_loss_each_term_the_lr_and_images_per_s(online_spec, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = cfg_for(online_spec, tmp_path / "run", steps=6, objective="umae", log_every=2)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, progress=False, on_step=_interrupt_at(4))
+    resume(tmp_path / "run", progress=False)
+    acc = EventAccumulator(str(tmp_path / "run"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"loss", "lr", "images_per_s"} <= tags and {t for t in tags if t.startswith("loss/")} == {"loss/mae", "loss/uniformity"}
+    metrics = rows(tmp_path / "run")
+    assert [e.step for e in acc.Scalars("loss")] == [r["step"] for r in metrics] == [2, 4, 6]
+    assert [e.value for e in acc.Scalars("loss")] == pytest.approx([r["loss"] for r in metrics], rel=1e-6)

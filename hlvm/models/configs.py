@@ -5,7 +5,7 @@ or ``"mlp"``), the image (size, channels), the token patch ``patch_size`` (p)
 and the masking unit ``mask_unit`` (u, a multiple of p: whole units are
 masked, as long-sequence MAE does), the widths, and the optional
 ``bottleneck`` (the width d of the pooled, projected code ``c_hat`` that the
-decoder alone sees: THEORY.md's Assumption 2 encoder).
+decoder alone sees: docs/theory.md's Assumption 2 encoder).
 
 >>> cfg = get_config("vit_small_synth", patch_size=1, mask_unit=4)
 >>> cfg.token_grid, cfg.unit_grid

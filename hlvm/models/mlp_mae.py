@@ -1,4 +1,4 @@
-"""The MLP masked autoencoder: THEORY.md's encoder and decoder taken literally.
+"""The MLP masked autoencoder: docs/theory.md's encoder and decoder taken literally.
 
 Encoder ``E``: the visible pixels (masked ones zeroed) and the pixel mask,
 flattened, through an MLP to the code ``c_hat`` (width ``bottleneck``, or

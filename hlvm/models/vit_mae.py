@@ -14,7 +14,7 @@ settings:
   projected to ``c_hat`` (B, d), and the decoder sees only ``c_hat`` (one
   token) plus one mask token per position to fill, so nothing about the
   visible side reaches the decoder except through d numbers: the encoder of
-  THEORY.md's Assumption 2;
+  docs/theory.md's Assumption 2;
 - ``posterior="gaussian"``: a Gaussian ``q(z | x_visible)`` whose mean is
   the encoder's output (each visible token, class token included, or the
   bottleneck code) and whose log-variance is a linear head on it; the decoder

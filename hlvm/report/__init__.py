@@ -43,7 +43,7 @@ from .claims import (
     theorem2_cells,
     theorem2_overall,
 )
-from .figures import figures
+from .figures import figures, training_curves
 from .load import REQUIRED_COLUMNS, Results, load_results
 from .stats import FIELDS, Arm, MaskSummary, Panel, Series, abstraction, panels, summarise_masks
 
@@ -121,7 +121,7 @@ def _provenance_lines(src: Path) -> list[str]:
                 f"{json.dumps(cfg.get('model_options') or {})}; {cfg.get('steps')} steps x batch {cfg.get('batch')} "
                 f"(blr {cfg.get('blr')}) on {cfg.get('n_train')} simulated samples; {cfg.get('eval_masks')} held-out "
                 f"masks per point and kind on {cfg.get('n_eval')} held-out samples; hlvm {prov.get('hlvm_version')}, "
-                f"commit `{prov.get('git_commit')}`."
+                f"commit `{prov.get('git_commit')}`, begun {prov.get('created_utc')}" + _resumes_note(data.get("resumes")) + "."
             )
         except (json.JSONDecodeError, AttributeError):
             pass
@@ -141,6 +141,15 @@ def _provenance_lines(src: Path) -> list[str]:
                 f"on average (sum {cpu:.0f} s CPU in the workers)."
             )
     return out + ([""] if out else [])
+
+
+def _resumes_note(resumes: Any) -> str:
+    """``"; resumed N times, last with commit X at T"`` from sweep.json's ``resumes``, or nothing."""
+    if not isinstance(resumes, list) or not resumes:
+        return ""
+    last = resumes[-1].get("provenance", {}) if isinstance(resumes[-1], dict) else {}
+    times = "once" if len(resumes) == 1 else f"{len(resumes)} times"
+    return f"; resumed {times}, last with commit `{last.get('git_commit')}` at {last.get('created_utc')}"
 
 
 def _read_prediction(path: Path) -> list[dict[str, str]] | None:
@@ -252,7 +261,7 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
         "",
         "Each row of the results is the held-out R^2 of one latent node's noise ε_v from an encoder's code of the "
         "visible pixels under one evaluation mask; roles come from Algorithm 1 on that mask. Any encoder that keeps "
-        "the visible pixels holds all of CA's noise and none of the masked side's, by construction (THEORY.md), so "
+        "the visible pixels holds all of CA's noise and none of the masked side's, by construction (docs/theory.md), so "
         "every verdict below is given for the trained model **and** for three encoders that learned nothing, on the "
         "same held-out samples and masks: `pixels` (the visible pixels themselves), `untrained` (the same "
         "architecture at the initialisation its training started from) and `oracle` (the true c, Theorem 2's "
@@ -387,6 +396,7 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
         lines += [f"### {p.label()}", ""]
         for fname, caption in figs[p.slug()]:
             lines += [f"![{caption}]({fname})", "", f"*{caption}.*", ""]
+    lines += training_curves(src, out)
     lines += ["## The probe", "", _probe_caveat(src), ""]
     lines += ["## Rules (fixed before the numbers)", "", "```", rules.RULES, "```", ""]
     if prediction is not None:

@@ -1,4 +1,4 @@
-"""THEORY.md's claims judged on a sweep's panels, for the trained model and each control, with :mod:`hlvm.rules`.
+"""docs/theory.md's claims judged on a sweep's panels, for the trained model and each control, with :mod:`hlvm.rules`.
 
 Every claim is judged the same way for every encoder of a panel (the trained
 arm, ``pixels``, ``untrained``, ``oracle``) and for the theory (predicted A

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .stats import Panel, Series
 
-__all__ = ["figures", "ENCODER_STYLE"]
+__all__ = ["figures", "training_curves", "ENCODER_STYLE"]
 
 #: Colour and marker of each encoder in every figure.
 ENCODER_STYLE = {
@@ -156,3 +156,50 @@ def figures(panels: list[Panel], out: Path) -> dict[str, list[tuple[str, str]]]:
     for p in panels:
         figs[p.slug()] = [_scatter(p, out), _abstraction(p, out), _levels(p, out)]
     return figs
+
+
+def training_curves(src: Path, out: Path) -> list[str]:
+    """The report's lines for one figure of every trained run's loss curve (``src/runs/*/metrics.jsonl``), or none.
+
+    Each curve is labelled with its point (from ``points.jsonl``) and
+    coloured by mask ratio; the figure goes to ``out/training_loss.png``.
+    """
+    from hlvm.curves import plot_loss, read_metrics
+    from hlvm.errors import DataError
+
+    import json
+
+    points: dict[str, dict] = {}
+    commits = src / "points.jsonl"
+    if commits.is_file():
+        for line in commits.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                points[rec["point_id"]] = rec.get("point", {})
+            except (ValueError, KeyError, TypeError):
+                continue
+    curves, ratios = {}, {}
+    runs = sorted(src.glob("runs/*/metrics.jsonl"), key=lambda m: json.dumps(points.get(m.parent.name, {}), sort_keys=True))
+    for metrics in runs:
+        pid = metrics.parent.name
+        try:
+            rows = read_metrics(metrics)
+        except DataError:
+            continue  # a run's log the report cannot read is left out of the figure, not the report
+        p = points.get(pid, {})
+        label = pid if not p else (
+            f"r={p.get('mask_ratio'):g} u={p.get('mask_unit')} {p.get('objective') or ''}"
+            f"{'' if p.get('bottleneck') is None else ' d=' + str(p.get('bottleneck'))} seed={p.get('seed')}"
+        )
+        curves[label] = rows
+        if isinstance(p.get("mask_ratio"), int | float):
+            ratios[label] = float(p["mask_ratio"])
+    if ratios:
+        lo, hi = min(ratios.values()), max(ratios.values())
+        ratios = {k: (v - lo) / (hi - lo) if hi > lo else 0.5 for k, v in ratios.items()}
+    path = plot_loss(curves, out / "training_loss.png", title=f"training loss of the sweep's {len(curves)} runs",
+                     colors=ratios or None)
+    if path is None:
+        return []
+    caption = f"Training loss against optimizer step of each of the {len(curves)} trained runs, coloured by mask ratio"
+    return ["## Training", "", f"![{caption}]({path.name})", "", f"*{caption}.*", ""]

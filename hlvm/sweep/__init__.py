@@ -13,11 +13,14 @@ The package is split along its seams:
 - :mod:`hlvm.sweep.store`: :class:`ResultsStore`, the append-only, crash-safe
   results of a sweep folder;
 - :mod:`hlvm.sweep.engine`: :func:`run_sweep` and the :class:`Backend`
-  protocol, with a process pool on this machine;
+  protocol (the work of a point);
+- :mod:`hlvm.sweep.backends`: where points run (:class:`Executor`: in this
+  process, a process pool on this machine, or Ray);
 - :mod:`hlvm.sweep.mae`: :class:`MAEBackend`, the work of a point
   (simulate, train, evaluate).
 """
 
+from .backends import Executor, InlineExecutor, Outcome, PoolExecutor, RayExecutor
 from .engine import Backend, SweepSummary, run_sweep
 from .grid import KNOWN_OBJECTIVES, MASK_KINDS, POINT_COLUMNS, ROW_COLUMNS, SweepConfig, SweepPoint, load_sweep_config
 from .mae import MAEBackend, eval_masks, rows_of
@@ -30,6 +33,11 @@ __all__ = [
     "SweepPoint",
     "ResultsStore",
     "Backend",
+    "Executor",
+    "InlineExecutor",
+    "PoolExecutor",
+    "RayExecutor",
+    "Outcome",
     "MAEBackend",
     "SweepSummary",
     "run_sweep",

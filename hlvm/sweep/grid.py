@@ -227,8 +227,8 @@ class SweepConfig:
             raise ConfigError(f"data_seed must be a non-negative integer, got {self.data_seed!r}")
         if self.n_eval < 20:
             raise ConfigError(f"n_eval must be at least 20 for a held-out R^2, got {self.n_eval}")
-        if not isinstance(self.blr, int | float) or isinstance(self.blr, bool) or not self.blr > 0:
-            raise ConfigError(f"blr must be a positive number, got {self.blr!r}")
+        if not isinstance(self.blr, int | float) or isinstance(self.blr, bool) or not 0 < self.blr < float("inf"):
+            raise ConfigError(f"blr must be a positive finite number, got {self.blr!r}")
         if not isinstance(self.keep_checkpoints, bool):
             raise ConfigError(f"keep_checkpoints must be true or false, got {self.keep_checkpoints!r}")
         if not isinstance(self.model, str) or not self.model:
@@ -239,6 +239,7 @@ class SweepConfig:
         for key in ("seed", "sample_seed", "n"):
             if key in self.simulate:
                 raise ConfigError(f"simulate: {key!r} is set by the sweep (data_seed, seeds, n_train), not here")
+        _check_train_keys(self.train)
         object.__setattr__(self, "mask_ratios", tuple(float(r) for r in ratios))
         object.__setattr__(self, "mask_units", tuple(int(u) for u in units))
         object.__setattr__(self, "seeds", tuple(int(s) for s in seeds))
@@ -439,6 +440,32 @@ def _dim_c_range(graph_json: str, ratio: float, unit: int, kind: str, k: int, se
     masks = unit_masks(kind, k, side, side, ratio, unit, rng, branching=spec.branching)
     dims = locate_many(index_graph(graph), masks).dim_c
     return int(dims.min()), int(dims.max())
+
+
+#: TrainConfig fields that the sweep sets from its own settings and each point, never from ``train``.
+SET_BY_SWEEP = {
+    "model": "model / model_options", "data": "the simulated data", "objective": "objectives",
+    "mask_ratio": "mask_ratios", "mask_kind": "train_mask_kinds", "mask_unit": "mask_units",
+    "bottleneck": "bottlenecks", "steps": "steps", "batch_size": "batch", "blr": "blr", "seed": "seeds",
+    "out": "the sweep folder",
+}
+
+
+def _check_train_keys(train: Mapping[str, Any]) -> None:
+    """``train`` may hold only :class:`hlvm.train.TrainConfig` fields that the sweep does not set itself."""
+    for key in train:
+        if key in SET_BY_SWEEP:
+            raise ConfigError(f"train: {key!r} is set by the sweep ({SET_BY_SWEEP[key]}), not here")
+    try:
+        from dataclasses import fields as dc_fields
+
+        from hlvm.train import TrainConfig
+    except ImportError:
+        return  # checked again when the backend builds each point's TrainConfig
+    known = {f.name for f in dc_fields(TrainConfig)}
+    unknown = sorted(set(train) - known)
+    if unknown:
+        raise ConfigError(f"train: unknown TrainConfig field {unknown[0]!r}; known: {', '.join(sorted(known - set(SET_BY_SWEEP)))}")
 
 
 def _known_objectives() -> tuple[str, ...]:

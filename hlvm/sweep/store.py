@@ -13,22 +13,55 @@ line of ``points.jsonl`` is ignored and cut. Finished rows are never rewritten.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hlvm.errors import DataError
+from hlvm.errors import ConfigError, DataError
 
 from .grid import ROW_COLUMNS
 
-__all__ = ["ResultsStore", "write_csv_atomic"]
+__all__ = ["ResultsStore", "write_csv_atomic", "sweep_lock", "LOCK"]
+
+#: The sweep folder's lock file: held (``flock``) by the one process that writes the folder.
+LOCK = ".sweep.lock"
+
+
+@contextlib.contextmanager
+def sweep_lock(out: Path) -> Iterator[None]:
+    """Hold the exclusive lock of the sweep folder ``out`` (an OS file lock, gone with its process).
+
+    A second writer, in this process or another, gets a :class:`ConfigError`
+    at once: two sweeps appending to one folder would interleave their rows.
+    The lock file stays (empty of meaning once released); it names the last
+    holder's process.
+    """
+    import fcntl
+    import socket
+
+    path = Path(out) / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise ConfigError(
+                f"another hlvm sweep ({holder}) is writing to {out}; wait for it to finish, or use another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _fsync_append(path: Path, data: bytes) -> int:
@@ -159,6 +192,7 @@ def write_csv_atomic(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     writer.writeheader()
     for r in rows:
         writer.writerow({k: _csv_value(v) for k, v in r.items()})
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    from hlvm.io import atomic_file
+
+    with atomic_file(path) as f:
+        f.write(buf.getvalue())

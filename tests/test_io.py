@@ -1,0 +1,122 @@
+"""hlvm.io: atomic files and folders under the umask, stale temporaries of killed writers, output checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hlvm.errors import ConfigError
+from hlvm.io import atomic_dir, atomic_file, check_writable, remove_stale, temp_path, write_json
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, restore it after."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield lambda m: os.umask(m)
+    os.umask(old)
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_files_and_folders_take_the_umask_like_open_does(tmp_path, umask):
+    umask(0o022)
+    write_json(tmp_path / "a.json", {"x": 1})
+    with atomic_file(tmp_path / "b.bin", "wb") as f:
+        f.write(b"123")
+    with atomic_dir(tmp_path / "d") as d:
+        (d / "f").write_text("x")
+    assert (mode(tmp_path / "a.json"), mode(tmp_path / "b.bin"), mode(tmp_path / "d")) == (0o644, 0o644, 0o755)
+    umask(0o077)
+    write_json(tmp_path / "c.json", {})
+    assert mode(tmp_path / "c.json") == 0o600
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1} and (tmp_path / "b.bin").read_bytes() == b"123"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.bin", "c.json", "d"]  # no temporaries left
+
+
+def test_an_error_inside_leaves_the_old_file_and_no_temporary(tmp_path):
+    write_json(tmp_path / "a.json", {"v": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_file(tmp_path / "a.json") as f:
+            f.write("{half")
+            raise RuntimeError
+    assert json.loads((tmp_path / "a.json").read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_temp_names_carry_host_and_pid(tmp_path):
+    t = temp_path(tmp_path / "out")
+    assert t.parent == tmp_path and t.name.startswith(".out.") and t.name.endswith(".tmp")
+    assert f"-{os.getpid()}-" in t.name and socket.gethostname().split(".")[0].replace("-", "_") in t.name
+
+
+def test_only_temporaries_of_dead_writers_of_this_host_and_target_are_removed(tmp_path):
+    target = tmp_path / "sim-1"
+    gone = dead_pid()
+    mine = temp_path(target)
+    dead_dir = mine.with_name(mine.name.replace(f"-{os.getpid()}-", f"-{gone}-"))
+    dead_file = dead_dir.with_name(dead_dir.name.replace(".tmp", ".old"))
+    other_host = tmp_path / f".sim-1.otherhost-{gone}-abcd1234.tmp"
+    other_target = temp_path(tmp_path / "sim-2").with_name(dead_dir.name.replace(".sim-1.", ".sim-2."))
+    legacy = tmp_path / ".sim-1.x8fk2_q1.tmp"  # mkdtemp's names: no owner to ask, left alone
+    for d in (mine, dead_dir, other_host, other_target, legacy):
+        d.mkdir()
+        (d / "images.npy").write_bytes(b"x")
+    dead_file.write_text("old")
+    removed = remove_stale(target)
+    assert sorted(p.name for p in removed) == sorted([dead_dir.name, dead_file.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other_host.name, other_target.name, legacy.name])
+
+
+def test_a_sigkilled_simulate_leaves_a_temporary_that_the_next_run_removes(tmp_path):
+    out = tmp_path / "data"
+    proc = subprocess.Popen([sys.executable, "-m", "hlvm.cli.main", "simulate", "--depth", "3", "--n", "1000000",
+                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):
+            assert proc.poll() is None, "simulate ended before it could be killed"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".data.") and not out.exists()
+    r = subprocess.run([sys.executable, "-m", "hlvm.cli.main", "simulate", "--depth", "2", "--n", "100", "--out",
+                        str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
+
+
+def test_check_writable_refuses_a_path_under_a_file_a_folder_given_as_file_and_a_read_only_folder(tmp_path, unwritable):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match="f is a file, not a folder"):
+        check_writable(tmp_path / "f" / "sub" / "out")
+    with pytest.raises(ConfigError, match="exists and is not a folder"):
+        check_writable(tmp_path / "f")
+    with pytest.raises(ConfigError, match="is a folder; give a file name"):
+        check_writable(tmp_path, kind="file")
+    with pytest.raises(ConfigError, match="cannot write in"):
+        check_writable(unwritable / "out")
+    before = sorted(os.listdir(tmp_path))
+    check_writable(tmp_path / "new" / "deeper")  # fine, and creates nothing
+    check_writable(tmp_path / "g.json", kind="file")
+    assert sorted(os.listdir(tmp_path)) == before
