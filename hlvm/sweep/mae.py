@@ -160,7 +160,10 @@ class MAEBackend:
         from hlvm.predict import predict
 
         graph = _sim_config(cfg, cfg.n_train).build_graph()
-        return predict(graph, cfg.mask_ratios, cfg.mask_units, cfg.predict_masks, cfg.data_seed, kinds=cfg.mask_kinds)
+        # The evaluation kinds, then every training distribution: what each would share, mask by mask.
+        kinds = tuple(dict.fromkeys([*cfg.mask_kinds, *(a["train_mask_kind"] for a in cfg.trained_arms())]))
+        spread = float(cfg.train.get("mask_spread", 0.2))
+        return predict(graph, cfg.mask_ratios, cfg.mask_units, cfg.predict_masks, cfg.data_seed, kinds=kinds, spread=spread)
 
     def run_point(self, cfg: SweepConfig, point: SweepPoint, context: Mapping[str, Any]) -> list[dict[str, Any]]:
         from hlvm.evaluate import control_encoder, evaluate_encoder, heldout_dataset, model_encoder
