@@ -61,7 +61,10 @@ Rules:
   more abstract; over cells the verdict combines as a claim's parts. A can
   rise by dropping CA, so the change in R^2(CA) is given beside it, and an
   arm whose mean R^2(CA) falls more than 0.05 below its reference's counts
-  as *lifting A by losing CA*, not as more abstract.
+  as *lifting A by losing CA*, not as more abstract. The same rule on the
+  difference of selectivity (``R^2(CA) - R^2(s_mc)``) says whether the arm
+  *isolates c better* than its reference: more of CA kept beyond what is kept
+  of the visible side's private noise.
 - *The best arm for high-level latents* (:func:`best_arm`): the highest mean
   linear A over the cells, among the arms whose mean R^2(CA) is within 0.05
   of the best arm's R^2(CA) (so that A is not bought by losing CA).
@@ -299,7 +302,11 @@ def reference_of(arm: Mapping[str, Any], arms: Iterable[Mapping[str, Any]]) -> t
 
 
 def compare_arm(cells: Mapping[Any, tuple[Estimate, Estimate]]) -> tuple[str, str]:
-    """``(verdict on A, note)`` over cells ``{key: (delta A, delta R^2(CA))}`` (module docstring)."""
+    """``(verdict, note)`` over cells ``{key: (delta of the figure, delta R^2(CA))}`` (module docstring).
+
+    The figure is A (or linear A), or selectivity; the note flags a rise of A
+    bought by losing CA.
+    """
     parts = [decide(da) for da, _ in cells.values()]
     dca = [dc.mean for _, dc in cells.values() if not math.isnan(dc.mean)]
     verdict = overall(parts) if parts else NOT_TESTABLE

@@ -280,9 +280,12 @@ def test_arms_are_compared_with_their_one_factor_reference_and_the_best_arm_keep
             r["r2_noise"] = r["r2_noise_linear"] = 0.0
         r["r2_ca_noise"] = r["r2_ca_noise_linear"] = 0.5
     j = judge(typed(tmp_path, ref + lifted + lossy))
-    got = {(c.arm.arm.label(), c.factor): (c.verdict, c.note) for c in j["arms"]}
-    assert got[("mae, aligned-trained, no bottleneck", "train_mask_kind")] == ("hold", "")
-    assert got[("mae, random-trained, no bottleneck, boundary-ignore 1", "boundary_ignore")] == ("hold", "lifts A by losing CA")
+    got = {(c.arm.arm.label(), c.factor): (c.verdict, c.note, c.verdict_selectivity) for c in j["arms"]}
+    # A rises with CA and the leak kept: more abstract, isolating c no worse (the same selectivity: a fail of "better")
+    assert got[("mae, aligned-trained, no bottleneck", "train_mask_kind")] == ("hold", "", "fail")
+    # A rises because CA is lost: flagged, and selectivity falls by 0.5
+    assert got[("mae, random-trained, no bottleneck, boundary-ignore 1", "boundary_ignore")] == (
+        "hold", "lifts A by losing CA", "fail")
     (best, means) = j["best"][("random", "code")]
     assert best == "mae, aligned-trained, no bottleneck"  # the lossy arm's higher A does not count: its CA is 0.5
     assert means["mae, random-trained, no bottleneck, boundary-ignore 1"][1] == pytest.approx(0.5)

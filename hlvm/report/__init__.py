@@ -33,6 +33,7 @@ from hlvm.io import nan_to_none, write_json
 
 from .claims import (
     CLAIMS,
+    COMPARED,
     ENCODER_ORDER,
     ClaimResult,
     Theorem2Cell,
@@ -201,8 +202,8 @@ def _cell_table(p: Panel, t2keys: set) -> list[str]:
         f"#### {p.label()}",
         "",
         "| ratio | unit | encoder | seeds | masks | width | dim_c | R^2 CA | R^2 CA linear | floor s_m | leak s_mc | "
-        "leak linear | selectivity | A | A linear | A all | A predicted |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "leak linear | selectivity | eff. rank | A | A linear | A all | A predicted |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key in p.trained.cells:
         for enc in ENCODER_ORDER:
@@ -220,7 +221,8 @@ def _cell_table(p: Panel, t2keys: set) -> list[str]:
             lines.append(
                 f"| {key[0]:g} | {key[1]} | {enc}{mark} | {st['ca'].n} | {series.n_masks(key)} | {width} | {dim_c} | "
                 f"{st['ca'].fmt()} | {st['ca_linear'].fmt()} | {st['floor'].fmt()} | {st['leak'].fmt()} | "
-                f"{st['leak_linear'].fmt()} | {st['selectivity'].fmt()} | {st['a'].fmt()} | {st['a_linear'].fmt()} | "
+                f"{st['leak_linear'].fmt()} | {st['selectivity'].fmt()} | {st['effective_rank'].fmt()} | {st['a'].fmt()} | "
+                f"{st['a_linear'].fmt()} | "
                 f"{st['a_all'].fmt()} | {st['a_pred'].fmt()} |"
             )
     return lines + [""]
@@ -331,17 +333,20 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
                   "Each arm against the arm that differs from it in one factor only, set to MAE's (random training masks, "
                   "the `mae` objective, no boundary-ignoring), on the same evaluation masks; per cell the differences "
                   "(arm - reference) are paired by seed, and the verdict on A is the rule for a difference over the cells "
-                  "(*hold*: the arm's code is the more abstract). A rises when CA is lost, so ΔR^2(CA) stands beside it.",
+                  "(*hold*: the arm's code is the more abstract). A rises when CA is lost, so ΔR^2(CA) stands beside it. "
+                  "The same rule on selectivity (R^2(CA) - leak) says whether the arm *isolates c better*.",
                   "",
-                  "| eval masks | representation | arm | against | cells | mean ΔA | mean ΔA linear | mean ΔR^2(CA) | mean Δleak | verdict on A | on linear A |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| eval masks | representation | arm | against | cells | mean ΔA | mean ΔA linear | mean ΔR^2(CA) | "
+                  "mean Δleak | mean Δselectivity | mean Δeff. rank | verdict on A | on linear A | isolates c better |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in j["arms"]:
-            mean = {f: float(np.nanmean([x[f].mean for x in c.cells.values()])) for f in ("a", "a_linear", "ca", "leak")}
+            mean = {f: float(np.nanmean([x[f].mean for x in c.cells.values()])) for f in COMPARED}
             note = f" ({c.note})" if c.note else ""
             lines.append(
                 f"| {c.eval_kind} | {c.representation} | {c.arm.arm.label()} | {c.reference.arm.label()} ({c.factor}) | "
                 f"{len(c.cells)} | {mean['a']:+.3f} | {mean['a_linear']:+.3f} | {mean['ca']:+.3f} | {mean['leak']:+.3f} | "
-                f"{_v(c.verdict)}{note} | {_v(c.verdict_linear)} |"
+                f"{mean['selectivity']:+.3f} | {mean['effective_rank']:+.2f} | {_v(c.verdict)}{note} | "
+                f"{_v(c.verdict_linear)} | {_v(c.verdict_selectivity)} |"
             )
         lines.append("")
     if j["best"]:
@@ -428,7 +433,7 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
             {
                 "eval_kind": c.eval_kind, "representation": c.representation, "arm": c.arm.arm.label(),
                 "reference": c.reference.arm.label(), "factor": c.factor, "verdict": c.verdict,
-                "verdict_linear": c.verdict_linear, "note": c.note,
+                "verdict_linear": c.verdict_linear, "verdict_selectivity": c.verdict_selectivity, "note": c.note,
                 "cells": [{"mask_ratio": k[0], "mask_unit": k[1], **{f"d_{f}": e.mean for f, e in v.items()},
                            **{f"se_{f}": e.se for f, e in v.items()}} for k, v in c.cells.items()],
             }

@@ -28,6 +28,7 @@ __all__ = [
     "theorem2_cells",
     "compare_arms",
     "best_arms",
+    "COMPARED",
     "ENCODER_ORDER",
 ]
 
@@ -174,6 +175,10 @@ def theorem2_overall(cells: Sequence[Theorem2Cell], enc: str) -> str:
     return rules.overall(vs) if vs else "-"
 
 
+#: The figures an arm is compared on with its reference, per cell.
+COMPARED = ("a", "a_linear", "ca", "leak", "selectivity", "effective_rank")
+
+
 @dataclass
 class ArmComparison:
     """One trained arm against the arm that differs from it in one factor only (:func:`hlvm.rules.reference_of`)."""
@@ -183,10 +188,11 @@ class ArmComparison:
     arm: Panel
     reference: Panel
     factor: str
-    cells: dict[Key, dict[str, Estimate]]  # per cell: deltas of a, a_linear, ca, leak (arm - reference, paired by seed)
+    cells: dict[Key, dict[str, Estimate]]  # per cell: deltas of COMPARED figures (arm - reference, paired by seed)
     verdict: str  # on A
     verdict_linear: str  # on linear A
     note: str
+    verdict_selectivity: str = ""  # "hold": the arm isolates c better than its reference
 
 
 def compare_arms(panels: Sequence[Panel]) -> list[ArmComparison]:
@@ -211,14 +217,14 @@ def compare_arms(panels: Sequence[Panel]) -> list[ArmComparison]:
                 if key not in ref.trained.seeds:
                     continue
                 cells[key] = {
-                    f: Estimate.paired(panel.trained.values(key, f), ref.trained.values(key, f))
-                    for f in ("a", "a_linear", "ca", "leak")
+                    f: Estimate.paired(panel.trained.values(key, f), ref.trained.values(key, f)) for f in COMPARED
                 }
             if not cells:
                 continue
             v, note = rules.compare_arm({k: (c["a"], c["ca"]) for k, c in cells.items()})
             vl, _ = rules.compare_arm({k: (c["a_linear"], c["ca"]) for k, c in cells.items()})
-            out.append(ArmComparison(kind, rep, panel, ref, factor, cells, v, vl, note))
+            vs, _ = rules.compare_arm({k: (c["selectivity"], c["ca"]) for k, c in cells.items()})
+            out.append(ArmComparison(kind, rep, panel, ref, factor, cells, v, vl, note, vs))
     return out
 
 

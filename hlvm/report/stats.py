@@ -67,6 +67,7 @@ FIELDS = (
     "selectivity",
     "selectivity_linear",
     "agreement",
+    "effective_rank",
 )
 
 Key = tuple[float, int]  # (mask ratio, mask unit)
@@ -191,6 +192,7 @@ def summarise_masks(rows: Sequence[Mapping[str, Any]]) -> list[MaskSummary]:
                                   [1.0 if r["role"] in CA_ROLES else 0.0 for r in held], l_max),
             "c_r2": _dim_mean([r for r in rs if r["role"] == "c"], "r2_noise"),
             "agreement": first["agreement"],
+            "effective_rank": first.get("effective_rank", float("nan")),
         }
         if stored:  # the per-mask figures hlvm.evaluate computed, the pixels' own noises included
             values.update(
