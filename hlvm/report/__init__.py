@@ -187,6 +187,11 @@ def judge(rows: Results, ratios: list[float] | None = None) -> dict[str, Any]:
     return {"masks": masks, "panels": ps, "claims": results, "theorem2": t2, "arms": compare_arms(ps), "best": best_arms(ps)}
 
 
+def _nanmean(xs: list[float]) -> float:
+    a = np.asarray([x for x in xs if not math.isnan(x)], dtype=float)
+    return float(a.mean()) if a.size else float("nan")
+
+
 def _v(v: str | None) -> str:
     return "-" if not v else (f"**{v}**" if v in ("hold", "fail", "mixed") else v)
 
@@ -340,7 +345,7 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
                   "mean Δleak | mean Δselectivity | mean Δeff. rank | verdict on A | on linear A | isolates c better |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in j["arms"]:
-            mean = {f: float(np.nanmean([x[f].mean for x in c.cells.values()])) for f in COMPARED}
+            mean = {f: _nanmean([x[f].mean for x in c.cells.values()]) for f in COMPARED}
             note = f" ({c.note})" if c.note else ""
             lines.append(
                 f"| {c.eval_kind} | {c.representation} | {c.arm.arm.label()} | {c.reference.arm.label()} ({c.factor}) | "
