@@ -403,6 +403,8 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
 
     lines += ["## Figures", ""]
     for p in ps:
+        if p.slug() not in figs:
+            continue
         lines += [f"### {p.label()}", ""]
         for fname, caption in figs[p.slug()]:
             lines += [f"![{caption}]({fname})", "", f"*{caption}.*", ""]

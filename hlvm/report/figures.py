@@ -9,6 +9,9 @@ from .stats import Panel, Series
 
 __all__ = ["figures", "training_curves", "ENCODER_STYLE"]
 
+#: Resolution of every figure: readable on screen, small enough for a committed study.
+DPI = 90
+
 #: Colour and marker of each encoder in every figure.
 ENCODER_STYLE = {
     "trained": ("#1f77b4", "o"),
@@ -60,7 +63,7 @@ def _scatter(panel: Panel, out: Path) -> tuple[str, str]:
                  "green corner: Theorem 2's dim_c code (R²(CA) ≥ 0.9, leak ≤ 0.1)", fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.9))
     name = f"controls_{panel.slug()}.png"
-    fig.savefig(out / name, dpi=110)
+    fig.savefig(out / name, dpi=DPI)
     plt.close(fig)
     return name, ("R^2 of CA's noise against the leak R^2(s_mc), one point per encoder and cell (mean ± SE over seeds); "
                   "left the best probe, right the linear probe alone. The raw pixels sit at the top right (they hold "
@@ -109,7 +112,7 @@ def _abstraction(panel: Panel, out: Path) -> tuple[str, str]:
     fig.suptitle(f"Abstraction A of what the code holds of CA: {panel.label()}", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     name = f"abstraction_{panel.slug()}.png"
-    fig.savefig(out / name, dpi=110)
+    fig.savefig(out / name, dpi=DPI)
     plt.close(fig)
     return name, ("A of what the code holds (top: best probe; bottom: linear probe) against mask ratio and unit: "
                   "solid the trained model, dotted the pixels control, dashed the theory on the same masks "
@@ -143,7 +146,7 @@ def _levels(panel: Panel, out: Path) -> tuple[str, str]:
     fig.suptitle(f"Recovery by latent level, trained model: {panel.label()}", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     name = f"levels_{panel.slug()}.png"
-    fig.savefig(out / name, dpi=110)
+    fig.savefig(out / name, dpi=DPI)
     plt.close(fig)
     return name, ("the trained model's mean R^2 of each latent level's noises against the mask ratio (solid; every "
                   "role, so a wide code's leak shows here) beside the share of the level's nodes in CA on the same "
@@ -151,10 +154,15 @@ def _levels(panel: Panel, out: Path) -> tuple[str, str]:
 
 
 def figures(panels: list[Panel], out: Path) -> dict[str, list[tuple[str, str]]]:
-    """Write every panel's figures into ``out``; ``{panel slug: [(file, caption), ...]}``."""
+    """Write the figures of every panel of the code representation into ``out``; ``{panel slug: [(file, caption), ...]}``.
+
+    The other representations (a bottleneck's plain layer, cMIM's decoder) are
+    in the report's tables; their figures would double the folder for little.
+    """
     figs: dict[str, list[tuple[str, str]]] = {}
     for p in panels:
-        figs[p.slug()] = [_scatter(p, out), _abstraction(p, out), _levels(p, out)]
+        if p.representation == "code":
+            figs[p.slug()] = [_scatter(p, out), _abstraction(p, out), _levels(p, out)]
     return figs
 
 
