@@ -208,15 +208,8 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
 
 
-class _GatherLocalGrad(torch.autograd.Function):
-    """all_gather whose backward keeps only this rank's own gradient: the official U-/M-MAE ``GatherLayer``."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(out, x.contiguous())
-        ctx.rank, ctx.n = dist.get_rank(), x.shape[0]
-        return torch.cat(out, dim=0)  # (world*B, F)
+class _GatherLocalGrad(_GatherWithGrad):
+    """The same all_gather, whose backward keeps only this rank's own gradient: the official U-/M-MAE ``GatherLayer``."""
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]

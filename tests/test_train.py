@@ -441,18 +441,15 @@ def test_aligned_training_masks_are_whole_blocks_and_resume_exactly(online_spec,
     assert all(r["mask_kind"] == "aligned" for r in rows(run))
     assert load_run(run)[1].mask_kind == "aligned"
     # a run stopped at step 3 and resumed equals the straight run, masks included
-    stopped = cfg_for(online_spec, tmp_path / "stopped", mask_kind="aligned", mask_ratio=0.4)
+    _assert_resume_is_exact(run, cfg_for(online_spec, tmp_path / "stopped", mask_kind="aligned", mask_ratio=0.4))
 
-    def stop(step, info):
-        if step == 3:
-            import os
 
-            os.kill(os.getpid(), signal.SIGINT)
-
+def _assert_resume_is_exact(straight, cfg):
+    """``cfg`` stopped by Ctrl-C at step 3 and resumed ends with the weights of the straight run ``straight``."""
     with pytest.raises(TrainingInterrupted):
-        train(stopped, progress=False, on_step=stop)
-    resume(tmp_path / "stopped", progress=False)
-    a, b = load_run(run)[0].state_dict(), load_run(tmp_path / "stopped")[0].state_dict()
+        train(cfg, progress=False, on_step=_interrupt_at(3))
+    resume(cfg.out, progress=False)
+    a, b = load_run(straight)[0].state_dict(), load_run(cfg.out)[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -470,19 +467,7 @@ def test_every_mask_kind_trains_with_its_counts_and_resumes_exactly(online_spec,
         for m in masks:
             assert not ((m[:2] == 0) & (m[2:] == 0)).any()
     assert all(r["mask_kind"] == kind for r in rows(run))
-    stopped = cfg_for(online_spec, tmp_path / "stopped", mask_kind=kind, mask_ratio=0.5, mask_spread=0.2)
-
-    def stop(step, info):
-        if step == 3:
-            import os
-
-            os.kill(os.getpid(), signal.SIGINT)
-
-    with pytest.raises(TrainingInterrupted):
-        train(stopped, progress=False, on_step=stop)
-    resume(tmp_path / "stopped", progress=False)
-    a, b = load_run(run)[0].state_dict(), load_run(tmp_path / "stopped")[0].state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    _assert_resume_is_exact(run, cfg_for(online_spec, tmp_path / "stopped", mask_kind=kind, mask_ratio=0.5, mask_spread=0.2))
 
 
 def test_boundary_ignore_changes_the_loss_and_keeps_plain_mae_exact(online_spec, tmp_path):
