@@ -96,10 +96,11 @@ def _abstraction(panel: Panel, out: Path) -> tuple[str, str]:
         ):
             ax = axes[row, col]
             color_of = lambda i, n=len(lines): cmap(i / max(1, n - 1))  # noqa: E731
-            _curves(ax, trained, name, xs, lines, xkey, color_of, "-", lambda ln: f"trained, {llabel} {ln:g}")
+            _curves(ax, trained, name, xs, lines, xkey, color_of, "-", lambda ln: f"{llabel} {ln:g}")
+            # One legend entry per colour (the trained line); the y label says what each line style is.
             if "pixels" in panel.series:
-                _curves(ax, panel.series["pixels"], name, xs, lines, xkey, color_of, ":", lambda ln: f"pixels, {llabel} {ln:g}")
-            _curves(ax, trained, "a_pred", xs, lines, xkey, color_of, "--", lambda ln: f"theory, {llabel} {ln:g}")
+                _curves(ax, panel.series["pixels"], name, xs, lines, xkey, color_of, ":", lambda ln: None)
+            _curves(ax, trained, "a_pred", xs, lines, xkey, color_of, "--", lambda ln: None)
             ax.set_xlabel(xlabel)
             if xkey == 1:
                 ax.set_xscale("log", base=2)
