@@ -58,7 +58,9 @@ Rules:
   training masks, the ``mae`` objective, no boundary-ignoring); per cell the
   difference of A (and of linear A) is paired by seed and judged by the rule
   for a difference, ``A(arm) - A(reference)``: *hold* = the arm's code is the
-  more abstract; over cells the verdict combines as a claim's parts. A can
+  more abstract; over cells the verdict combines as a claim's parts; a cell
+  whose predicted A is at the ceiling has no room for a rise and counts for
+  nothing (*not testable* if every cell is). A can
   rise by dropping CA, so the change in R^2(CA) is given beside it, and an
   arm whose mean R^2(CA) falls more than 0.05 below its reference's counts
   as *lifting A by losing CA*, not as more abstract. The same rule on the
@@ -66,8 +68,9 @@ Rules:
   *isolates c better* than its reference: more of CA kept beyond what is kept
   of the visible side's private noise.
 - *The best arm for high-level latents* (:func:`best_arm`): the highest mean
-  linear A over the cells, among the arms whose mean R^2(CA) is within 0.05
-  of the best arm's R^2(CA) (so that A is not bought by losing CA).
+  linear A over the cells below the ceiling, among the arms whose mean R^2(CA)
+  is within 0.05 of the best arm's R^2(CA) (so that A is not bought by losing
+  CA); none where every cell is at the ceiling.
 """
 
 from __future__ import annotations

@@ -361,6 +361,8 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
                   "| eval masks | representation | arm | mean A linear | mean R^2(CA) | mean leak | best |",
                   "|---|---|---|---|---|---|---|"]
         for (kind, rep), (best, means) in j["best"].items():
+            if not means:
+                lines.append(f"| {kind} | {rep} | every cell at the ceiling (predicted A >= {rules.CEILING:g}): not testable | - | - | - | - |")
             for label, (al, ca, leak) in sorted(means.items(), key=lambda kv: -kv[1][0] if not math.isnan(kv[1][0]) else 0):
                 lines.append(f"| {kind} | {rep} | {label} | {al:.3f} | {ca:.3f} | {leak:.3f} | {'**best**' if label == best else ''} |")
         lines.append("")

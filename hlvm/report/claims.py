@@ -221,8 +221,12 @@ def compare_arms(panels: Sequence[Panel]) -> list[ArmComparison]:
                 }
             if not cells:
                 continue
-            v, note = rules.compare_arm({k: (c["a"], c["ca"]) for k, c in cells.items()})
-            vl, _ = rules.compare_arm({k: (c["a_linear"], c["ca"]) for k, c in cells.items()})
+            # A has no room to rise where the theory already puts it at the ceiling: those cells are not testable.
+            room = {k: c for k, c in cells.items() if ref.trained.stat(k, "a_pred").mean < rules.CEILING}
+            v, note = rules.compare_arm({k: (c["a"], c["ca"]) for k, c in room.items()})
+            vl, _ = rules.compare_arm({k: (c["a_linear"], c["ca"]) for k, c in room.items()})
+            if not room:
+                v = vl = f"{rules.NOT_TESTABLE} (ceiling)"
             vs, _ = rules.compare_arm({k: (c["selectivity"], c["ca"]) for k, c in cells.items()})
             out.append(ArmComparison(kind, rep, panel, ref, factor, cells, v, vl, note, vs))
     return out
@@ -231,8 +235,8 @@ def compare_arms(panels: Sequence[Panel]) -> list[ArmComparison]:
 def best_arms(panels: Sequence[Panel]) -> dict[tuple[str, str], tuple[str | None, dict[str, tuple[float, float, float]]]]:
     """Per (evaluation kind, representation): the best arm for high-level latents and every arm's means.
 
-    Means are over the cells every arm there has (so arms are compared on the same cells): ``(linear A, R^2(CA),
-    leak)``.
+    Means are over the cells every arm there has (so arms are compared on the same cells) whose predicted A is
+    below the ceiling: ``(linear A, R^2(CA), leak)``; no best where no such cell is left.
     """
     by_view: dict[tuple[str, str], list[Panel]] = {}
     for p in panels:
@@ -242,6 +246,11 @@ def best_arms(panels: Sequence[Panel]) -> dict[tuple[str, str], tuple[str | None
         if len(ps) < 2:
             continue
         common = set.intersection(*(set(p.trained.cells) for p in ps))
+        # Cells below the ceiling: where A can tell codes apart (the predicted A is the same for every arm).
+        common = {k for k in common if ps[0].trained.stat(k, "a_pred").mean < rules.CEILING}
+        if not common:
+            out[view] = (None, {})
+            continue
         means = {}
         for p in ps:
             vals = [[p.trained.stat(k, f).mean for k in sorted(common)] for f in ("a_linear", "ca", "leak")]
