@@ -158,11 +158,18 @@ def test_point_ids_depend_on_shared_settings_but_not_on_other_axis_values():
         (dict(mask_ratios=[0.5, 0.5]), "twice"),
         (dict(graph={"depth": 0}), "depth"),
         (dict(eval_masks=0), "eval_masks"),
+        (dict(model_options={"patch_size": 2}), "mask unit 1 is not a multiple of the token patch 2 .*run units 2 here"),
+        (dict(model_options={"patch_size": 0}), "patch_size must be a positive integer"),
     ],
 )
 def test_bad_configs_raise_config_error(kw, match):
     with pytest.raises(ConfigError, match=match):
         small(**kw)
+
+
+def test_a_token_patch_in_model_options_takes_units_that_are_multiples_of_it():
+    cfg = small(mask_units=[2, 4], graph={"depth": 3, "branching": 2}, model_options={"patch_size": 2})
+    assert sorted({p.mask_unit for p in cfg.points()}) == [2, 4]
 
 
 def test_config_json_round_trip_and_unknown_key():
