@@ -19,14 +19,19 @@ linear and RBF kernel ridge R^2) against
   code: R^2 < 0.1 expected).
 
 Pixel noises count as noises here (a pixel's own ``eps``), so ``s_m`` and
-``s_mc`` include them. Run: ``python bench/identifiability.py [--arch mlp|vit]
-[--steps N]``; it prints one row per (mask, group) with the raw numbers.
+``s_mc`` include them. Run: ``python bench/identifiability.py [--arch
+mlp|vit|vit_tiny] [--steps N]``; it prints one row per (mask, group) with the
+raw numbers. ``--arch vit`` is the thinned ``vit_small_synth`` of the README's
+first ViT rows (kept so that they stay reproducible); ``--arch vit_tiny`` is
+``vit_tiny_synth``, the ViT the studies use, e.g. ``--arch vit_tiny --steps
+1600 --batch-size 64 --blr 8e-3``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -64,6 +69,8 @@ def model_config(arch: str, code_dim: int) -> Any:
 
     if arch == "mlp":
         return get_config("mlp", img_size=8, in_chans=5, bottleneck=code_dim)
+    if arch == "vit_tiny":
+        return get_config("vit_tiny_synth", img_size=8, in_chans=5, bottleneck=code_dim)
     # Pixel tokens so that a one-pixel hole is expressible; the small synthetic ViT, thinned to 64 wide and
     # 2 + 1 blocks so that minutes of a shared 2-core CPU train it.
     return get_config(
@@ -125,9 +132,12 @@ def check(
         device="cpu",
         out=str(root / f"{name}-{arch}-{code_dim}"),
     )
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     run = train(cfg, progress=progress)
     train_s = time.perf_counter() - t0
+    # The machine is shared: the load beside the time says what the time means.
+    load = (load0, os.getloadavg()[0])
     model, _ = load_run(run)
     final_loss = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]["loss"]
 
@@ -150,6 +160,8 @@ def check(
         "seed": seed,
         "n_eval": n_eval,
         "train_seconds": train_s,
+        "load_average": load,
+        "torch_threads": torch.get_num_threads(),
         "final_train_loss": final_loss,
         "groups": {},
     }
@@ -175,7 +187,8 @@ def check(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", choices=["mlp", "vit"], default="mlp")
+    p.add_argument("--arch", choices=["mlp", "vit", "vit_tiny"], default="mlp",
+                   help="vit: the README's first ViT rows; vit_tiny: vit_tiny_synth, the studies' ViT")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--blr", type=float, default=1e-3)
@@ -183,8 +196,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-eval", type=int, default=4000)
     p.add_argument("--mask", choices=[*masks(), "both"], default="both")
     p.add_argument("--code-dim", type=int, default=None, help="code width (default dim_c; wider = control)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default torch's own); 1 on a shared machine, where 2 can be 10x slower")
     p.add_argument("--json", action="store_true", help="print the raw results as JSON")
     args = p.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     names = list(masks()) if args.mask == "both" else [args.mask]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['mask']:<18} {','.join(r['c']):<10} {r['dim_c']:>5} {r['code_dim']:>3} {g:<5} {s['n_dims']:>4} "
                   f"{s['r2_mean']:>8.3f} {s['r2_min']:>8.3f} {s['r2_max']:>8.3f}  {target} {'ok' if ok else 'FAIL'}")
         ca = ", ".join(f"{v} {x:.3f}" for v, x in r["groups"]["CA"]["per_node"].items())
-        print(f"{'':<18} CA per node: {ca}; train {r['train_seconds']:.0f} s, final loss {r['final_train_loss']:.4f}")
+        lo, hi = r["load_average"]
+        print(f"{'':<18} CA per node: {ca}; train {r['train_seconds']:.0f} s on {r['torch_threads']} thread(s), "
+              f"load average {lo:.1f} -> {hi:.1f}, final loss {r['final_train_loss']:.4f}")
     return 0
 
 

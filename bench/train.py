@@ -7,6 +7,14 @@ and the ratio of each. Speed lives here only; the tests time nothing.
 
 Default run (``--device cpu`` unless asked otherwise):
 
+0. ``vit_tiny_synth``, the studies' ViT, on the depth-3 grid (8x8 images, 5
+   channels; token patch ``--patch-size``, default 1; mask ratio
+   ``--mask-ratio``, default 0.75; batch ``--batch``), one training step
+   against (a) the MLP MAE of the default study (``mlp``, encoder and decoder
+   256-256), (b) timm's ``VisionTransformer`` of the same width and depth on
+   all tokens, (c) the thinned ``vit_small_synth`` that
+   ``bench/identifiability.py --arch vit`` trains (the ViT before
+   ``vit_tiny_synth``); ``--tiny-only`` runs these alone;
 1. ``vit_small_synth`` (16x16x6 synthetic images, batch ``--batch``): one
    training step (forward, backward, AdamW) with timm's fused attention,
    against the same step with the fused kernel switched off;
@@ -36,7 +44,12 @@ c. which of the two is the lower rate, i.e. limits training.
 Bad options are one ``error: ...`` line and exit code 2; ``--device cuda``
 without CUDA is one of them.
 
+``--threads N`` sets torch's threads (default torch's own: the core count).
+Every comparison prints the load average before and after it: on a shared
+machine the figures mean little without it.
+
 Run: ``python bench/train.py [--repeats 5] [--batch 256] [--base-repeats 5]``,
+``python bench/train.py --tiny-only --threads 1 [--patch-size 2] [--mask-ratio 0.5]``,
 or ``python bench/train.py --device cuda --model mae_vit_base_patch16 --dtype bf16``.
 """
 
@@ -102,9 +115,17 @@ def interleaved(a: Side, b: Side, repeats: int, warmup: int = 1) -> tuple[list[f
     return ta, tb
 
 
-def report(title: str, per: int, a_name: str, ta: list[float], b_name: str, tb: list[float]) -> None:
-    """Min and median of each side as seconds and as images/s (``per`` images a step), and A's speed over B's."""
-    print(f"== {title}: {len(ta)} interleaved repeats")
+def load_average() -> str:
+    return f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "n/a"
+
+
+def report(title: str, per: int, a_name: str, ta: list[float], b_name: str, tb: list[float], load: str | None = None) -> None:
+    """Min and median of each side as seconds and as images/s (``per`` images a step), and A's speed over B's.
+
+    ``load``: the load average when the comparison began; the one now is printed beside it.
+    """
+    at = f"load average {load} -> {load_average()}" if load is not None else f"load average {load_average()}"
+    print(f"== {title}: {len(ta)} interleaved repeats, {torch.get_num_threads()} torch thread(s), {at}")
     for name, ts in ((a_name, ta), (b_name, tb)):
         lo, mid = min(ts), statistics.median(ts)
         print(f"   {name:<48} s/step  min {lo:9.4f} median {mid:9.4f} | img/s max {per / lo:9.1f} median {per / mid:9.1f}")
@@ -175,6 +196,51 @@ def timm_twin(cfg: Any) -> torch.nn.Module:
 
 
 # ----------------------------------------------------------------------------- comparisons
+
+
+#: The depth-3 grid of the studies (GridSpec(depth=3)): 8x8 images, 5 channels.
+GRID3 = dict(img_size=8, in_chans=5)
+
+
+def tiny_configs(patch_size: int) -> dict[str, Any]:
+    """The models of the ``vit_tiny_synth`` comparisons on the depth-3 grid, by role."""
+    from hlvm.models import get_config
+
+    return {
+        "tiny": get_config("vit_tiny_synth", patch_size=patch_size, mask_unit=patch_size, **GRID3),
+        # the default study's MLP (studies/mask-sweep/config.json)
+        "mlp": get_config("mlp", mlp_hidden=(256, 256), mlp_decoder_hidden=(256, 256), **GRID3),
+        # bench/identifiability.py --arch vit: the ViT the README measured before vit_tiny_synth
+        "before": get_config(
+            "vit_small_synth", patch_size=patch_size, mask_unit=patch_size, embed_dim=64, depth=2, num_heads=4,
+            decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4, **GRID3,
+        ),
+    }  # fmt: skip
+
+
+def bench_tiny(device: torch.device, dtype: str, batch: int, ratio: float, patch: int, repeats: int, iters: int) -> None:
+    """``vit_tiny_synth``'s training step against the study MLP, its timm twin and the ViT before it."""
+    from hlvm.models import build_model
+
+    cfgs = tiny_configs(patch)
+    torch.manual_seed(0)
+    x = torch.randn(batch, cfgs["tiny"].in_chans, *cfgs["tiny"].img_hw, device=device)
+    sync = synchronizer(device)
+    ctx = autocast(device, dtype)
+    where = f"8x8x5 (depth-3 grid), token patch {patch}, mask ratio {ratio}, batch {batch}, {dtype}, {device.type}, {iters} step(s) a repeat"
+    tiny = block(mae_step(build_model(cfgs["tiny"]).to(device), x, ratio, ctx), iters, sync)
+    others = [
+        ("mlp", mae_step(build_model(cfgs["mlp"]).to(device), x, ratio, ctx),
+         "B: mlp MAE 256-256 (the default study's)"),
+        ("timm", timm_step(timm_twin(cfgs["tiny"]).to(device), x, ctx),
+         "B: timm ViT, same width and depth, all tokens"),
+        ("before", mae_step(build_model(cfgs["before"]).to(device), x, ratio, ctx),
+         "B: the ViT before (MLP x4, 4 heads, dec 32x1)"),
+    ]  # fmt: skip
+    for _, step, b_name in others:
+        load = load_average()
+        ta, tb = interleaved(tiny, block(step, iters, sync), repeats)
+        report(f"vit_tiny_synth training step, {where}", batch, "A: vit_tiny_synth MAE", ta, b_name, tb, load)
 
 
 def bench_fused(device: torch.device, dtype: str, batch: int, repeats: int, iters: int) -> None:
@@ -304,6 +370,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--base-batch", type=int, default=4, help="batch of the default run's ViT-B comparison (default 4)")
     p.add_argument("--base-repeats", type=int, default=None, help="repeats of that comparison (default --repeats)")
     p.add_argument("--skip-base", action="store_true", help="leave out the default run's ViT-B comparison")
+    p.add_argument("--tiny-only", action="store_true", help="run the vit_tiny_synth comparisons (0) alone")
+    p.add_argument("--patch-size", type=int, default=1, help="token patch of vit_tiny_synth and its twins: 1, 2, 4 or 8")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default torch's own, the core count)")
     p.add_argument("--data", default=None, help="ImageFolder root for the data-loading rate (--model runs)")
     p.add_argument("--synthetic-images", type=int, default=512, help="JPEGs to generate when --data is not given")
     p.add_argument("--num-workers", type=int, default=min(10, os.cpu_count() or 1),
@@ -312,12 +381,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     for name, low in (("batch", 1), ("repeats", 1), ("iters", 1), ("loop_steps", 2), ("base_batch", 1),
                       ("base_repeats", 1), ("synthetic_images", 1), ("num_workers", 0), ("loader_batches", 1),
-                      ("img_size", 1), ("in_chans", 1)):
+                      ("img_size", 1), ("in_chans", 1), ("threads", 1)):
         value = getattr(args, name)
         if value is not None and value < low:
             p.error(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
     if not 0.0 < args.mask_ratio < 1.0:
         p.error(f"--mask-ratio must be in (0, 1), got {args.mask_ratio}")
+    if args.patch_size not in (1, 2, 4, 8):
+        p.error(f"--patch-size must divide the 8x8 grid (1, 2, 4 or 8), got {args.patch_size}")
+    if args.tiny_only and args.model is not None:
+        p.error("--tiny-only runs the vit_tiny_synth comparisons; --model runs another; give one")
     return args
 
 
@@ -369,10 +442,15 @@ def run(args: argparse.Namespace) -> None:
         raise BenchError(f"--dtype bf16, but {torch.cuda.get_device_name()} does not support bf16")
     device = torch.device(args.device)
     cfg = model_config(args) if args.model is not None else None  # a bad --model or --data fails before any timing
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     print(f"torch {torch.__version__}, {where} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}){load}")
     if cfg is None:
+        bench_tiny(device, args.dtype, args.batch, args.mask_ratio, args.patch_size, args.repeats, args.iters)
+        if args.tiny_only:
+            return
         bench_fused(device, args.dtype, args.batch, args.repeats, args.iters)
         bench_loop(device, args.batch, args.repeats, args.loop_steps)
         if not args.skip_base:

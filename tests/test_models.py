@@ -31,7 +31,7 @@ from hlvm.models.checkpoint import UnloadedWeightsWarning
 from hlvm.models.pos_embed import sincos_2d
 
 BIG = ("mae_vit_base_patch16", "mae_vit_large_patch16", "mae_vit_huge_patch14")
-SMALL = ("mlp", "vit_small_synth")
+SMALL = ("mlp", "vit_small_synth", "vit_tiny_synth")
 
 # Every (config, image, patch p, unit u) the configs are meant for: the synthetic 16x16 images
 # with units of 1, 2, 4 pixels and p = 1 or 2; Kong et al.'s ViT patch 8 with units 8/16/32 at
@@ -437,6 +437,43 @@ def test_forward_features_sees_every_token_with_cls_first():
     x = imgs_for(cfg)
     feats = model.forward_features(x)
     assert feats.shape == (4, 1 + cfg.num_tokens, cfg.embed_dim)
+
+
+def test_vit_tiny_synth_trains_20_steps_on_the_depth3_grid_and_encodes_under_a_fixed_mask(tmp_path):
+    # The studies' ViT end to end on CPU: hlvm.train with one fixed mask (the top-left quadrant less
+    # pixel (3, 3), where c is z_2_1_1, dim_c 4) and a dim_c-wide bottleneck, then encode held-out images.
+    from hlvm.graphs import GridSpec
+    from hlvm.simulate import SimulateConfig, Simulator
+    from hlvm.train import METRICS, TrainConfig, load_run, train
+
+    spec = tmp_path / "simulate.json"
+    spec.write_text(SimulateConfig(grid=GridSpec(depth=3), seed=0).to_json())
+    grid = np.zeros((8, 8), dtype=int)
+    grid[:4, :4] = 1
+    grid[3, 3] = 0
+    cfg = TrainConfig(model="vit_tiny_synth", data=f"online:{spec}", mask={"grid": grid.tolist()}, bottleneck=4,
+                      steps=20, batch_size=32, blr=8e-3, warmup=5, log_every=1, ckpt_every=0, device="cpu",
+                      out=str(tmp_path / "run"))  # fmt: skip
+    run = train(cfg, progress=False)
+    losses = [json.loads(line)["loss"] for line in (run / METRICS).read_text().splitlines()]
+    assert len(losses) == 20 and all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < 0.9 * losses[0], losses  # it learns
+
+    model, _ = load_run(run)
+    mcfg = model.cfg
+    assert (mcfg.img_hw, mcfg.in_chans, mcfg.patch_size, mcfg.code_dim) == ((8, 8), 5, 1, 4)
+    data = Simulator.from_config(SimulateConfig(grid=GridSpec(depth=3), seed=0)).sample(16, np.random.default_rng(1))
+    x = torch.as_tensor(np.asarray(data.images), dtype=torch.float32)  # (16, 5, 8, 8)
+    mask = Mask(grid.astype(bool))
+    with torch.no_grad():
+        code = model.encode(x, mask)  # (16, 4)
+        masked_changed = model.encode(torch.where(torch.from_numpy(grid.astype(bool)), x + 1.0, x), mask)
+        visible_changed = x.clone()
+        visible_changed[:, :, 3, 3] += 1.0  # the one visible pixel of z_2_1_1's block
+        pixel_changed = model.encode(visible_changed, mask)
+    assert code.shape == (16, 4) and torch.isfinite(code).all()
+    assert torch.allclose(code, masked_changed, atol=1e-5)  # E(x_mc): blind to the masked pixels
+    assert not torch.allclose(code, pixel_changed, atol=1e-3)
 
 
 @pytest.mark.parametrize("name", BIG)

@@ -130,11 +130,31 @@ def test_point_ids_depend_on_shared_settings_but_not_on_other_axis_values():
         (dict(train={"warmpu": 3}), "train: unknown TrainConfig field 'warmpu'"),
         (dict(train={"steps": 3}), "train: 'steps' is set by the sweep \\(steps\\)"),
         (dict(train={"seed": 1}), "train: 'seed' is set by the sweep \\(seeds\\)"),
+        (dict(model_options={"patch_size": 2}), "mask unit 1 is not a multiple of the token patch 2 .*run units 2 here"),
+        (dict(model_options={"patch_size": 0}), "patch_size must be a positive integer"),
     ],
 )
 def test_bad_configs_raise_config_error(kw, match):
     with pytest.raises(ConfigError, match=match):
         small(**kw)
+
+
+def test_a_token_patch_in_model_options_takes_units_that_are_multiples_of_it():
+    cfg = small(mask_units=[2, 4], graph={"depth": 3, "branching": 2}, model_options={"patch_size": 2})
+    assert sorted({p.mask_unit for p in cfg.points()}) == [2, 4]
+
+
+def test_a_real_vit_sweep_at_token_patch_2_trains_and_probes_every_unit(tmp_path):
+    # vit_tiny_synth's own patch and unit are 1: model_options' patch 2 must reach the model with the point's unit.
+    cfg = small(mask_ratios=[0.5], mask_units=[2, 4], seeds=[0], graph={"depth": 3, "branching": 2},
+                model="vit_tiny_synth", model_options={"patch_size": 2}, controls=["untrained"], eval_masks=1,
+                n_train=64, n_eval=40, steps=2, batch=8, predict_masks=5)  # fmt: skip
+    run_sweep(cfg, tmp_path / "o", workers=1, threads=1, progress=False)
+    rows = read_csv(tmp_path / "o" / "results.csv")
+    assert {(r["encoder"], r["mask_unit"]) for r in rows} == {("trained", "2"), ("trained", "4"), ("untrained", "2"), ("untrained", "4")}
+    for run in (tmp_path / "o" / "runs").iterdir():
+        model = json.loads((run / "config.json").read_text())["model"]
+        assert model["patch_size"] == 2 and model["mask_unit"] in (2, 4)
 
 
 def test_config_json_round_trip_and_unknown_key():

@@ -257,6 +257,19 @@ class SweepConfig:
         for u in self.mask_units:
             if spec.side % u:
                 raise ConfigError(f"mask unit {u} does not divide the {spec.side}x{spec.side} image")
+        # A masking unit is whole tokens, so one sweep has one token patch and units that are multiples
+        # of it; another patch is another sweep (studies/mask-sweep-vit runs patch 1 and patch 2).
+        patch = self.model_options.get("patch_size")
+        if patch is not None:
+            if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
+                raise ConfigError(f"model_options.patch_size must be a positive integer, got {patch!r}")
+            for u in self.mask_units:
+                if u % patch:
+                    raise ConfigError(
+                        f"mask unit {u} is not a multiple of the token patch {patch} (model_options.patch_size); "
+                        f"run units {', '.join(str(v) for v in self.mask_units if v % patch == 0) or 'that are multiples'} "
+                        f"here and {u} in a sweep with a smaller patch"
+                    )
         if any(a["train_mask_kind"] == "aligned" for a in self.trained_arms()) or "aligned" in self.mask_kinds:
             for u in self.mask_units:
                 side = spec.side // u

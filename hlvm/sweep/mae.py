@@ -138,6 +138,9 @@ class MAEBackend:
 
             c, h, _ = image_shape(cfg.grid_spec_graph())
             opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.model_options.items()}
+            # The point's unit, as the TrainConfig below sets it: a patch in model_options larger than the
+            # named config's own unit (vit_tiny_synth's 1) would otherwise fail before that override.
+            opts["mask_unit"] = point.mask_unit
             model = get_config(cfg.model, img_size=h, in_chans=c, **opts)
         return TrainConfig(
             model=model,
