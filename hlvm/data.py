@@ -21,10 +21,31 @@ long run can be checked before it starts rather than dying hours in.
 Random transforms draw from torch's global generator (torchvision's choice);
 ``torch.manual_seed(s)`` before indexing, or a seeded ``DataLoader``, makes
 the crops reproducible.
+
+Small images held in memory (:class:`TensorImages`, e.g. Fashion-MNIST's
+70,000 28 x 28 images, 55 MB as uint8) take the same two pipelines batched in
+torch (:func:`mae_augment`, :func:`eval_resize`): one ``grid_sample`` call per
+batch instead of a PIL decode, crop and resize per image. The crop boxes
+follow torchvision's ``RandomResizedCrop.get_params`` exactly (ten tries of an
+area and a log-uniform aspect ratio, integer boxes, the same centre-crop
+fallback) but draw from an explicit ``torch.Generator``. Where the result
+differs from torchvision's per-image transform on PIL images:
+
+- resampling is torch's bicubic (``a = -0.75``, as ``F.interpolate``) on
+  float pixels, where PIL's is ``a = -0.5`` on uint8 with rounding; taps that
+  fall outside the crop read the image's own pixels beside it (clamped only at
+  the image's border) where PIL clamps to the crop's edge; no antialiasing,
+  which PIL applies only when shrinking (a crop of a 28 px image resized to
+  32 px is always enlarged);
+- the flip mirrors the sampling grid, the same image as flipping after the
+  resize;
+- values are clamped to [0, 1] before normalising, as ``ToTensor`` of a uint8
+  image is.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +66,11 @@ __all__ = [
     "BadImage",
     "load_image",
     "denormalize",
+    "crop_boxes",
+    "resized_crop",
+    "mae_augment",
+    "eval_resize",
+    "TensorImages",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -232,3 +258,207 @@ def check_images(root: str | os.PathLike[str], progress: bool = False) -> list[B
         except DataError as e:
             bad.append(BadImage(os.fspath(p), str(e).split(": ", 1)[-1]))
     return bad
+
+
+# --- small images in memory, transformed in batches ---------------------------------
+
+
+def crop_boxes(
+    n: int,
+    height: int,
+    width: int,
+    *,
+    scale: tuple[float, float] = (0.2, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: Any = None,
+    attempts: int = 10,
+) -> Any:
+    """``(n, 4)`` int64 boxes ``(top, left, h, w)``: torchvision's ``RandomResizedCrop.get_params``, batched.
+
+    Each image gets ``attempts`` candidates (area ``U(scale) * H * W``, aspect
+    ratio log-uniform over ``ratio``, sides rounded); the first that fits is
+    placed uniformly at random, and an image with none falls back to the
+    central crop of the largest box within ``ratio``, as torchvision does.
+    All draws come from ``generator`` (a seeded ``torch.Generator``).
+
+    >>> import torch
+    >>> b = crop_boxes(4, 28, 28, generator=torch.Generator().manual_seed(0))
+    >>> tuple(b.shape), bool(((b[:, 0] + b[:, 2]) <= 28).all())
+    ((4, 4), True)
+    """
+    import torch
+
+    for name, (lo, hi) in (("scale", scale), ("ratio", ratio)):
+        if not (0 < lo <= hi):
+            raise ConfigError(f"crop {name} must be an increasing pair of positive numbers, got {(lo, hi)!r}")
+    area = height * width
+    u_area = torch.rand(n, attempts, generator=generator, dtype=torch.float64)  # (n, attempts)
+    u_ratio = torch.rand(n, attempts, generator=generator, dtype=torch.float64)
+    u_top = torch.rand(n, generator=generator, dtype=torch.float64)  # (n,)
+    u_left = torch.rand(n, generator=generator, dtype=torch.float64)
+    target = area * (scale[0] + (scale[1] - scale[0]) * u_area)
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u_ratio
+    aspect = torch.exp(log_r)
+    w = torch.round(torch.sqrt(target * aspect)).long()  # (n, attempts); round half to even, as Python's round
+    h = torch.round(torch.sqrt(target / aspect)).long()
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1))  # (n,) the first fitting try
+    # torchvision's fallback: the centre crop of the whole image, narrowed to the ratio range.
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        fw, fh = int(round(height * max(ratio))), height
+    else:
+        fw, fh = width, height
+    rows = torch.arange(n)
+    pick = first.clamp(min=0)
+    bw = torch.where(first >= 0, w[rows, pick], torch.full((n,), fw))
+    bh = torch.where(first >= 0, h[rows, pick], torch.full((n,), fh))
+    # randint(0, H - h + 1) from a uniform: floor(u * (H - h + 1)), never H - h + 1 since u < 1.
+    top = torch.where(first >= 0, (u_top * (height - bh + 1)).floor().long(), torch.full((n,), (height - fh) // 2))
+    left = torch.where(first >= 0, (u_left * (width - bw + 1)).floor().long(), torch.full((n,), (width - fw) // 2))
+    return torch.stack([top, left, bh, bw], dim=1)  # (n, 4)
+
+
+def resized_crop(images: Any, boxes: Any, size: int, *, flip: Any = None, mode: str = "bicubic") -> Any:
+    """Crop ``boxes`` ``(N, 4)`` (top, left, h, w) out of ``images`` ``(N, C, H, W)`` and resize each to ``size``.
+
+    uint8 images are read as ``x / 255``; the result is float32 ``(N, C,
+    size, size)`` clamped to [0, 1]. ``flip`` ``(N,)`` bool mirrors the chosen
+    images left-right. One ``grid_sample`` for the batch: output pixel ``u``
+    samples the crop at ``left + (u + 1/2) w / size - 1/2``, the pixel-centre
+    convention of ``F.interpolate(align_corners=False)``, so the whole-image
+    box gives exactly ``F.interpolate(images, size, mode=mode)`` (tested);
+    taps outside the crop read the image beside it, clamped at its border.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    n, c, height, width = x.shape
+    b = boxes.to(torch.float32)
+    top, left, bh, bw = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    sx = bw / width
+    if flip is not None:
+        sx = torch.where(flip.bool(), -sx, sx)  # mirror the grid inside the crop
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = sx
+    theta[:, 0, 2] = (2 * left + bw) / width - 1
+    theta[:, 1, 1] = bh / height
+    theta[:, 1, 2] = (2 * top + bh) / height - 1
+    grid = F.affine_grid(theta.to(x.device), [n, c, size, size], align_corners=False)  # (N, S, S, 2)
+    out = F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)  # (N, C, S, S)
+    return out.clamp_(0.0, 1.0)
+
+
+def _normalize(x: Any, in_chans: int) -> Any:
+    import torch
+
+    mean, std = channel_stats(in_chans)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+def mae_augment(images: Any, img_size: int, generator: Any, *, scale: tuple[float, float] = (0.2, 1.0)) -> Any:
+    """MAE's pretraining transform on a batch: ``(N, C, H, W)`` uint8 -> ``(N, C, img_size, img_size)`` normalised.
+
+    Random resized crop (:func:`crop_boxes`, scale 0.2-1, aspect 3/4-4/3),
+    bicubic resize, a horizontal flip with probability 1/2, and
+    :func:`channel_stats` normalisation; every draw from ``generator``. The
+    differences from torchvision's per-image transform are listed in the
+    module docstring.
+    """
+    import torch
+
+    _check_size(img_size)
+    n, c, h, w = images.shape
+    boxes = crop_boxes(n, h, w, scale=scale, generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5  # (N,)
+    return _normalize(resized_crop(images, boxes.to(images.device), img_size, flip=flip.to(images.device)), c)
+
+
+def eval_resize(images: Any, img_size: int, *, crop_fraction: float = 224 / 256) -> Any:
+    """MAE's evaluation transform on a batch: the central square of side ``crop_fraction * min(H, W)``
+    resized to ``img_size`` (bicubic), normalised; ``(N, C, H, W)`` uint8 -> ``(N, C, img_size, img_size)``.
+
+    ``crop_fraction = 224/256`` is MAE's resize-then-centre-crop (up to the
+    rounding of the crop's side); 1 resizes the whole image.
+    """
+    import torch
+
+    _check_size(img_size)
+    if not 0 < crop_fraction <= 1:
+        raise ConfigError(f"crop_fraction must be in (0, 1], got {crop_fraction!r}")
+    n, c, h, w = images.shape
+    side = max(1, int(round(crop_fraction * min(h, w))))
+    box = torch.tensor([(h - side) // 2, (w - side) // 2, side, side]).expand(n, 4)
+    return _normalize(resized_crop(images, box.to(images.device), img_size), c)
+
+
+@dataclass(frozen=True)
+class TensorImages:
+    """A labelled image set held in memory: ``images`` ``(N, C, H, W)`` uint8, ``labels`` ``(N,)`` int64.
+
+    For data small enough to keep whole (Fashion-MNIST, CIFAR): decoded once,
+    then transformed in batches by :func:`mae_augment` and :func:`eval_resize`.
+    """
+
+    images: Any
+    labels: Any
+    classes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        import torch
+
+        if not (isinstance(self.images, torch.Tensor) and self.images.dtype == torch.uint8 and self.images.ndim == 4):
+            raise DataError("TensorImages needs images as a (N, C, H, W) uint8 tensor")
+        if not (isinstance(self.labels, torch.Tensor) and self.labels.shape == (self.images.shape[0],)):
+            raise DataError(f"TensorImages needs one label per image, got {tuple(self.labels.shape)} for {self.images.shape[0]}")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, idx: Any) -> TensorImages:
+        """The images at ``idx`` (a sequence or tensor of indices), in that order."""
+        import torch
+
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return TensorImages(self.images[idx], self.labels[idx], self.classes)
+
+    @classmethod
+    def from_folder(cls, root: str | os.PathLike[str], in_chans: int, size: int) -> TensorImages:
+        """Decode every image of an ImageFolder once: shorter side resized to ``size`` (bicubic), centre-cropped square.
+
+        Classes and order are ImageFolder's. An unreadable file raises
+        :class:`DataError` naming it (:func:`load_image`); nothing is skipped.
+        """
+        import numpy as np
+        import torch
+        from PIL import Image
+        from torchvision.datasets import ImageFolder
+
+        _check_size(size)
+        mode = _MODES.get(in_chans)
+        if mode is None:
+            channel_stats(in_chans)  # the one-line ConfigError
+        path = Path(root)
+        if not path.is_dir():
+            raise DataError(f"image folder {path} does not exist")
+        try:
+            # The loader only lists files here; each is decoded below, once.
+            folder = ImageFolder(os.fspath(path), loader=lambda p: p)
+        except FileNotFoundError as e:
+            raise DataError(f"empty image folder {path}: {' '.join(str(e).split())}") from None
+        out = np.empty((len(folder.samples), size, size, in_chans), dtype=np.uint8)
+        for i, (file, _) in enumerate(folder.samples):
+            img = load_image(file, mode)
+            w, h = img.size
+            s = size / min(w, h)
+            img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+            w, h = img.size
+            left, top = (w - size) // 2, (h - size) // 2
+            out[i] = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8).reshape(size, size, in_chans)
+        images = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()  # (N, C, size, size)
+        return cls(images, torch.as_tensor(folder.targets, dtype=torch.long), tuple(folder.classes))

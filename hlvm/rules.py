@@ -175,11 +175,15 @@ def decide(d: Estimate, min_effect: float = MIN_EFFECT) -> str:
     return "inconclusive"
 
 
-def evidence(d: Estimate) -> str:
-    """:data:`EVIDENCE` if the trained-minus-pixels difference ``d`` is at least MIN_EFFECT beyond ``t * SE``."""
+def evidence(d: Estimate, min_effect: float = MIN_EFFECT) -> str:
+    """:data:`EVIDENCE` if the trained-minus-control difference ``d`` is at least ``min_effect`` beyond ``t * SE``.
+
+    ``min_effect`` is on ``d``'s own scale: MIN_EFFECT for A and R^2; a study
+    of probe accuracy states its own (e.g. 0.01, one point of top-1).
+    """
     if math.isnan(d.mean) or math.isnan(d.se) or d.n < 2:
         return EXPLAINED
-    if abs(d.mean) >= MIN_EFFECT and abs(d.mean) - critical(d.n) * d.se > 0:
+    if abs(d.mean) >= min_effect and abs(d.mean) - critical(d.n) * d.se > 0:
         return EVIDENCE
     return EXPLAINED
 

@@ -246,3 +246,93 @@ def test_steps_per_epoch_counts_like_the_training_loop():
     assert steps_per_epoch(1_281_167, 64, 8, 8) == 313
     with pytest.raises(ConfigError, match="not a multiple"):
         mae_pretrain(world_size=3, batch_size=64)
+
+
+# --- small images in memory: batched MAE transforms (crop_boxes, resized_crop, mae_augment, eval_resize) ---
+
+
+def test_crop_boxes_follow_torchvisions_random_resized_crop_distribution():
+    # Oracle: torchvision's own get_params, drawn per image; the batched boxes must have its distribution.
+    from torchvision.transforms import RandomResizedCrop
+
+    from hlvm.data import crop_boxes
+
+    n = 4000
+    ours = crop_boxes(n, 28, 28, generator=torch.Generator().manual_seed(0)).double()
+    torch.manual_seed(0)
+    img = torch.zeros(1, 28, 28)
+    ref = torch.tensor([RandomResizedCrop.get_params(img, [0.2, 1.0], [3 / 4, 4 / 3]) for _ in range(n)]).double()
+    # Means of top, left, h, w agree within 4 standard errors; sides and positions stay inside the image.
+    se = ref.std(0) / n**0.5
+    assert ((ours.mean(0) - ref.mean(0)).abs() < 4 * 2**0.5 * se).all(), (ours.mean(0), ref.mean(0))
+    assert ((ours[:, 0] + ours[:, 2]) <= 28).all() and ((ours[:, 1] + ours[:, 3]) <= 28).all()
+    area = ours[:, 2] * ours[:, 3] / 784
+    assert area.min() >= 0.18 and area.max() <= 1.0  # scale 0.2-1, up to the rounding of the sides
+    aspect = ours[:, 3] / ours[:, 2]
+    assert aspect.min() >= 0.68 and aspect.max() <= 1.47
+    # A wide image whose every try misses (scale > 1) falls back to torchvision's centre crop within the ratio.
+    fb = crop_boxes(3, 10, 40, scale=(2.0, 3.0), generator=torch.Generator().manual_seed(1))
+    assert fb.tolist() == [[0, 13, 10, 13]] * 3  # w = round(10 * 4/3) = 13, centred
+
+
+def test_resized_crop_of_the_whole_image_is_bicubic_interpolate_and_flip_mirrors():
+    import torch.nn.functional as F
+
+    from hlvm.data import resized_crop
+
+    x = torch.randint(0, 256, (3, 2, 28, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    whole = torch.tensor([[0, 0, 28, 20]] * 3)
+    ref = F.interpolate(x.float() / 255, size=(32, 32), mode="bicubic", align_corners=False).clamp(0, 1)
+    torch.testing.assert_close(resized_crop(x, whole, 32), ref, atol=1e-6, rtol=0)
+    flipped = resized_crop(x, whole, 32, flip=torch.tensor([True, False, True]))
+    torch.testing.assert_close(flipped[0], ref[0].flip(-1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(flipped[1], ref[1], atol=1e-6, rtol=0)
+    # An integer-aligned crop at scale 1 (no resize) is the crop itself.
+    box = torch.tensor([[5, 3, 16, 16]] * 3)
+    torch.testing.assert_close(resized_crop(x, box, 16), x[:, :, 5:21, 3:19].float() / 255, atol=1e-5, rtol=0)
+
+
+def test_mae_augment_is_seeded_normalised_and_varied():
+    from hlvm.data import mae_augment
+
+    x = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    a = mae_augment(x, 32, torch.Generator().manual_seed(3))
+    b = mae_augment(x, 32, torch.Generator().manual_seed(3))
+    c = mae_augment(x, 32, torch.Generator().manual_seed(4))
+    assert a.shape == (64, 1, 32, 32) and a.dtype == torch.float32
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    lo, hi = _bounds(1)
+    assert a.min() >= lo[0] - 1e-5 and a.max() <= hi[0] + 1e-5
+
+
+def test_eval_resize_is_maes_resize_then_centre_crop_up_to_rounding(tree):
+    # Oracle: eval_transform (PIL, resize 256/224 then crop) on the same 64 px image; crop_fraction 1 is a plain resize.
+    from torchvision.transforms import functional as TF
+
+    from hlvm.data import eval_resize, eval_transform
+
+    img = Image.open(imagenet_jpegs()[0]).convert("L").resize((64, 64), Image.BICUBIC)
+    x = torch.from_numpy(np.asarray(img).copy())[None, None]  # (1, 1, 64, 64)
+    ours = denormalize(eval_resize(x, 32), 1)
+    ref = denormalize(eval_transform(32, 1)(img)[None], 1)
+    assert (ours - ref).abs().mean() < 0.03  # PIL's a=-0.5 bicubic on uint8 vs torch's a=-0.75 on floats
+    whole = denormalize(eval_resize(x, 32, crop_fraction=1.0), 1)
+    ref_whole = TF.to_tensor(img.resize((32, 32), Image.BICUBIC))[None]
+    assert (whole - ref_whole).abs().mean() < 0.03
+    with pytest.raises(ConfigError, match="crop_fraction"):
+        eval_resize(x, 32, crop_fraction=0)
+
+
+def test_tensor_images_from_folder_decodes_each_file_once_in_imagefolder_order(tree, corrupt_tree):
+    from hlvm.data import TensorImages
+
+    ti = TensorImages.from_folder(tree, in_chans=1, size=28)
+    ds = eval_dataset(tree, img_size=28, in_chans=1)
+    assert ti.images.shape == (26, 1, 28, 28) and ti.images.dtype == torch.uint8
+    assert ti.labels.tolist() == ds.targets and ti.classes == tuple(ds.classes)
+    sub = ti.subset([25, 0])
+    assert torch.equal(sub.images[0], ti.images[25]) and sub.labels.tolist() == [ti.labels[25], ti.labels[0]]
+    with pytest.raises(DataError, match=r"(truncated|garbage)\.jpg"):
+        TensorImages.from_folder(corrupt_tree, in_chans=1, size=28)
+    with pytest.raises(DataError, match="uint8"):
+        TensorImages(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long), ("a",))
