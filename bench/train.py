@@ -152,11 +152,14 @@ def set_fused_attn(model: torch.nn.Module, on: bool) -> int:
     return n
 
 
-def mae_step(model: torch.nn.Module, x: torch.Tensor, mask_ratio: float, ctx: Callable[[], Any]) -> Callable[[], None]:
-    """One MAE training step on ``x`` (B, C, H, W): forward at ``mask_ratio``, backward, AdamW."""
+def mae_step(model: torch.nn.Module, x: torch.Tensor, mask_ratio: float, ctx: Callable[[], Any],
+             params: torch.nn.Module | None = None) -> Callable[[], None]:
+    """One MAE training step on ``x`` (B, C, H, W): forward at ``mask_ratio``, backward, AdamW.
+
+    ``params``: the module whose parameters AdamW steps, when ``model`` wraps it (``torch.compile``)."""
     from hlvm.train import param_groups
 
-    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(param_groups(params or model, 0.05), lr=1e-4, betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(0)
 
     def step() -> None:
@@ -169,11 +172,12 @@ def mae_step(model: torch.nn.Module, x: torch.Tensor, mask_ratio: float, ctx: Ca
     return step
 
 
-def timm_step(model: torch.nn.Module, x: torch.Tensor, ctx: Callable[[], Any]) -> Callable[[], None]:
+def timm_step(model: torch.nn.Module, x: torch.Tensor, ctx: Callable[[], Any],
+              params: torch.nn.Module | None = None) -> Callable[[], None]:
     """One training step of a timm ViT on the full ``x``: pooled features (B, D), a squared-mean loss, AdamW."""
     from hlvm.train import param_groups
 
-    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(param_groups(params or model, 0.05), lr=1e-4, betas=(0.9, 0.95))
 
     def step() -> None:
         with ctx():
@@ -285,7 +289,7 @@ def bench_loop(device: torch.device, batch: int, repeats: int, steps: int) -> No
 
 
 def bench_vs_timm(cfg: Any, name: str, device: torch.device, dtype: str, batch: int, mask_ratio: float,
-                  repeats: int, iters: int) -> float:
+                  repeats: int, iters: int, compile: bool = False) -> float:
     """MAE training step against its timm twin; returns the MAE's median images/s."""
     from hlvm.models import build_model
 
@@ -295,10 +299,13 @@ def bench_vs_timm(cfg: Any, name: str, device: torch.device, dtype: str, batch: 
     ctx = autocast(device, dtype)
     mae = build_model(cfg).to(device)
     twin = timm_twin(cfg).to(device)
-    ta, tb = interleaved(block(mae_step(mae, x, mask_ratio, ctx), iters, sync), block(timm_step(twin, x, ctx), iters, sync), repeats)
+    fmae, ftwin = (torch.compile(mae), torch.compile(twin)) if compile else (mae, twin)  # as hlvm.train --compile does
+    ta, tb = interleaved(block(mae_step(fmae, x, mask_ratio, ctx, params=mae), iters, sync),
+                         block(timm_step(ftwin, x, ctx, params=twin), iters, sync), repeats, warmup=3 if compile else 1)
     h, w = cfg.img_hw
+    how = ", torch.compile on both sides" if compile else ""
     report(f"{name} training step at {w}x{h}, mask ratio {mask_ratio}, batch {batch}, {dtype}, {device.type}, "
-           f"{iters} step(s) a repeat", batch, "A: MAE: encoder on visible tokens, decoder", ta,
+           f"{iters} step(s) a repeat{how}", batch, "A: MAE: encoder on visible tokens, decoder", ta,
            "B: timm VisionTransformer, same size, all tokens", tb)
     return batch / statistics.median(ta)
 
@@ -367,6 +374,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="interleaved A/B repeats of every comparison (default 5)")
     p.add_argument("--iters", type=int, default=2, help="steps per timed repeat (default 2)")
     p.add_argument("--loop-steps", type=int, default=11, help="hlvm.train steps per repeat of the loop comparison")
+    p.add_argument("--compile", action="store_true",
+                   help="with --model: torch.compile both sides of the step comparison (hlvm train --compile)")
     p.add_argument("--base-batch", type=int, default=4, help="batch of the default run's ViT-B comparison (default 4)")
     p.add_argument("--base-repeats", type=int, default=None, help="repeats of that comparison (default --repeats)")
     p.add_argument("--skip-base", action="store_true", help="leave out the default run's ViT-B comparison")
@@ -462,7 +471,8 @@ def run(args: argparse.Namespace) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         dataset = open_images(args, cfg, Path(tmp))  # bad --data fails before any timing
-        step_rate = bench_vs_timm(cfg, args.model, device, args.dtype, args.batch, args.mask_ratio, args.repeats, args.iters)
+        step_rate = bench_vs_timm(cfg, args.model, device, args.dtype, args.batch, args.mask_ratio, args.repeats, args.iters,
+                                  compile=args.compile)
         load_rate = bench_loader(dataset, device, args.batch, args.num_workers, args.repeats, args.loader_batches)
     slow, fast = ("data loading", "the training step") if load_rate < step_rate else ("the training step", "data loading")
     print(f"limit: {slow} ({min(load_rate, step_rate):.1f} img/s median) is slower than {fast} "
