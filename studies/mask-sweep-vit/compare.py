@@ -2,7 +2,7 @@
 
 Reads the ``verdicts.json`` that ``hlvm report`` writes for the MLP study
 (``studies/mask-sweep``) and for each ViT sweep of this study (token patch 1
-and 2), and writes a table with, per claim of THEORY.md and panel (evaluation
+and 2), and writes a table with, per claim of docs/theory.md and panel (evaluation
 mask kind; trained arm; the ``code`` representation): the MLP's verdict, the
 pixels control's (from the MLP study: the same held-out samples and masks as
 the patch-1 ViT, whose pixels verdict is therefore the same), each ViT's
