@@ -79,12 +79,11 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(HERE))
     from fmstudy import data as fdata
-    from fmstudy.measure import encoder_row, pixels, probe
+    from fmstudy.measure import encoder_row, pixel_probe
     from fmstudy.pretrain import RunSpec, train_run
 
     from hlvm.io import provenance, write_json
     from hlvm.models import MAEConfig
-    from hlvm.probe import ProbeConfig
     from hlvm.train import init_model
 
     reg = json.loads(args.config.read_text())
@@ -110,9 +109,7 @@ def main() -> int:
     size = reg["img_size"]
     if not args.no_pixels or res["baselines"].get("pixels") is None:
         t, c = time.time(), time.process_time()
-        pcfg = ProbeConfig(method="lbfgs", l2=ev["probe"]["l2"], max_iter=ev["probe"]["max_iter"], seed=0)
-        p = probe(pixels(splits.train, size, ev["crop_fraction"]), splits.train.labels,
-                  pixels(splits.test, size, ev["crop_fraction"]), splits.test.labels, pcfg)
+        p = pixel_probe(splits.train, splits.test, ev, size)
         res["baselines"]["pixels"] = p["top1"]
         log("pixels", time.time() - t, time.process_time() - c, top1=p["top1"])
     only = set(args.only.split(",")) if args.only else None

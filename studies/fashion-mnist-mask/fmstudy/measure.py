@@ -49,6 +49,13 @@ def pixels(data: TensorImages, img_size: int, crop_fraction: float) -> np.ndarra
     return np.concatenate([x.flatten(1).numpy() for _, x in eval_batches(data, img_size, crop_fraction, 5000)])
 
 
+def probe_config(ev: dict[str, Any]) -> Any:
+    """The study's probe (``eval.probe`` of the config): L-BFGS, seed 0, for every encoder and the pixels alike."""
+    from hlvm.probe import ProbeConfig
+
+    return ProbeConfig(method="lbfgs", l2=ev["probe"]["l2"], max_iter=ev["probe"]["max_iter"], seed=0)
+
+
 def probe(f_train: np.ndarray, y_train: Any, f_test: np.ndarray, y_test: Any, pcfg: Any) -> dict[str, float]:
     """``{"top1", "train_top1"}`` (fractions) of the L-BFGS probe."""
     from hlvm.probe import fit_probe
@@ -57,14 +64,19 @@ def probe(f_train: np.ndarray, y_train: Any, f_test: np.ndarray, y_test: Any, pc
     return {"top1": float(res.top1), "train_top1": float(res.train_top1)}
 
 
+def pixel_probe(train: TensorImages, test: TensorImages, ev: dict[str, Any], img_size: int) -> dict[str, float]:
+    """The raw-pixel control: :func:`probe` on :func:`pixels` of both splits."""
+    crop = ev["crop_fraction"]
+    return probe(pixels(train, img_size, crop), train.labels, pixels(test, img_size, crop), test.labels, probe_config(ev))
+
+
 def encoder_row(model: nn.Module, train: TensorImages, test: TensorImages, ev: dict[str, Any], img_size: int, *,
                 device: torch.device, on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Probe top-1 per pool (and its training accuracy) and the effective rank of the test features, per pool."""
-    from hlvm.probe import ProbeConfig
     from hlvm.recon import effective_rank
 
     crop = ev["crop_fraction"]
-    pcfg = ProbeConfig(method="lbfgs", l2=ev["probe"]["l2"], max_iter=ev["probe"]["max_iter"], seed=0)
+    pcfg = probe_config(ev)
     ftr = features(model, train, img_size, crop, device=device, on_batch=on_batch)
     fte = features(model, test, img_size, crop, device=device, on_batch=on_batch)
     row: dict[str, Any] = {"feature_dim": int(fte["mean"].shape[1])}

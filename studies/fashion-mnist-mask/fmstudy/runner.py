@@ -231,7 +231,6 @@ def do_item(item: Item, cfg: dict[str, Any], splits: Any, out: Path, device: tor
     from fmstudy import measure
     from fmstudy.pretrain import MODEL, RunSpec, load_trained, train_run
 
-    from hlvm.probe import ProbeConfig
     from hlvm.train import init_model
 
     ev, tr = cfg["eval"], cfg["train"]
@@ -244,9 +243,7 @@ def do_item(item: Item, cfg: dict[str, Any], splits: Any, out: Path, device: tor
     t0, c0 = time.time(), time.process_time()
     row: dict[str, Any] = {"kind": item.kind, "run": item.name, "seed": item.seed}
     if item.kind == "pixels":
-        pcfg = ProbeConfig(method="lbfgs", l2=ev["probe"]["l2"], max_iter=ev["probe"]["max_iter"], seed=0)
-        p = measure.probe(measure.pixels(splits.train, size, ev["crop_fraction"]), splits.train.labels,
-                          measure.pixels(splits.test, size, ev["crop_fraction"]), splits.test.labels, pcfg)
+        p = measure.pixel_probe(splits.train, splits.test, ev, size)
         advance("eval", c["eval"])
         row.update(probe_top1=p["top1"], probe_train_top1=p["train_top1"])
     else:
