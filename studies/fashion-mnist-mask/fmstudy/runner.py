@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from hlvm.errors import ConfigError, DataError
+from hlvm.errors import ConfigError
 from hlvm.io import provenance, read_json, write_json
 
 STUDY = "study.json"
