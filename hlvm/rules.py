@@ -42,17 +42,34 @@ Rules:
   then not trusted), else *hold* at ``>= 0.8``, *fail* below 0.5, else
   *inconclusive*.
 - *Theorem 2* (a ``dim_c``-wide code is a bijection of ``c``), per cell where
-  the code is exactly ``dim_c`` wide for every evaluation mask: *hold* if the
-  mean ``R^2(CA) >= 0.9`` and the mean leak ``R^2(s_mc) <= 0.1``; *fail* if
-  ``R^2(CA) + t SE < 0.9`` or ``leak - t SE > 0.1``; else *inconclusive*.
-- *Evidence about MAE* (:func:`evidence`): a trained model's figure counts as
-  evidence about MAE training only where it differs from the ``pixels``
-  control's on the same samples and masks (paired by seed) by at least
-  ``MIN_EFFECT`` and by more than ``t * SE``; otherwise the result is
+  the code is exactly ``dim_c`` wide for every evaluation mask, on the
+  replicate means and their ``t * SE`` bounds, hold and fail mirror images
+  (:func:`theorem2`): *hold* if ``R^2(CA) - t SE >= 0.9`` and ``leak + t SE
+  <= 0.1`` (both bounds inside); *fail* if ``R^2(CA) + t SE < 0.9`` or
+  ``leak - t SE > 0.1`` (a bound outside); else *inconclusive*. With one
+  replicate nothing is decided. The leak is ``R^2(s_mc)``.
+- *Evidence about MAE*, against the pixels (:func:`evidence`): a trained
+  model's figure *differs from the pixels* where it differs from the
+  ``pixels`` control's on the same samples and masks (paired by seed) by at
+  least ``MIN_EFFECT`` and by more than ``t * SE``; otherwise the result is
   *explained without training*. The figure is the claim's own: the median
   ``R^2(CA)`` for claim 1; for a claim-2 part ``A(r) - max(A(lowest),
   A(highest))``; for a claim-3 part ``D``; for Theorem 2 the selectivity
   ``R^2(CA) - R^2(s_mc)``.
+- *Evidence about MAE training*, against the strongest control of the same
+  width (:func:`against_controls`): the controls of the trained code's own
+  width are the ``untrained`` network and the linear codes ``pca``,
+  ``random_projection`` and ``linear_mae``. The trained figure (as above; a
+  higher figure is further in the claim's direction) counts as *evidence
+  about MAE training* only where it *beats every one* of them: ``D = trained
+  - control`` (paired by seed) with ``D >= MIN_EFFECT`` and ``D - t SE > 0``
+  for each (an intersection-union test: no correction for the number of
+  controls). The *strongest* control is the one with the smallest mean
+  ``D``; where a control is not beaten, the result is *explained by a linear
+  code* (a linear control) or *explained without training* (``untrained``),
+  naming the unbeaten control with the smallest ``D``, and saying whether it
+  *does better* than the trained code (``-D`` beats by the same rule) or *as
+  well*.
 - *Arms compared* (:func:`compare_arms`): an arm is set against the arm that
   differs from it in one factor only, whose value there is MAE's (random
   training masks, the ``mae`` objective, no boundary-ignoring); per cell the
@@ -82,6 +99,8 @@ from typing import Any
 
 import numpy as np
 
+from hlvm.controls import LINEAR_CONTROLS
+
 __all__ = [
     "MIN_EFFECT",
     "ALPHA",
@@ -95,6 +114,9 @@ __all__ = [
     "claim1",
     "theorem2",
     "evidence",
+    "beats",
+    "Against",
+    "against_controls",
     "overall",
     "REFERENCE",
     "reference_of",
@@ -103,6 +125,10 @@ __all__ = [
     "RULES",
     "EXPLAINED",
     "EVIDENCE",
+    "EVIDENCE_TRAINING",
+    "EXPLAINED_LINEAR",
+    "SAME_WIDTH",
+    "LINEAR",
 ]
 
 #: The smallest difference in A (on its 0-1 scale) or in R^2 a verdict counts.
@@ -115,6 +141,13 @@ HOLD_CA, FAIL_CA, FLOOR_MAX = 0.8, 0.5, 0.1
 THEOREM2_CA, THEOREM2_LEAK = 0.9, 0.1
 EVIDENCE = "evidence about MAE"
 EXPLAINED = "explained without training"
+#: A trained result that beats every control of its width (:func:`against_controls`).
+EVIDENCE_TRAINING = "evidence about MAE training"
+EXPLAINED_LINEAR = "explained by a linear code"
+NO_CONTROL = "no control of the same width"
+#: The controls a trained code is judged against at its own width, and which of them are linear codes.
+LINEAR = LINEAR_CONTROLS
+SAME_WIDTH = ("untrained", *LINEAR_CONTROLS)
 NOT_TESTABLE = "not testable"
 
 #: The rules as printed into every report.
@@ -281,15 +314,88 @@ def claim1(ca: Estimate, floor: Estimate) -> str:
 
 
 def theorem2(ca: Estimate, leak: Estimate) -> str:
-    """Theorem 2 in one cell: all of CA and none of the visible side's private noise."""
-    if math.isnan(ca.mean) or math.isnan(leak.mean):
+    """Theorem 2 in one cell: all of CA and none of the visible side's private noise (module docstring).
+
+    Hold and fail are mirror images on the ``t * SE`` bounds of the replicate
+    means; one replicate (no SE) decides nothing.
+
+    >>> theorem2(Estimate(0.97, 0.005, 3), Estimate(0.0, 0.002, 3))
+    'hold'
+    >>> theorem2(Estimate(0.95, 0.02, 3), Estimate(0.0, 0.002, 3))  # 0.95 - 4.30 * 0.02 < 0.9: not yet a hold
+    'inconclusive'
+    >>> theorem2(Estimate(0.70, 0.02, 3), Estimate(0.0, 0.002, 3))
+    'fail'
+    """
+    if any(math.isnan(x) for x in (ca.mean, ca.se, leak.mean, leak.se)) or min(ca.n, leak.n) < 2:
         return "inconclusive"
-    if ca.mean >= THEOREM2_CA and leak.mean <= THEOREM2_LEAK:
+    t_ca, t_leak = critical(ca.n), critical(leak.n)
+    if ca.mean - t_ca * ca.se >= THEOREM2_CA and leak.mean + t_leak * leak.se <= THEOREM2_LEAK:
         return "hold"
-    t = critical(ca.n)
-    ca_low = ca.mean + t * ca.se < THEOREM2_CA if not math.isnan(ca.se) else False
-    leak_high = leak.mean - t * leak.se > THEOREM2_LEAK if not math.isnan(leak.se) else False
-    return "fail" if ca_low or leak_high else "inconclusive"
+    if ca.mean + t_ca * ca.se < THEOREM2_CA or leak.mean - t_leak * leak.se > THEOREM2_LEAK:
+        return "fail"
+    return "inconclusive"
+
+
+def beats(d: Estimate, min_effect: float = MIN_EFFECT) -> bool:
+    """Whether a difference ``d`` (trained - control, paired) is at least ``min_effect`` and above ``t * SE``."""
+    if math.isnan(d.mean) or math.isnan(d.se) or d.n < 2:
+        return False
+    return d.mean >= min_effect and d.mean - critical(d.n) * d.se > 0
+
+
+@dataclass(frozen=True)
+class Against:
+    """The trained figure against every control of its width (:func:`against_controls`).
+
+    ``label`` is :data:`EVIDENCE` or says which control explains the result;
+    ``control`` names the strongest control (the smallest mean ``D``) when
+    every control is beaten, else the unbeaten one that explains it; ``d`` is
+    ``trained - control`` for that one; ``per_control`` every ``D``.
+    """
+
+    label: str
+    control: str | None
+    d: Estimate
+    per_control: Mapping[str, Estimate]
+
+    @property
+    def is_evidence(self) -> bool:
+        return self.label == EVIDENCE_TRAINING
+
+    def fmt(self) -> str:
+        if self.control is None:
+            return self.label
+        return f"{self.label} (Δ vs {self.control} {self.d.fmt()})" if self.is_evidence else f"{self.label} (Δ {self.d.fmt()})"
+
+
+def against_controls(
+    trained: Mapping[Any, float], controls: Mapping[str, Mapping[Any, float]], min_effect: float = MIN_EFFECT
+) -> Against:
+    """Judge ``trained`` (per-replicate values) against each control's (module docstring: beat every one).
+
+    ``controls`` maps a control's name to its per-replicate values of the same
+    figure (a higher figure is further in the claim's direction); controls
+    with no value are left out.
+
+    >>> t = {0: 0.9, 1: 0.92, 2: 0.91}
+    >>> against_controls(t, {"pca": {0: 0.5, 1: 0.52, 2: 0.49}}).label
+    'evidence about MAE training'
+    >>> against_controls(t, {"pca": {0: 0.5, 1: 0.5, 2: 0.5}, "linear_mae": {0: 0.9, 1: 0.93, 2: 0.9}}).label
+    'explained by a linear code (linear_mae as well)'
+    """
+    ds = {name: Estimate.paired(trained, vals) for name, vals in controls.items() if vals}
+    ds = {k: d for k, d in ds.items() if d.n > 0 and not math.isnan(d.mean)}
+    if not ds:
+        return Against(NO_CONTROL, None, Estimate(float("nan"), float("nan"), 0), {})
+    unbeaten = [k for k, d in ds.items() if not beats(d, min_effect)]
+    if not unbeaten:
+        who = min(ds, key=lambda k: ds[k].mean)
+        return Against(EVIDENCE_TRAINING, who, ds[who], ds)
+    who = min(unbeaten, key=lambda k: ds[k].mean)
+    d = ds[who]
+    how = "does better" if beats(Estimate(-d.mean, d.se, d.n), min_effect) else "as well"
+    kind = EXPLAINED_LINEAR if who in LINEAR else EXPLAINED
+    return Against(f"{kind} ({who} {how})", who, d, ds)
 
 
 #: MAE's value of each factor an arm varies: an arm is compared with the one that has these elsewhere.
