@@ -29,8 +29,12 @@ def evaluate(
     device: Annotated[str, typer.Option(help="Device of the encoder: cpu or cuda.")] = "cpu",
     control: Annotated[
         Optional[str],
-        typer.Option(help="Score a control on the same samples and mask instead of the trained model: pixels (the visible pixels), untrained (the run's architecture at its seeded init) or oracle (the true c)."),
+        typer.Option(help="Score a control on the same samples and mask instead of the trained model: pixels (the visible pixels), untrained (the run's architecture at its seeded init), oracle (the true c), or a linear code of the run's width: pca (top principal components of the visible pixels, fitted on training images), random_projection (a seeded Gaussian map) or linear_mae (the optimal linear MAE for the mask)."),
     ] = None,
+    width: Annotated[
+        Optional[int], typer.Option(help="Code width of a linear control (pca, random_projection, linear_mae); default the run's code width.")
+    ] = None,
+    n_train: Annotated[int, typer.Option(help="Training images the pca and linear_mae controls are fitted on.")] = 20000,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (summary, by_level, c, rows, meta) instead of tables.")] = False,
 ) -> None:
     """Encode the visible part of held-out samples under a fixed mask; report per latent node its role and R^2."""
@@ -45,7 +49,8 @@ def evaluate(
         pick_device(device)  # CUDA asked for where there is none: before the run is loaded and sampled
         if batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-        result = evaluate_run(run, mask, n=n, seed=seed, batch_size=batch_size, device=device, control=control)
+        result = evaluate_run(run, mask, n=n, seed=seed, batch_size=batch_size, device=device, control=control,
+                              width=width, n_train=n_train)
     if as_json:
         typer.echo(result_json(result))
         return

@@ -87,7 +87,7 @@ def sweep(
     bottlenecks: Annotated[str | None, typer.Option(help="Bottleneck widths, comma-separated; 'none' for no bottleneck; 'dim_c' for Theorem 2's width, resolved per cell to Algorithm 1's dim_c of the training masks (cells where dim_c varies between masks, as with random masks, are skipped and listed).")] = None,
     train_mask_kinds: Annotated[str | None, typer.Option(help="Training mask kinds, comma-separated: random (MAE's), aligned (whole hierarchy blocks), block, complementary, variable.")] = None,
     arms: Annotated[str | None, typer.Option(help="Trained arms instead of the product of training mask kinds, objectives and bottlenecks: comma-separated train_mask_kind:objective:bottleneck[:boundary_ignore], e.g. random:mae:none,aligned:mae:dim_c,random:mae:none:1.")] = None,
-    controls: Annotated[str | None, typer.Option(help="Controls probed beside the trained points, comma-separated: pixels, untrained, oracle (default all); 'none' for none.")] = None,
+    controls: Annotated[str | None, typer.Option(help="Controls probed beside the trained points, comma-separated: pixels, untrained, oracle, pca, random_projection, linear_mae (default all; the last three are linear codes of each trained code's width); 'none' for none.")] = None,
     mask_kinds: Annotated[str | None, typer.Option(help="Evaluation mask kinds, comma-separated: random, aligned, block.")] = None,
     depth: Annotated[int | None, typer.Option(help="Latent levels of the grid hierarchy.")] = None,
     branching: Annotated[int | None, typer.Option(help="Branching of the grid hierarchy.")] = None,
@@ -111,7 +111,8 @@ def sweep(
     """Train an MAE per grid point (ratio x unit x training masks x objective x bottleneck x seed) and measure recovery beside controls.
 
     Every trained point is probed on held-out masks, and so are the controls
-    (pixels, untrained, oracle) on the same samples and masks. Every finished
+    (pixels, untrained, oracle, and the linear codes pca, random_projection,
+    linear_mae at each trained code's width) on the same samples and masks. Every finished
     point is appended to OUT/results.csv and results.jsonl at once;
     re-running the same command resumes and skips finished points. The
     theory's prediction for the grid goes to OUT/prediction.csv. Points run

@@ -78,7 +78,15 @@ nothing about training):
   from;
 - ``oracle`` (:func:`oracle_encoder`): the true values of ``c``'s nodes for
   the mask, Theorem 2's ideal code (``dim_c`` wide); it reads the latents, not
-  the images.
+  the images;
+- ``pca``, ``random_projection``, ``linear_mae`` (:mod:`hlvm.controls`): the
+  cheapest competitors of a trained code *of the same width*: the visible
+  pixels' top principal components, a seeded Gaussian projection, and the
+  optimal linear MAE for the mask (reduced-rank regression of the masked on
+  the visible pixels), the first and last fitted on training images only.
+
+:data:`WIDTH_CONTROLS` are made at a code width (the trained code's):
+``untrained`` and the three linear controls.
 """
 
 from __future__ import annotations
@@ -93,14 +101,17 @@ import networkx as nx
 import numpy as np
 
 from hlvm import graphs
+from hlvm.controls import LINEAR_CONTROLS, PixelMoments, linear_control_encoder
 from hlvm.errors import ConfigError, DataError, MaskError
 from hlvm.io import nan_to_none
 from hlvm.locate import SharedLatents, locate
 from hlvm.masks import Mask, load_spec, mask_from_spec
+from hlvm.rules import SAME_WIDTH
 from hlvm.metrics import cca, effective_rank, r2_probes
 
 __all__ = [
     "CONTROLS",
+    "WIDTH_CONTROLS",
     "ENCODERS",
     "pixels_encoder",
     "oracle_encoder",
@@ -117,7 +128,9 @@ __all__ = [
     "resolve_mask",
     "evaluate_run",
     "result_json",
+    "training_moments",
     "EVAL_SPAWN_KEY",
+    "TRAIN_SPAWN_KEY",
 ]
 
 #: ``encode_fn(images (N, C, H, W), mask) -> c_hat (N, d)``: the encoder sees the visible part only.
@@ -169,11 +182,16 @@ SUMMARY_KEYS = (
 #: Held-out samples come from noise seeded ``SeedSequence(seed, spawn_key=EVAL_SPAWN_KEY)``:
 #: a stream apart from the simulator's mixing ``(0,)`` and stored-sample blocks ``(1, k)``.
 EVAL_SPAWN_KEY = (0xE7A1,)
+#: Training images for the linear controls of an online run: ``SeedSequence(seed, spawn_key=TRAIN_SPAWN_KEY)``,
+#: a stream apart from the held-out samples' (an online run's own batches are not stored).
+TRAIN_SPAWN_KEY = (0xE7A2,)
 
 CA_ROLES = ("c", "shared")
 
 #: Encoders that learned nothing, evaluated beside every trained one (module docstring).
-CONTROLS = ("pixels", "untrained", "oracle")
+CONTROLS = ("pixels", "untrained", "oracle", *LINEAR_CONTROLS)
+#: Controls made at a code width, the trained code's: the competitors "of the same width".
+WIDTH_CONTROLS = SAME_WIDTH
 #: The ``encoder`` column of a results row.
 ENCODERS = ("trained", *CONTROLS)
 
@@ -527,11 +545,24 @@ def model_encoder(model: Any, *, batch_size: int = 1024, device: str = "cpu", re
     return encode
 
 
-def control_encoder(name: str, *, dataset: Any, graph: nx.DiGraph, model_config: Any = None, seed: int = 0) -> EncodeFn:
+def control_encoder(
+    name: str,
+    *,
+    dataset: Any,
+    graph: nx.DiGraph,
+    model_config: Any = None,
+    seed: int = 0,
+    width: int | None = None,
+    moments: PixelMoments | None = None,
+) -> EncodeFn:
     """The encoder of control ``name`` (:data:`CONTROLS`) for held-out ``dataset``.
 
     ``untrained`` needs the architecture (``model_config``, an ``MAEConfig``)
     and the seed whose initialisation it is (:func:`hlvm.train.init_model`).
+    The linear controls (:mod:`hlvm.controls`) are ``width`` wide (default:
+    ``model_config``'s code width); ``pca`` and ``linear_mae`` are fitted on
+    ``moments`` of training images (:func:`training_moments`), never on
+    ``dataset``; ``random_projection`` is drawn from ``seed``.
     """
     if name == "pixels":
         return pixels_encoder()
@@ -545,7 +576,38 @@ def control_encoder(name: str, *, dataset: Any, graph: nx.DiGraph, model_config:
         model = init_model(model_config, seed)
         model.eval()
         return model_encoder(model)
+    if name in LINEAR_CONTROLS:
+        if width is None:
+            if model_config is None:
+                raise ConfigError(f"the {name} control needs a width (or the model whose code width it takes)")
+            width = int(model_config.code_dim)
+        return linear_control_encoder(name, width, moments=moments, seed=seed)
     raise ConfigError(f"unknown control {name!r}; choose from {', '.join(CONTROLS)}")
+
+
+def training_moments(data: str, n: int, seed: int | Sequence[int] = 0) -> PixelMoments:
+    """Pixel moments of a run's *training* images, for the linear controls (:class:`hlvm.controls.PixelMoments`).
+
+    A ``hlvm simulate`` folder: its stored images (what training read; the
+    first ``n``). ``online[:config.json]``: ``n`` fresh samples of its
+    simulator with noise seeded ``SeedSequence(seed, spawn_key=TRAIN_SPAWN_KEY)``,
+    a stream apart from the held-out samples' (:func:`heldout_dataset`).
+    """
+    from hlvm import simulate
+
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
+        raise ConfigError(f"n must be an integer >= 2 (training images for the linear controls), got {n!r}")
+    if data.startswith("imagefolder:"):
+        raise DataError(f"run data {data!r} are real images without known latents; evaluate needs simulated data")
+    if data == "online" or data.startswith("online:"):
+        from hlvm.train import open_data
+
+        sim = open_data(data).simulator
+        entropy = [seed] if isinstance(seed, int | np.integer) else list(seed)
+        rng = np.random.default_rng(np.random.SeedSequence([int(s) for s in entropy], spawn_key=TRAIN_SPAWN_KEY))
+        return PixelMoments.of(sim.sample(int(n), rng).images)
+    ds = simulate.load_dataset(data, mmap=True)
+    return PixelMoments.of(ds.images[: int(n)])
 
 
 def evaluate_run(
@@ -557,6 +619,8 @@ def evaluate_run(
     batch_size: int = 256,
     device: str = "cpu",
     control: str | None = None,
+    width: int | None = None,
+    n_train: int = 20000,
     **probe_options: Any,
 ) -> EvaluationResult:
     """:func:`evaluate_encoder` for the trained model of a run folder, or for a control beside it.
@@ -568,12 +632,19 @@ def evaluate_run(
     visible part with ``model.encode(imgs, mask)`` and probes it. The probes'
     split is seeded by ``seed`` too. ``control`` (one of :data:`CONTROLS`)
     encodes the same samples under the same mask with that control instead:
-    ``untrained`` is the run's architecture at its seeded initialisation.
+    ``untrained`` is the run's architecture at its seeded initialisation; a
+    linear control is ``width`` wide (default the run's code width), ``pca``
+    and ``linear_mae`` fitted on ``n_train`` training images
+    (:func:`training_moments`), the random projection seeded by the run's seed.
     """
     from hlvm.train import load_run
 
     if control is not None and control not in CONTROLS:
         raise ConfigError(f"unknown control {control!r}; choose from {', '.join(CONTROLS)}")
+    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
+        raise ConfigError(f"width must be a positive integer, got {width!r}")
+    if width is not None and control not in LINEAR_CONTROLS:
+        raise ConfigError(f"width sets a linear control's code width ({', '.join(LINEAR_CONTROLS)}), not the {control or 'trained'} encoder's")
     model, cfg = load_run(run_dir)
     data = heldout_dataset(cfg.data, n, seed)
     mask = resolve_mask(mask, data.graph)
@@ -583,7 +654,9 @@ def evaluate_run(
     if control is None:
         encode = model_encoder(model.to(device), batch_size=batch_size, device=device)
     else:
-        encode = control_encoder(control, dataset=data, graph=data.graph, model_config=model.cfg, seed=cfg.seed)
+        moments = training_moments(cfg.data, n_train, cfg.seed) if control in ("pca", "linear_mae") else None
+        encode = control_encoder(control, dataset=data, graph=data.graph, model_config=model.cfg, seed=cfg.seed,
+                                 width=width, moments=moments)
     result = evaluate_encoder(encode, data, data.graph, mask, seed, **probe_options)
     meta = {
         "run": str(run_dir),

@@ -98,3 +98,35 @@ def test_control_scores_the_same_samples_and_mask(run_dir, tmp_path):
     table = invoke("--run", run_dir, "--mask", spec, "--n", 200, "--control", "oracle")
     assert table.exit_code == 0 and "control 'oracle'" in table.output
     assert_one_line_error(invoke("--run", run_dir, "--mask", spec, "--control", "noise"), "unknown control 'noise'")
+
+
+def test_linear_controls_take_the_runs_width_or_width_and_are_fitted_on_the_training_images(run_dir, tmp_path):
+    import numpy as np
+
+    from hlvm.controls import PixelMoments, pca_basis, visible_columns
+    from hlvm.evaluate import heldout_dataset, resolve_mask, training_moments
+    from hlvm.masks import Mask
+    from hlvm.simulate import load_dataset
+
+    spec = spec_file(tmp_path, {"grid": QUADRANT})
+    got = {}
+    for control, width in (("pca", None), ("random_projection", 5), ("linear_mae", 3)):
+        args = ["--run", run_dir, "--mask", spec, "--n", 200, "--control", control, "--json"]
+        res = invoke(*args, *([] if width is None else ["--width", width]))
+        assert res.exit_code == 0, res.output
+        got[control] = json.loads(res.output)["summary"]["code_dim"]
+    # The run's MLP code is 64 wide: PCA is cut to the 48 visible values; the linear MAE to 3 as asked.
+    assert got == {"pca": 48, "random_projection": 5, "linear_mae": 3}
+    # PCA's basis comes from the run's training images (the simulate folder), not from the held-out samples.
+    sim = str(run_dir.parent / "sim")
+    mom = training_moments(sim, 20000)
+    stored = PixelMoments.of(load_dataset(sim).images)
+    np.testing.assert_array_equal(mom.cov, stored.cov)
+    held = heldout_dataset(sim, 200, 0)
+    mask = resolve_mask({"grid": QUADRANT}, held.graph)
+    assert isinstance(mask, Mask)
+    idx = visible_columns(mask, mom.shape)
+    held_mom = PixelMoments.of(held.images)
+    assert not np.allclose(pca_basis(held_mom.cov[np.ix_(idx, idx)], 2), pca_basis(mom.cov[np.ix_(idx, idx)], 2))
+    assert_one_line_error(invoke("--run", run_dir, "--mask", spec, "--width", 3), "width sets a linear control")
+    assert_one_line_error(invoke("--run", run_dir, "--mask", spec, "--control", "pca", "--width", 0), "width must be")

@@ -182,8 +182,9 @@ def test_a_real_tiny_sweep_runs_resumes_and_reports(tmp_path):
     with open(out / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     # 5 latents (root + 4 at level 1) x 2 mask kinds x 1 mask x 2 seeds, for: the wide model's code; the dim_c
-    # model's code and plain representation; pixels; oracle; the untrained wide code; the untrained dim_c code and plain.
-    assert len(rows) == 5 * 2 * 2 * (1 + 2 + 1 + 1 + 1 + 2)
+    # model's code and plain representation; pixels; oracle; the untrained wide code; the untrained dim_c code and plain;
+    # the three linear codes at each of the two widths.
+    assert len(rows) == 5 * 2 * 2 * (1 + 2 + 1 + 1 + 1 + 2 + 3 * 2)
     got = {(r["encoder"], r["bottleneck"], r["bottleneck_width"], r["representation"], r["rep_dim"]) for r in rows
            if r["encoder"] != "oracle"}
     # ratio 0.25 of 16 pixels, aligned: one whole 2x2 block, c = the root (dim 2)
@@ -191,6 +192,10 @@ def test_a_real_tiny_sweep_runs_resumes_and_reports(tmp_path):
         ("trained", "", "", "code", "64"), ("trained", "dim_c", "2", "code", "2"), ("trained", "dim_c", "2", "plain", "512"),
         ("pixels", "", "", "code", str(4 * 12)),
         ("untrained", "", "", "code", "64"), ("untrained", "2", "2", "code", "2"), ("untrained", "2", "2", "plain", "512"),
+        # The wide code's linear competitors are cut to what the mask allows: PCA to the 48 visible values, the
+        # linear MAE to its regression's rank (the 4 masked pixels' 16 values); the random projection keeps 64.
+        ("pca", "", "", "code", "48"), ("random_projection", "", "", "code", "64"), ("linear_mae", "", "", "code", "16"),
+        ("pca", "2", "2", "code", "2"), ("random_projection", "2", "2", "code", "2"), ("linear_mae", "2", "2", "code", "2"),
     }
     assert all(r["rep_dim"] == r["dim_c"] for r in rows if r["encoder"] == "oracle")  # the oracle is c itself
     assert {r["mask_kind"] for r in rows} == {"random", "aligned"} and {r["seed"] for r in rows} == {"0", "1"}
@@ -219,5 +224,5 @@ def test_a_real_tiny_sweep_runs_resumes_and_reports(tmp_path):
     assert "claim 1 (aligned eval masks; mae, aligned-trained, bottleneck dim_c)" in " ".join(res.output.split())
     before = (out / "results.csv").read_bytes()
     res = runner.invoke(app, args)
-    assert res.exit_code == 0 and "0 points run, 12 finished earlier" in res.output
+    assert res.exit_code == 0 and "0 points run, 24 finished earlier" in res.output  # 4 trained, 20 controls
     assert (out / "results.csv").read_bytes() == before

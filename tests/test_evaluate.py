@@ -235,9 +235,11 @@ def test_cca_counts_dim_c_correlations_missing_ones_as_zero(deeper):
 
 
 def test_unknown_control_is_a_config_error(small):
-    with pytest.raises(ConfigError, match="unknown control 'noise'; choose from pixels, untrained, oracle"):
+    with pytest.raises(ConfigError, match="unknown control 'noise'; choose from pixels, untrained, oracle, pca, random_projection, linear_mae"):
         control_encoder("noise", dataset=small, graph=small.graph)
-    assert CONTROLS == ("pixels", "untrained", "oracle")
+    assert CONTROLS == ("pixels", "untrained", "oracle", "pca", "random_projection", "linear_mae")
+    with pytest.raises(ConfigError, match="needs a width"):
+        control_encoder("pca", dataset=small, graph=small.graph)
 
 
 # ----------------------------------------------------------------------------- masks and held-out data

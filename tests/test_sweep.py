@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from hlvm.evaluate import CONTROLS
 from hlvm.errors import ConfigError, DataError
 from hlvm.sweep import ROW_COLUMNS, ResultsStore, SweepConfig, run_sweep
 from hlvm.sweep.grid import KNOWN_OBJECTIVES
@@ -60,8 +61,9 @@ def test_controls_are_points_once_per_cell_seed_and_architecture():
     assert len(trained) == 2 * 2 * 2  # objectives x bottlenecks x seeds
     for seed in (0, 1):
         ctrl = [(p.encoder, p.width) for p in pts if not p.trained and p.seed == seed]
-        # not once per objective: pixels and oracle once, untrained once per code width
-        assert sorted(ctrl, key=str) == sorted([("oracle", None), ("pixels", None), ("untrained", 2), ("untrained", None)], key=str)
+        # not once per objective: pixels and oracle once; untrained and the linear codes once per code width
+        want = [("oracle", None), ("pixels", None)] + [(c, w) for c in ("untrained", "pca", "random_projection", "linear_mae") for w in (2, None)]
+        assert sorted(ctrl, key=str) == sorted(want, key=str)
     assert all(p.objective is None and p.train_mask_kind is None for p in pts if not p.trained)
     assert len({p.point_id for p in pts}) == len(pts)
     assert [p for p in small(controls=[]).points() if not p.trained] == []
@@ -193,7 +195,7 @@ def test_run_writes_every_row_once_in_both_formats_with_point_columns(tmp_path):
 
 def test_interrupted_sweep_resumes_without_redoing_points_or_duplicating_rows(tmp_path):
     cfg, out, log = small(), tmp_path / "out", tmp_path / "log"
-    assert {p.encoder for p in cfg.points()} == {"trained", "pixels", "untrained", "oracle"}  # controls resume too
+    assert {p.encoder for p in cfg.points()} == {"trained", *CONTROLS}  # controls resume too
     seen = []
 
     def stop_after_three(point, rows):
@@ -465,3 +467,32 @@ def test_a_resume_keeps_the_first_runs_provenance_and_appends_its_own(tmp_path, 
     assert data["provenance"] == first["provenance"] and data["provenance"]["created_utc"] == "2026-01-01T00:00:00+00:00"
     assert [r["provenance"]["created_utc"] for r in data["resumes"]] == ["2026-02-02T00:00:00+00:00", "2026-03-03T00:00:00+00:00"]
     assert data["resumes"][0]["axes"]["mask_ratios"] == [0.25, 0.5, 0.75] and data["config"] == small(seeds=[0]).to_dict()
+
+
+def test_the_linear_controls_of_a_point_are_fitted_on_its_seeds_training_images_at_the_trained_codes_width(tmp_path):
+    from hlvm.controls import PixelMoments, linear_control_encoder
+    from hlvm.evaluate import evaluate_encoder, heldout_dataset
+    from hlvm.simulate import load_dataset
+    from hlvm.sweep.mae import MAEBackend, point_masks, rows_of
+
+    cfg = SweepConfig(mask_ratios=[0.5], mask_units=[1], seeds=[1], graph={"depth": 2}, n_train=300, n_eval=60,
+                      steps=2, batch=16, eval_masks=1, predict_masks=10, mask_kinds=["random"],
+                      arms=[{"train_mask_kind": "aligned", "bottleneck": "dim_c"}, {"train_mask_kind": "random"}])
+    backend = MAEBackend()
+    ctx = backend.prepare(cfg, tmp_path)
+    points = {(p.encoder, p.width) for p in cfg.points()}
+    assert {("pca", None), ("pca", 2), ("linear_mae", None), ("random_projection", 2)} <= points
+    data_dir = ctx["data_dirs"]["1"]
+    held = heldout_dataset(data_dir, cfg.n_eval, (cfg.data_seed, 1))
+    moments = PixelMoments.of(load_dataset(data_dir).images)
+    for p in cfg.points():
+        if p.encoder not in ("pca", "linear_mae", "random_projection"):
+            continue
+        got = backend.run_point(cfg, p, ctx)
+        ((mseed, mask),) = point_masks(cfg, p, "random", held.graph)
+        k = 64 if p.width is None else p.width  # the MLP's own code width beside the wide arm
+        enc = linear_control_encoder(p.encoder, k, moments=moments, seed=p.seed)
+        want = rows_of(evaluate_encoder(enc, held, held.graph, mask, mseed), mask_kind="random", mask_index=0,
+                       mask_seed=mseed, representation="code")
+        assert [r["r2_noise"] for r in got] == [r["r2_noise"] for r in want]
+        assert {r["rep_dim"] for r in got} == {r["rep_dim"] for r in want}

@@ -17,6 +17,7 @@ ray = pytest.importorskip("ray")
 import _sweepfakes  # noqa: E402
 from _sweepfakes import NODES, FakeBackend  # noqa: E402
 
+from hlvm.evaluate import CONTROLS  # noqa: E402
 from hlvm.errors import ConfigError  # noqa: E402
 from hlvm.sweep import RayExecutor, SweepConfig, run_sweep  # noqa: E402
 
@@ -112,7 +113,7 @@ def test_an_executor_that_started_ray_stops_it_and_gives_the_signal_handlers_bac
         ex = RayExecutor(cpus=1)
         s = run_sweep(small(mask_ratios=[0.5], mask_units=[1]), tmp_path / "o", backend=FakeBackend(tmp_path / "log"),
                       executor=ex, progress=False)
-        assert s.finished == 4 and not ray.is_initialized()
+        assert s.finished == 1 + len(CONTROLS) and not ray.is_initialized()  # one trained point, one of each control
         assert {sig: signal.getsignal(sig) for sig in before} == before
     finally:
         ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR)

@@ -5,8 +5,10 @@ objective x bottleneck x seed: one MAE trained and then probed. A *control
 point* is an encoder that learned nothing (:data:`hlvm.evaluate.CONTROLS`),
 probed on exactly the held-out samples and evaluation masks of the trained
 points of its ratio, unit and seed: ``pixels`` and ``oracle`` once per
-(ratio, unit, seed), ``untrained`` once per distinct architecture (code
-width) among the trained points there. Everything else (the hierarchy, the
+(ratio, unit, seed); ``untrained`` and the linear controls ``pca``,
+``random_projection``, ``linear_mae`` (:data:`hlvm.evaluate.WIDTH_CONTROLS`)
+once per distinct code width among the trained points there, so that every
+trained code has its competitors of the same width. Everything else (the hierarchy, the
 simulator, the model, training length, evaluation) is shared by the points of
 a sweep and hashed into every ``point_id``, so a point's id names exactly what
 was run.
@@ -35,7 +37,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from hlvm.errors import ConfigError, MaskError
-from hlvm.evaluate import CONTROLS
+from hlvm.evaluate import CONTROLS, WIDTH_CONTROLS
 from hlvm.evaluate import ROW_COLUMNS as NODE_COLUMNS
 from hlvm.io import read_json
 from hlvm.masks import MASK_KINDS as ALL_MASK_KINDS
@@ -379,7 +381,7 @@ class SweepConfig:
                     continue
                 for seed in self.seeds:
                     for control in self.controls:
-                        if control == "untrained":
+                        if control in WIDTH_CONTROLS:
                             out.extend(SweepPoint(ratio, unit, seed, None, w, base, None, control, w) for w in widths)
                         else:
                             out.append(SweepPoint(ratio, unit, seed, None, None, base, None, control, None))
@@ -505,8 +507,9 @@ class SweepPoint:
     ``point_id`` hashes the point's axes together with everything the sweep
     shares. ``bottleneck`` is the arm's label (``None``, a width or
     ``"dim_c"``); ``width`` what it resolves to in this cell. A control has
-    no objective or training mask kind; an ``untrained`` control's
-    ``bottleneck`` is the width of the architecture it initialises.
+    no objective or training mask kind; the ``bottleneck`` of a control of
+    :data:`hlvm.evaluate.WIDTH_CONTROLS` is the width of the trained code it
+    stands beside (``None``: the model's own code width).
     """
 
     mask_ratio: float
@@ -561,7 +564,7 @@ class SweepPoint:
 
     def label(self) -> str:
         if not self.trained:
-            w = "" if self.encoder != "untrained" or self.width is None else f" d={self.width}"
+            w = "" if self.encoder not in WIDTH_CONTROLS or self.width is None else f" d={self.width}"
             return f"r={self.mask_ratio:g} u={self.mask_unit} {self.encoder}{w} seed={self.seed}"
         d = "" if self.bottleneck is None else f" d={self.bottleneck}" + (f"={self.width}" if self.bottleneck == DIM_C else "")
         kind = "" if self.train_mask_kind == "random" else f" {self.train_mask_kind}-trained"

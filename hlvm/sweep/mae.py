@@ -6,6 +6,13 @@ seed)``) under the same evaluation masks (seeded by ``(data_seed, seed, kind,
 unit, ratio)``), with the same probe splits (seeded by each mask's seed): a
 trained model and its controls differ in the encoder alone.
 
+Controls: ``pixels`` and ``oracle`` read the held-out samples; ``untrained``
+is the point's architecture at the seed's initialisation; ``pca`` and
+``linear_mae`` are fitted, per evaluation mask, on the moments of the seed's
+training images (the very samples the trained points of the seed train on,
+never the held-out ones) at the width of the trained code they stand beside;
+``random_projection`` is drawn from the seed.
+
 Representations (the ``representation`` column): ``code`` (``c_hat``);
 ``plain`` (the input of the projection to a bottleneck code, with a
 bottleneck); ``decoder`` (the decoder's hidden states when it decodes the
@@ -16,6 +23,7 @@ each width, so that they have a control).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -24,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from hlvm.controls import LINEAR_CONTROLS
 from hlvm.errors import ConfigError
 
 from .grid import SUMMARY_COLUMNS, SweepConfig, SweepPoint
@@ -169,12 +178,12 @@ class MAEBackend:
         return predict(graph, cfg.mask_ratios, cfg.mask_units, cfg.predict_masks, cfg.data_seed, kinds=kinds, spread=spread)
 
     def run_point(self, cfg: SweepConfig, point: SweepPoint, context: Mapping[str, Any]) -> list[dict[str, Any]]:
-        from hlvm.evaluate import control_encoder, evaluate_encoder, heldout_dataset, model_encoder
+        from hlvm.evaluate import control_encoder, evaluate_encoder, model_encoder
 
         out = Path(context["out"])
         data_dir = context["data_dirs"][str(point.seed)]
         tc = self._train_config(cfg, point, data_dir, out)
-        data = heldout_dataset(data_dir, cfg.n_eval, (cfg.data_seed, point.seed))
+        data = _heldout(data_dir, cfg.n_eval, cfg.data_seed, point.seed)
         graph = data.graph
         run_dir = None
         if point.encoder in ("trained", "untrained"):
@@ -195,6 +204,15 @@ class MAEBackend:
             # cMIM's informative embeddings; the untrained decoder's too, as their control.
             if point.objective == "cmim" or (not point.trained and "cmim" in cfg.objectives):
                 encoders["decoder"] = decoder_encoder(model)
+        elif point.encoder in LINEAR_CONTROLS:
+            from hlvm.graphs import image_shape
+            from hlvm.train import resolve_model_config
+
+            # The width of the trained code it stands beside: a bottleneck's, else the model's own code width.
+            width = point.width if point.width is not None else resolve_model_config(tc, image_shape(graph)).code_dim
+            moments = _training_moments(data_dir) if point.encoder != "random_projection" else None
+            encoders = {"code": control_encoder(point.encoder, dataset=data, graph=graph, seed=point.seed,
+                                                width=width, moments=moments)}
         else:
             encoders = {"code": control_encoder(point.encoder, dataset=data, graph=graph)}
 
@@ -209,6 +227,23 @@ class MAEBackend:
 
             (Path(run_dir) / CHECKPOINT).unlink(missing_ok=True)
         return rows
+
+
+@functools.lru_cache(maxsize=8)
+def _heldout(data_dir: str, n: int, data_seed: int, seed: int) -> Any:
+    """The held-out samples of a (seed, data) pair, cached: every point of a seed probes the same ones (read-only)."""
+    from hlvm.evaluate import heldout_dataset
+
+    return heldout_dataset(data_dir, n, (data_seed, seed))
+
+
+@functools.lru_cache(maxsize=4)
+def _training_moments(data_dir: str) -> Any:
+    """Pixel moments of a seed's training images (every stored sample), cached for the points a worker runs."""
+    from hlvm.controls import PixelMoments
+    from hlvm.simulate import load_dataset
+
+    return PixelMoments.of(load_dataset(data_dir, mmap=True).images)
 
 
 #: Mask-level numbers of :class:`hlvm.evaluate.EvaluationResult` copied into every row of that mask.
