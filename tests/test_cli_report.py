@@ -16,7 +16,8 @@ def test_report_prints_verdicts_and_writes_files(tmp_path):
     assert r.exit_code == 0, r.output
     out = " ".join(r.output.split())
     assert ("claim 2 (random eval masks; mae, random-trained, no bottleneck): trained hold, pixels hold, theory hold; "
-            "explained without training") in out
+            "vs pixels: explained without training") in out
+    assert "vs its width's controls: no control of the same width" in out
     assert (tmp_path / "rep" / "report.md").is_file() and (tmp_path / "rep" / "verdicts.json").is_file()
 
 

@@ -173,6 +173,34 @@ def test_theorem2_cells_judge_a_dim_c_wide_code_beside_the_pixels(tmp_path):
     assert judge(typed(tmp_path, wide + pixels))["theorem2"] == {}
 
 
+def test_theorem2_evidence_about_training_needs_the_trained_code_to_beat_every_linear_code_of_width_dim_c(tmp_path):
+    bott = dict(train_mask_kind="aligned", objective="mae", bottleneck="dim_c", bottleneck_width=2, dim_c=2)
+    width = dict(bottleneck=2, bottleneck_width=2, dim_c=2)
+    spec = {(0.25, 1): (ROOT_ONLY, 0.96, 0.02), (0.5, 1): (ROOT_ONLY, 0.96, 0.02)}
+    trained = toy_rows(spec, **bott)
+    pixels = toy_rows(spec | {k: (ROOT_ONLY, 0.99, 0.98) for k in spec}, encoder="pixels", dim_c=2)
+    # PCA as selective as training at ratio 0.25, far less at 0.5; the linear MAE and the random projection weak.
+    pca = toy_rows({(0.25, 1): (ROOT_ONLY, 0.96, 0.02), (0.5, 1): (ROOT_ONLY, 0.5, 0.3)}, encoder="pca", **width)
+    lmae = toy_rows({k: (ROOT_ONLY, 0.6, 0.2) for k in spec}, encoder="linear_mae", **width)
+    rp = toy_rows({k: (ROOT_ONLY, 0.4, 0.3) for k in spec}, encoder="random_projection", **width)
+    unt = toy_rows({k: (ROOT_ONLY, 0.3, 0.1) for k in spec}, encoder="untrained", **width)
+    wide_pca = toy_rows({k: (ROOT_ONLY, 0.99, 0.9) for k in spec}, encoder="pca", bottleneck="", bottleneck_width="", dim_c=2)
+    j = judge(typed(tmp_path, trained + pixels + pca + lmae + rp + unt + wide_pca))
+    ((slug, cells),) = j["theorem2"].items()
+    by = {c.key: c for c in cells}
+    same, beaten = by[(0.25, 1)], by[(0.5, 1)]
+    assert same.verdicts["pca"] == "hold" and same.verdicts["trained"] == "hold"
+    assert same.against.label == f"{rules.EXPLAINED_LINEAR} (pca as well)" and same.against.control == "pca"
+    assert beaten.against.label == rules.EVIDENCE_TRAINING and beaten.against.control == "linear_mae"  # smallest margin
+    assert set(beaten.against.per_control) == {"untrained", "pca", "random_projection", "linear_mae"}
+    # The wide PCA stands beside no dim_c code: the width decides which controls a panel holds.
+    assert beaten.selectivity["pca"].mean == pytest.approx(0.5 - 0.3, abs=0.02)
+    text = build_report(tmp_path).read_text()
+    assert "## Against the strongest control of the same width" in text
+    assert f"| {rules.EVIDENCE_TRAINING} in 1 of 2 cells; {rules.EXPLAINED_LINEAR} (pca as well) in 1 |" in text
+    assert f"{rules.EVIDENCE_TRAINING} (Δ vs linear_mae" in text
+
+
 def test_untrained_control_matches_the_arms_width_cell_by_cell(tmp_path):
     arm = dict(train_mask_kind="aligned", objective="mae", bottleneck="dim_c")
     trained = toy_rows({(0.1, 1): ROOT_A}, bottleneck_width=3, **arm) + toy_rows({(0.5, 1): ROOT_ONLY}, bottleneck_width=2, **arm)
@@ -195,11 +223,15 @@ def test_report_from_a_small_results_file_with_controls(tmp_path):
     (tmp_path / "prediction.csv").write_text("mask_kind,mask_ratio,mask_unit,abstraction\nrandom,0.5,1,0.9\n")
     path = build_report(tmp_path)
     text = path.read_text()
-    assert "| 2 | random eval masks; mae, random-trained, no bottleneck | **hold** | **hold** | - | **hold** | hold | explained without training" in text
+    # One column per encoder the file has (trained, pixels, oracle), then the theory and the two evidence tests.
+    assert "| 2 | random eval masks; mae, random-trained, no bottleneck | **hold** | **hold** | **hold** | hold | explained without training" in text
+    assert "| trained vs pixels | trained vs its width's controls |" in text
+    assert f"| {rules.NO_CONTROL} |" in text  # no control of the trained code's width in this file
     assert "Evidence about MAE" in text and "Student's" in text  # the rules are printed
     assert "lacks the columns of `hlvm.predict`" in text  # a prediction.csv with wrong columns is said, not dropped silently
     figs = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert figs == ["abstraction_random-mae-random.png", "controls_random-mae-random.png", "levels_random-mae-random.png"]
+    assert figs == ["abstraction_random-mae-random.png", "controls_random-mae-random.png", "levels_random-mae-random.png",
+                    "selectivity_random-mae-random.png"]
     for f in figs:
         assert f"]({f})" in text and (tmp_path / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     verdicts = json.loads((tmp_path / "verdicts.json").read_text())

@@ -41,6 +41,7 @@ from .claims import (
     claim1,
     claim23,
     compare_arms,
+    against_summary,
     theorem2_cells,
     theorem2_overall,
 )
@@ -206,9 +207,9 @@ def _cell_table(p: Panel, t2keys: set) -> list[str]:
     lines = [
         f"#### {p.label()}",
         "",
-        "| ratio | unit | encoder | seeds | masks | width | dim_c | R^2 CA | R^2 CA linear | floor s_m | leak s_mc | "
+        "| ratio | unit | encoder | seeds | masks | width | code dims | dim_c | R^2 CA | R^2 CA linear | floor s_m | leak s_mc | "
         "leak linear | selectivity | eff. rank | A | A linear | A all | A predicted |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key in p.trained.cells:
         for enc in ENCODER_ORDER:
@@ -223,8 +224,10 @@ def _cell_table(p: Panel, t2keys: set) -> list[str]:
             dims = sorted(d for d in series.dims_c(key) if d is not None)
             dim_c = "-" if not dims else (str(dims[0]) if dims[0] == dims[-1] else f"{dims[0]}-{dims[-1]}")
             mark = " (T2)" if enc == "trained" and key in t2keys else ""
+            rep = st["rep_dim"].mean
+            rep = "-" if math.isnan(rep) else f"{rep:g}"
             lines.append(
-                f"| {key[0]:g} | {key[1]} | {enc}{mark} | {st['ca'].n} | {series.n_masks(key)} | {width} | {dim_c} | "
+                f"| {key[0]:g} | {key[1]} | {enc}{mark} | {st['ca'].n} | {series.n_masks(key)} | {width} | {rep} | {dim_c} | "
                 f"{st['ca'].fmt()} | {st['ca_linear'].fmt()} | {st['floor'].fmt()} | {st['leak'].fmt()} | "
                 f"{st['leak_linear'].fmt()} | {st['selectivity'].fmt()} | {st['effective_rank'].fmt()} | {st['a'].fmt()} | "
                 f"{st['a_linear'].fmt()} | "
@@ -269,13 +272,19 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
         "Each row of the results is the held-out R^2 of one latent node's noise ε_v from an encoder's code of the "
         "visible pixels under one evaluation mask; roles come from Algorithm 1 on that mask. Any encoder that keeps "
         "the visible pixels holds all of CA's noise and none of the masked side's, by construction (docs/theory.md), so "
-        "every verdict below is given for the trained model **and** for three encoders that learned nothing, on the "
+        "every verdict below is given for the trained model **and** for encoders that learned nothing, on the "
         "same held-out samples and masks: `pixels` (the visible pixels themselves), `untrained` (the same "
-        "architecture at the initialisation its training started from) and `oracle` (the true c, Theorem 2's "
-        "ideal). A trained result counts as *evidence about MAE* only where it differs from the pixels control "
-        "(rule below); otherwise it is *explained without training*. Seeds are the replicates: every SE is over "
-        "seeds. *A* is the abstraction of what the code holds of CA (1 = the root's noise alone): it is 1 for a "
-        "code that throws everything else away, so it is never read without R^2(CA) beside it.",
+        "architecture at the initialisation its training started from), the linear codes of the trained code's "
+        "own width `pca` (top principal components of the visible pixels, fitted on training images), "
+        "`random_projection` (a seeded Gaussian map) and `linear_mae` (the optimal linear MAE for the mask: "
+        "reduced-rank regression of the masked pixels on the visible ones), and `oracle` (the true c, Theorem 2's "
+        "ideal). Two tests of the trained figure (rules below): *trained vs pixels* says whether it differs from "
+        "the raw pixels; *trained vs its width's controls* says whether it **beats every control of the same "
+        "width** (untrained and the three linear codes): only then is it *evidence about MAE training*; otherwise "
+        "it is *explained by a linear code* or *explained without training*, naming the control that does as well "
+        "(or better). Seeds are the replicates: every SE is over seeds. *A* is the abstraction of what the code "
+        "holds of CA (1 = the root's noise alone): it is 1 for a code that throws everything else away, so it is "
+        "never read without R^2(CA) beside it.",
         "",
     ]
     if not rows.has_controls:
@@ -292,18 +301,18 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
         lines += ["**One seed**: there is no SE over replicates, so claims 2 and 3 and the evidence rule decide nothing "
                   "(every such verdict is inconclusive).", ""]
 
+    shown = [e for e in ENCODER_ORDER if e in encoders]
+    head = " | ".join(shown)
     lines += ["## Verdicts: the trained model beside the controls", "",
-              "| claim | panel (eval masks; arm) | trained | pixels | untrained | oracle | theory (same masks) | trained vs pixels |",
-              "|---|---|---|---|---|---|---|---|"]
+              f"| claim | panel (eval masks; arm) | {head} | theory (same masks) | trained vs pixels | trained vs its width's controls |",
+              "|---|---|" + "---|" * (len(shown) + 3)]
     for r in claims:
         if r.panel.representation != "code":
             continue
         v = r.verdicts
         theory = v.get("theory", "n/a") if r.claim != "1" else "n/a"
-        lines.append(
-            f"| {_claim_name(r)} | {r.panel.label()} | {_v(v.get('trained'))} | {_v(v.get('pixels'))} | "
-            f"{_v(v.get('untrained'))} | {_v(v.get('oracle'))} | {theory} | {r.evidence_summary()} |"
-        )
+        cols = " | ".join(_v(v.get(e)) for e in shown)
+        lines.append(f"| {_claim_name(r)} | {r.panel.label()} | {cols} | {theory} | {r.evidence_summary()} | {r.against_summary()} |")
     for p in ps:
         cells = t2.get(p.slug())
         if not cells:
@@ -311,16 +320,20 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
         ev = [c.evidence for c in cells if c.evidence is not None]
         k = sum(e[0] == rules.EVIDENCE for e in ev)
         summary = (f"{rules.EVIDENCE} in {k} of {len(ev)} cells" if k else f"{rules.EXPLAINED} (0 of {len(ev)} cells differ)") if ev else "no pixels control"
-        lines.append(
-            f"| T2 | {p.label()} | {_v(theorem2_overall(cells, 'trained'))} | {_v(theorem2_overall(cells, 'pixels'))} | "
-            f"{_v(theorem2_overall(cells, 'untrained'))} | {_v(theorem2_overall(cells, 'oracle'))} | hold (predicted) | {summary} |"
-        )
+        vs = against_summary([c.against for c in cells if c.against is not None], "cells")
+        cols = " | ".join(_v(theorem2_overall(cells, e)) for e in shown)
+        lines.append(f"| T2 | {p.label()} | {cols} | hold (predicted) | {summary} | {vs} |")
     lines += ["", "Claims: " + "; ".join(f"**{k}** {v}" for k, v in CLAIMS.items()) + ".", ""]
+    lines += _strongest_section(claims, t2, ps)
 
     if t2:
+        cshown = [e for e in shown if e != "trained"]
         lines += ["## Theorem 2 per cell (a code exactly dim_c wide on every evaluation mask)", "",
-                  "| panel | ratio | unit | dim_c | trained R^2 CA / leak | pixels | untrained | oracle | trained vs pixels (selectivity) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "R^2(CA) / leak: verdict, per encoder (mean ± SE over seeds; the rule's t·SE bounds decide). The last two "
+                  "columns judge the trained code's selectivity (R^2(CA) - leak) against the pixels and against every "
+                  "control of width dim_c.", "",
+                  "| panel | ratio | unit | dim_c | trained | " + " | ".join(cshown) + " | trained vs pixels | trained vs its width's controls |",
+                  "|---|---|---|---|---|" + "---|" * (len(cshown) + 2)]
         for p in ps:
             for c in t2.get(p.slug(), []):
                 def cell(enc: str, c: Theorem2Cell = c) -> str:
@@ -329,8 +342,9 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
                     return f"{c.ca[enc].fmt()} / {c.leak[enc].fmt()}: {c.verdicts[enc]}"
 
                 ev = "-" if c.evidence is None else f"{c.evidence[0]} (Δ {c.evidence[1].fmt()})"
-                lines.append(f"| {p.label()} | {c.key[0]:g} | {c.key[1]} | {c.dim_c} | {cell('trained')} | {cell('pixels')} | "
-                             f"{cell('untrained')} | {cell('oracle')} | {ev} |")
+                vs = "-" if c.against is None else c.against.fmt()
+                lines.append(f"| {p.label()} | {c.key[0]:g} | {c.key[1]} | {c.dim_c} | {cell('trained')} | "
+                             + " | ".join(cell(e) for e in cshown) + f" | {ev} | {vs} |")
         lines.append("")
 
     if j["arms"]:
@@ -375,9 +389,11 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
                 if enc in r.numbers:
                     lines.append(f"- {enc}: {r.verdicts[enc]}; {r.numbers[enc]}")
         else:
-            lines += ["| part | " + " | ".join(e for e in (*ENCODER_ORDER, "theory") if e in r.parts) + " | trained vs pixels |",
-                      "|---|" + "---|" * (sum(e in r.parts for e in (*ENCODER_ORDER, "theory")) + 1)]
+            lines += ["| part | " + " | ".join(e for e in (*ENCODER_ORDER, "theory") if e in r.parts)
+                      + " | trained vs pixels | trained vs its width's controls |",
+                      "|---|" + "---|" * (sum(e in r.parts for e in (*ENCODER_ORDER, "theory")) + 2)]
             ev = {scope: (label, d) for scope, label, d in r.evidence}
+            vs = dict(r.against)
             if not r.parts.get("trained"):
                 lines.append("| no part: " + ("fewer than two units at every ratio" if r.claim == "3" else
                                                 "no ratio strictly between the sweep's extremes") + " |" + " |" * len(r.parts))
@@ -390,9 +406,14 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
                     q = ps_[0] if ps_ else None
                     cols.append("-" if q is None else (q.verdict if q.verdict.startswith(rules.NOT_TESTABLE) else f"{q.verdict}: {q.numbers}"))
                 e = ev.get(part.scope)
-                lines.append(f"| {part.scope} | " + " | ".join(cols) + f" | {'-' if e is None else f'{e[0]} (Δ {e[1].fmt()})'} |")
+                a = vs.get(part.scope)
+                lines.append(f"| {part.scope} | " + " | ".join(cols) + f" | {'-' if e is None else f'{e[0]} (Δ {e[1].fmt()})'} | "
+                             f"{'-' if a is None else a.fmt()} |")
         for scope, label, d in r.evidence if r.claim == "1" else []:
             lines.append(f"- trained vs pixels ({scope}): {label} (Δ {d.fmt()}, n = {d.n})")
+        for scope, a in r.against if r.claim == "1" else []:
+            lines.append(f"- trained vs its width's controls ({scope}): {a.fmt()}; "
+                         + ", ".join(f"{k} Δ {d.fmt()}" for k, d in a.per_control.items()))
         lines.append("")
 
     lines += ["## Numbers per cell", "",
@@ -435,6 +456,8 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
                     for enc, parts in r.parts.items()
                 },
                 "evidence": [{"scope": s_, "label": lab, "d": d.mean, "se": d.se, "n": d.n} for s_, lab, d in r.evidence],
+                "trained_vs_controls": r.against_summary(),
+                "against": [_against_json(s_, a) for s_, a in r.against],
             }
             for r in claims
         ],
@@ -458,7 +481,9 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
                 "verdicts": c.verdicts,
                 "r2_ca": {e: x.mean for e, x in c.ca.items()},
                 "leak": {e: x.mean for e, x in c.leak.items()},
+                "selectivity": {e: x.mean for e, x in c.selectivity.items()},
                 "trained_vs_pixels": None if c.evidence is None else c.evidence[0],
+                "against": None if c.against is None else _against_json(None, c.against),
             }
             for p in ps
             for c in t2.get(p.slug(), [])
@@ -470,6 +495,44 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def _against_json(scope: str | None, a: rules.Against) -> dict[str, Any]:
+    return {"scope": scope, "label": a.label, "control": a.control, "d": a.d.mean, "se": a.d.se, "n": a.d.n,
+            "per_control": {k: {"d": d.mean, "se": d.se, "n": d.n} for k, d in a.per_control.items()}}
+
+
+def _strongest_section(claims: list[ClaimResult], t2: dict[str, list[Theorem2Cell]], ps: list[Panel]) -> list[str]:
+    """Per panel and measure: how often the trained figure beats every control of its width, and which control wins where not."""
+    rows = []
+    for r in claims:
+        if r.panel.representation != "code" or not r.against:
+            continue
+        rows.append((r.panel.label(), f"claim {_claim_name(r)}", [a for _, a in r.against]))
+    for p in ps:
+        cells = [c.against for c in t2.get(p.slug(), []) if c.against is not None]
+        if cells:
+            rows.append((p.label(), "Theorem 2 (selectivity per cell)", cells))
+    if not rows:
+        return []
+    out = ["## Against the strongest control of the same width", "",
+           "A trained result is *evidence about MAE training* only where it beats every control of its own width "
+           "(the untrained network and the linear codes pca, random_projection, linear_mae) by the rule; *strongest* "
+           "is the control with the smallest margin. Where a linear code does as well as training, the result is "
+           "*explained by a linear code*.", "",
+           "| panel | measure | parts or cells | evidence about MAE training | explained by a linear code | explained without training | strongest control (count) |",
+           "|---|---|---|---|---|---|---|"]
+    for label, measure, found in rows:
+        n_ev = sum(a.is_evidence for a in found)
+        n_lin = sum(a.label.startswith(rules.EXPLAINED_LINEAR) for a in found)
+        n_un = sum(a.label.startswith(rules.EXPLAINED) for a in found)
+        who: dict[str, int] = {}
+        for a in found:
+            if a.control:
+                who[a.control] = who.get(a.control, 0) + 1
+        names = ", ".join(f"{k} ({v})" for k, v in sorted(who.items(), key=lambda kv: -kv[1]))
+        out.append(f"| {label} | {measure} | {len(found)} | {n_ev} | {n_lin} | {n_un} | {names} |")
+    return out + [""]
 
 
 def _probe_caveat(src: Path) -> str:
@@ -521,12 +584,15 @@ def summary_lines(report_path: str | os.PathLike[str]) -> list[str]:
         v = c["verdicts"]
         out.append(
             f"claim {c['claim']} ({c['panel']}): trained {v.get('trained')}, pixels {v.get('pixels', '-')}, "
-            f"theory {v.get('theory', 'n/a')}; {c['trained_vs_pixels']}"
+            f"theory {v.get('theory', 'n/a')}; vs pixels: {c['trained_vs_pixels']}; "
+            f"vs its width's controls: {c.get('trained_vs_controls', '-')}"
         )
     for t in data["theorem2"]:
         v = t["verdicts"]
+        a = t.get("against") or {}
         out.append(
             f"Theorem 2 ({t['panel']}, ratio {t['mask_ratio']:g}, unit {t['mask_unit']}, dim_c {t['dim_c']}): "
-            f"trained {v.get('trained')}, pixels {v.get('pixels', '-')}"
+            f"trained {v.get('trained')}, pixels {v.get('pixels', '-')}, pca {v.get('pca', '-')}, "
+            f"linear_mae {v.get('linear_mae', '-')}; vs its width's controls: {a.get('label', '-')}"
         )
     return out

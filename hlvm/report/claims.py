@@ -1,9 +1,11 @@
 """docs/theory.md's claims judged on a sweep's panels, for the trained model and each control, with :mod:`hlvm.rules`.
 
 Every claim is judged the same way for every encoder of a panel (the trained
-arm, ``pixels``, ``untrained``, ``oracle``) and for the theory (predicted A
-on the same masks), and the trained model's figure is set against the
-``pixels`` control's (:func:`hlvm.rules.evidence`).
+arm and each control) and for the theory (predicted A on the same masks). The
+trained model's figure is set against the ``pixels`` control's
+(:func:`hlvm.rules.evidence`: does it differ from the pixels?) and against
+every control of its own width, the untrained network and the linear codes
+(:func:`hlvm.rules.against_controls`: does it beat the strongest of them?).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hlvm import rules
-from hlvm.rules import Estimate, Part
+from hlvm.rules import Against, Estimate, Part
 
 from .stats import Key, Panel, Series
 
@@ -28,6 +30,8 @@ __all__ = [
     "theorem2_cells",
     "compare_arms",
     "best_arms",
+    "against_summary",
+    "same_width",
     "COMPARED",
     "ENCODER_ORDER",
 ]
@@ -38,7 +42,7 @@ CLAIMS = {
     "3": "larger masking units give a higher-level c, until they are too large",
     "T2": "Theorem 2: a dim_c-wide code holds all of CA and none of the visible side's private noise",
 }
-ENCODER_ORDER = ("trained", "pixels", "untrained", "oracle")
+ENCODER_ORDER = ("trained", "pixels", "untrained", "pca", "random_projection", "linear_mae", "oracle")
 
 
 @dataclass
@@ -52,6 +56,11 @@ class ClaimResult:
     parts: dict[str, list[Part]] = field(default_factory=dict)
     numbers: dict[str, str] = field(default_factory=dict)
     evidence: list[tuple[str, str, Estimate]] = field(default_factory=list)  # (scope, label, trained - pixels)
+    against: list[tuple[str, Against]] = field(default_factory=list)  # (scope, trained vs its width's controls)
+
+    def against_summary(self) -> str:
+        """How many parts beat every control of the trained code's width, and what explains the others."""
+        return against_summary([a for _, a in self.against])
 
     def evidence_summary(self) -> str:
         if "pixels" not in self.panel.series:
@@ -62,6 +71,25 @@ class ClaimResult:
         if k == 0:
             return f"{rules.EXPLAINED} (0 of {len(self.evidence)} parts differ from the pixels)"
         return f"{rules.EVIDENCE} in {k} of {len(self.evidence)} parts"
+
+
+def against_summary(found: Sequence[Against], what: str = "parts") -> str:
+    """``"evidence about MAE training in k of n parts; explained by ... (pca) in m"``, or why there is nothing."""
+    found = [a for a in found if a.control is not None]
+    if not found:
+        return rules.NO_CONTROL
+    k = sum(a.is_evidence for a in found)
+    head = f"{rules.EVIDENCE_TRAINING} in {k} of {len(found)} {what}"
+    why: dict[str, int] = {}
+    for a in found:
+        if not a.is_evidence:
+            why[a.label] = why.get(a.label, 0) + 1
+    return head + "".join(f"; {label} in {m}" for label, m in sorted(why.items(), key=lambda kv: -kv[1]))
+
+
+def same_width(panel: Panel) -> dict[str, Series]:
+    """The panel's controls of the trained code's own width (:data:`hlvm.rules.SAME_WIDTH`)."""
+    return {enc: panel.series[enc] for enc in rules.SAME_WIDTH if enc in panel.series}
 
 
 def _seed_median(series: Series, name: str) -> dict[int, float]:
@@ -87,6 +115,9 @@ def claim1(panel: Panel) -> ClaimResult:
     if "pixels" in meds:
         d = Estimate.paired(meds["trained"], meds["pixels"])
         out.evidence.append(("median R^2(CA) over cells", rules.evidence(d), d))
+    controls = {enc: meds[enc] for enc in same_width(panel)}
+    if controls:
+        out.against.append(("median R^2(CA) over cells", rules.against_controls(meds["trained"], controls)))
     return out
 
 
@@ -124,13 +155,17 @@ def claim23(panel: Panel, claim: int, name: str, ratios: Sequence[float]) -> Cla
             parts = rules.claim3_parts(cells, diff, predicted)
         out.parts[enc] = parts
         out.verdicts[enc] = rules.overall(p.verdict for p in parts)
-    if "pixels" in panel.series:
-        pix = panel.series["pixels"]
-        for p in out.parts["trained"]:
-            if p.verdict.startswith(rules.NOT_TESTABLE) or not p.key or len(p.key) != 2:
-                continue
-            d = Estimate.paired(_claim_stat(trained, p, name, lo, hi), _claim_stat(pix, p, name, lo, hi))
+    others = same_width(panel)
+    for p in out.parts["trained"]:
+        if p.verdict.startswith(rules.NOT_TESTABLE) or not p.key or len(p.key) != 2:
+            continue
+        mine = _claim_stat(trained, p, name, lo, hi)
+        if "pixels" in panel.series:
+            d = Estimate.paired(mine, _claim_stat(panel.series["pixels"], p, name, lo, hi))
             out.evidence.append((p.scope, rules.evidence(d), d))
+        if others:
+            theirs = {enc: _claim_stat(s, p, name, lo, hi) for enc, s in others.items()}
+            out.against.append((p.scope, rules.against_controls(mine, theirs)))
     return out
 
 
@@ -143,7 +178,9 @@ class Theorem2Cell:
     verdicts: dict[str, str]
     ca: dict[str, Estimate]
     leak: dict[str, Estimate]
-    evidence: tuple[str, Estimate] | None
+    evidence: tuple[str, Estimate] | None  # trained vs pixels on selectivity
+    against: Against | None = None  # trained vs every control of width dim_c on selectivity
+    selectivity: dict[str, Estimate] = field(default_factory=dict)
 
 
 def theorem2_cells(panel: Panel) -> list[Theorem2Cell]:
@@ -156,17 +193,21 @@ def theorem2_cells(panel: Panel) -> list[Theorem2Cell]:
         widths, dims = trained.widths(key), trained.dims_c(key)
         if len(widths) != 1 or None in widths or widths != dims:
             continue
-        verdicts, ca, leak = {}, {}, {}
+        verdicts, ca, leak, sel = {}, {}, {}, {}
         for enc, series in panel.series.items():
             if key not in series.seeds:
                 continue
             ca[enc], leak[enc] = series.stat(key, "ca"), series.stat(key, "leak")
+            sel[enc] = series.stat(key, "selectivity")
             verdicts[enc] = rules.theorem2(ca[enc], leak[enc])
         ev = None
+        mine = trained.values(key, "selectivity")
         if "pixels" in panel.series and key in panel.series["pixels"].seeds:
-            d = Estimate.paired(trained.values(key, "selectivity"), panel.series["pixels"].values(key, "selectivity"))
+            d = Estimate.paired(mine, panel.series["pixels"].values(key, "selectivity"))
             ev = (rules.evidence(d), d)
-        out.append(Theorem2Cell(key, next(iter(dims)), verdicts, ca, leak, ev))
+        others = {enc: s.values(key, "selectivity") for enc, s in same_width(panel).items() if key in s.seeds}
+        against = rules.against_controls(mine, others) if others else None
+        out.append(Theorem2Cell(key, next(iter(dims)), verdicts, ca, leak, ev, against, sel))
     return out
 
 

@@ -18,6 +18,9 @@ ENCODER_STYLE = {
     "pixels": ("#d62728", "s"),
     "untrained": ("#7f7f7f", "^"),
     "oracle": ("#2ca02c", "*"),
+    "pca": ("#ff7f0e", "D"),
+    "random_projection": ("#9467bd", "v"),
+    "linear_mae": ("#8c564b", "P"),
     "theory": ("#000000", ""),
 }
 
@@ -154,6 +157,37 @@ def _levels(panel: Panel, out: Path) -> tuple[str, str]:
                   "masks (dashed, what the theory requires the code to hold)")
 
 
+def _selectivity(panel: Panel, out: Path) -> tuple[str, str]:
+    """Selectivity (R^2(CA) - leak) per cell: the trained code beside each control, bars with SE over seeds."""
+    plt = _plt()
+    keys = panel.trained.cells
+    encs = [e for e in ENCODER_STYLE if e in panel.series]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(keys) + 2), 3.8))
+    width = 0.8 / max(1, len(encs))
+    for i, enc in enumerate(encs):
+        series = panel.series[enc]
+        stats = [series.stat(k, "selectivity") if k in series.seeds else None for k in keys]
+        xs = [j + (i - (len(encs) - 1) / 2) * width for j in range(len(keys))]
+        ys = [float("nan") if e is None else e.mean for e in stats]
+        es = [0.0 if e is None else _err(e) for e in stats]
+        ax.bar(xs, ys, width=width, yerr=es, color=ENCODER_STYLE[enc][0], label=enc, error_kw={"elinewidth": 0.7})
+    ax.set_xticks(range(len(keys)), [f"{r:g}/{u}" for r, u in keys], fontsize=7)
+    ax.set_xlabel("mask ratio / unit")
+    ax.set_ylabel("selectivity: R²(CA) - leak")
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.set_ylim(-0.1, 1.05)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=6, ncol=4, loc="upper right")
+    fig.suptitle(f"How much of CA the code keeps beyond the visible side's private noise: {panel.label()}", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    name = f"selectivity_{panel.slug()}.png"
+    fig.savefig(out / name, dpi=DPI)
+    plt.close(fig)
+    return name, ("selectivity R^2(CA) - leak per cell (mean ± SE over seeds) for the trained code and every control: "
+                  "a trained code that isolates c better than what needs no training stands above the linear codes "
+                  "(pca, random_projection, linear_mae) and the untrained network of its width")
+
+
 def figures(panels: list[Panel], out: Path) -> dict[str, list[tuple[str, str]]]:
     """Write the figures of every panel of the code representation into ``out``; ``{panel slug: [(file, caption), ...]}``.
 
@@ -163,7 +197,7 @@ def figures(panels: list[Panel], out: Path) -> dict[str, list[tuple[str, str]]]:
     figs: dict[str, list[tuple[str, str]]] = {}
     for p in panels:
         if p.representation == "code":
-            figs[p.slug()] = [_scatter(p, out), _abstraction(p, out), _levels(p, out)]
+            figs[p.slug()] = [_scatter(p, out), _selectivity(p, out), _abstraction(p, out), _levels(p, out)]
     return figs
 
 

@@ -11,6 +11,7 @@ import csv
 import os
 from pathlib import Path
 from hlvm.errors import DataError
+from hlvm.evaluate import ENCODERS
 from hlvm.sweep.grid import SUMMARY_COLUMNS
 
 __all__ = ["REQUIRED_COLUMNS", "OPTIONAL_DEFAULTS", "FLOAT_COLUMNS", "ROLES", "ENCODERS", "Results", "load_results"]
@@ -36,7 +37,6 @@ OPTIONAL_DEFAULTS = {
 #: Per-node numbers and the per-mask figures of hlvm.sweep (SUMMARY_COLUMNS) read as floats; NaN when absent.
 FLOAT_COLUMNS = ("r2_noise", "r2_value", "r2_noise_linear", *SUMMARY_COLUMNS)
 ROLES = ("c", "shared", "private_masked", "private_visible")
-ENCODERS = ("trained", "pixels", "untrained", "oracle")
 
 
 class Results(list):

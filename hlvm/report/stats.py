@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from hlvm.evaluate import CONTROLS, WIDTH_CONTROLS
 from hlvm.rules import Estimate
 
 __all__ = [
@@ -68,6 +69,7 @@ FIELDS = (
     "selectivity_linear",
     "agreement",
     "effective_rank",
+    "rep_dim",
 )
 
 Key = tuple[float, int]  # (mask ratio, mask unit)
@@ -94,7 +96,9 @@ class Arm:
     """What produced a series of codes: the encoder and, for a trained one, how it was trained.
 
     ``bottleneck`` is the arm's label (``"none"``, a width, or ``"dim_c"``);
-    for the ``untrained`` control it is the width of the initialised code.
+    for a control made at a width (:data:`hlvm.evaluate.WIDTH_CONTROLS`) it is
+    the width of the trained code it stands beside (``"none"``: the model's
+    own code width).
     """
 
     encoder: str
@@ -105,7 +109,7 @@ class Arm:
 
     def label(self) -> str:
         if self.encoder != "trained":
-            return self.encoder + ("" if self.encoder != "untrained" or self.bottleneck == "none" else f" (d={self.bottleneck})")
+            return self.encoder + ("" if self.encoder not in WIDTH_CONTROLS or self.bottleneck == "none" else f" (d={self.bottleneck})")
         d = "no bottleneck" if self.bottleneck == "none" else f"bottleneck {self.bottleneck}"
         bi = f", boundary-ignore {self.boundary_ignore}" if self.boundary_ignore else ""
         return f"{self.objective}, {self.train_mask_kind}-trained, {d}{bi}"
@@ -124,8 +128,8 @@ def arm_of(row: Mapping[str, Any]) -> Arm:
     if row["encoder"] == "trained":
         return Arm("trained", str(row["train_mask_kind"]), str(row["objective"]), _label(row["bottleneck"]),
                    int(row.get("boundary_ignore") or 0))
-    if row["encoder"] == "untrained":
-        return Arm("untrained", bottleneck=_label(row["bottleneck_width"]))
+    if row["encoder"] in WIDTH_CONTROLS:
+        return Arm(str(row["encoder"]), bottleneck=_label(row["bottleneck_width"]))
     return Arm(str(row["encoder"]))
 
 
@@ -193,6 +197,7 @@ def summarise_masks(rows: Sequence[Mapping[str, Any]]) -> list[MaskSummary]:
             "c_r2": _dim_mean([r for r in rs if r["role"] == "c"], "r2_noise"),
             "agreement": first["agreement"],
             "effective_rank": first.get("effective_rank", float("nan")),
+            "rep_dim": float("nan") if first.get("rep_dim") is None else float(first["rep_dim"]),
         }
         if stored:  # the per-mask figures hlvm.evaluate computed, the pixels' own noises included
             values.update(
@@ -306,8 +311,10 @@ def panels(masks: Sequence[MaskSummary]) -> list[Panel]:
     """Every (evaluation mask kind, trained arm, representation), with the controls that match it.
 
     ``pixels`` and ``oracle`` match on the evaluation mask kind (their code
-    is the representation); ``untrained`` matches, cell by cell, the width
-    the trained arm has in that cell and its representation.
+    is the representation); ``untrained`` and the linear controls (the
+    controls of :data:`hlvm.evaluate.WIDTH_CONTROLS`) match, cell by cell, the
+    width the trained arm has in that cell and its representation (the
+    linear controls exist for the ``code`` representation only).
     """
     trained = defaultdict(list)
     controls = defaultdict(list)
@@ -320,9 +327,9 @@ def panels(masks: Sequence[MaskSummary]) -> list[Panel]:
     for (kind, arm, rep), ms in sorted(trained.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
         p = Panel(kind, arm, rep, {"trained": Series(ms)})
         cells_widths = {m.key: m.width for m in ms}
-        for enc in ("pixels", "untrained", "oracle"):
+        for enc in CONTROLS:
             cs = controls.get((kind, enc), [])
-            if enc == "untrained":
+            if enc in WIDTH_CONTROLS:
                 cs = [c for c in cs if c.key in cells_widths and c.width == cells_widths[c.key] and c.representation == rep]
             else:
                 cs = [c for c in cs if c.key in cells_widths]
