@@ -2,10 +2,13 @@
 
 Depth-3 grid hierarchy, two fixed masks (a whole quadrant: c = the root; the
 quadrant less one pixel: c = that pixel's parent), an MLP MAE with a
-``dim_c``-wide bottleneck trained on fresh samples with that mask; its code
-of held-out samples must recover the noises of CA (R^2 > 0.9) and hold
-nothing of the noises private to either side (R^2 < 0.1). The logic lives in
-``bench/identifiability.py``, which prints the same numbers.
+``dim_c``-wide bottleneck trained on fresh samples with that mask, once per
+seed (3 seeds, the replicates); by ``hlvm.rules.theorem2``, the rule every
+report uses, its code of held-out samples must recover the noises of CA and
+hold nothing of the visible side's private noise (the bounds ``R^2(CA) - t SE
+>= 0.9`` and ``leak + t SE <= 0.1``), and the masked side's floor must stay
+under ``hlvm.rules.FLOOR_MAX``. The logic lives in ``bench/identifiability.py``,
+which prints the same numbers.
 """
 
 from __future__ import annotations
@@ -29,9 +32,12 @@ def _bench():
 
 @pytest.mark.parametrize("name, c", [("quadrant", ["z_0_0_0"]), ("quadrant_less_one", ["z_2_1_1"])])
 def test_bottleneck_mlp_mae_recovers_exactly_the_shared_noise(name, c, tmp_path):
-    result = _bench().check(name, arch="mlp", steps=1500, root=tmp_path, progress=False)
-    assert result["c"] == c and result["code_dim"] == result["dim_c"]
-    groups = result["groups"]
-    assert groups["CA"]["r2_min"] > 0.9, groups["CA"]
-    for private in ("s_m", "s_mc"):
-        assert groups[private]["r2_mean"] < 0.1 and groups[private]["r2_max"] < 0.1, groups[private]
+    from hlvm.rules import FLOOR_MAX
+
+    bench = _bench()
+    results = [bench.check(name, arch="mlp", steps=1500, seed=s, root=tmp_path / str(s), progress=False) for s in (0, 1, 2)]
+    for result in results:
+        assert result["c"] == c and result["code_dim"] == result["dim_c"]
+    v = bench.verdict(results)
+    assert v["verdict"] == "hold", v
+    assert v["floor"].mean < FLOOR_MAX, v
