@@ -26,7 +26,7 @@ def test_no_reference_points_outside_the_repository():
 def test_the_theory_document_holds_what_the_code_cites_it_for():
     text = (ROOT / "docs" / "theory.md").read_text()
     for heading in ("Algorithm 1", "Algorithm 2", "Worked examples", "Theorem 2", "the claims",
-                    "why every verdict needs controls", "References"):
+                    "why every verdict needs controls", "linear codes of the same width", "The linear MAE for a mask", "References"):
         assert heading in text, heading
     for word in ("pixels", "untrained", "oracle", "dim_c", "1 - r^n - (1 - r)^n", "eq. (10)-(11)"):
         assert word in text, word
