@@ -32,7 +32,7 @@ def test_the_vit_configs_are_the_default_grid_at_token_patch_1_and_2():
     assert p1.mask_units == mlp.mask_units == (1, 2) and "patch_size" not in p1.model_options  # the config's patch 1
     assert p2.model_options == {"patch_size": 2} and p2.mask_units == (2, 4)  # u = p and 2p, as Kong et al.'s Table 1
     assert (p1.steps, p1.batch, p1.blr) == (p2.steps, p2.batch, p2.blr)  # the patch is the only difference
-    assert (len(p1.points()), len(p2.points())) == (216, 180)
+    assert (len(p1.points()), len(p2.points())) == (72 + 360, 60 + 300)  # trained + controls (6 per cell and seed, 4 per width)
 
 
 def _verdicts(folder: Path, trained: dict[str, str], t2: list[str], *, model: str, units: list[int], patch=None) -> Path:
