@@ -39,9 +39,10 @@ from .claims import (
     Theorem2Cell,
     best_arms,
     claim1,
+    against_summary,
     claim23,
     compare_arms,
-    against_summary,
+    selectivity_against,
     theorem2_cells,
     theorem2_overall,
 )
@@ -185,7 +186,9 @@ def judge(rows: Results, ratios: list[float] | None = None) -> dict[str, Any]:
         cells = theorem2_cells(p)
         if cells:
             t2[p.slug()] = cells
-    return {"masks": masks, "panels": ps, "claims": results, "theorem2": t2, "arms": compare_arms(ps), "best": best_arms(ps)}
+    sel = {p.slug(): selectivity_against(p) for p in ps if p.slug() not in t2}
+    return {"masks": masks, "panels": ps, "claims": results, "theorem2": t2, "arms": compare_arms(ps), "best": best_arms(ps),
+            "selectivity": {k: v for k, v in sel.items() if v}}
 
 
 def _nanmean(xs: list[float]) -> float:
@@ -324,7 +327,7 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
         cols = " | ".join(_v(theorem2_overall(cells, e)) for e in shown)
         lines.append(f"| T2 | {p.label()} | {cols} | hold (predicted) | {summary} | {vs} |")
     lines += ["", "Claims: " + "; ".join(f"**{k}** {v}" for k, v in CLAIMS.items()) + ".", ""]
-    lines += _strongest_section(claims, t2, ps)
+    lines += _strongest_section(claims, t2, ps, j["selectivity"])
 
     if t2:
         cshown = [e for e in shown if e != "trained"]
@@ -472,6 +475,11 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
             for c in j["arms"]
         ],
         "best_arm": [{"eval_kind": k[0], "representation": k[1], "best": b} for k, (b, _) in j["best"].items()],
+        "selectivity_against": [
+            {"panel": slug, "mask_ratio": key[0], "mask_unit": key[1], **_against_json(None, a)}
+            for slug, found in j["selectivity"].items()
+            for key, a in found
+        ],
         "theorem2": [
             {
                 "panel": p.label(),
@@ -502,7 +510,8 @@ def _against_json(scope: str | None, a: rules.Against) -> dict[str, Any]:
             "per_control": {k: {"d": d.mean, "se": d.se, "n": d.n} for k, d in a.per_control.items()}}
 
 
-def _strongest_section(claims: list[ClaimResult], t2: dict[str, list[Theorem2Cell]], ps: list[Panel]) -> list[str]:
+def _strongest_section(claims: list[ClaimResult], t2: dict[str, list[Theorem2Cell]], ps: list[Panel],
+                       selectivity: dict[str, list[tuple[Any, rules.Against]]]) -> list[str]:
     """Per panel and measure: how often the trained figure beats every control of its width, and which control wins where not."""
     rows = []
     for r in claims:
@@ -513,6 +522,8 @@ def _strongest_section(claims: list[ClaimResult], t2: dict[str, list[Theorem2Cel
         cells = [c.against for c in t2.get(p.slug(), []) if c.against is not None]
         if cells:
             rows.append((p.label(), "Theorem 2 (selectivity per cell)", cells))
+        if selectivity.get(p.slug()):
+            rows.append((p.label(), "selectivity per cell (no theorem for this width)", [a for _, a in selectivity[p.slug()]]))
     if not rows:
         return []
     out = ["## Against the strongest control of the same width", "",

@@ -32,6 +32,7 @@ __all__ = [
     "best_arms",
     "against_summary",
     "same_width",
+    "selectivity_against",
     "COMPARED",
     "ENCODER_ORDER",
 ]
@@ -208,6 +209,24 @@ def theorem2_cells(panel: Panel) -> list[Theorem2Cell]:
         others = {enc: s.values(key, "selectivity") for enc, s in same_width(panel).items() if key in s.seeds}
         against = rules.against_controls(mine, others) if others else None
         out.append(Theorem2Cell(key, next(iter(dims)), verdicts, ca, leak, ev, against, sel))
+    return out
+
+
+def selectivity_against(panel: Panel) -> list[tuple[Key, Against]]:
+    """Per cell, the trained code's selectivity (R^2(CA) - leak) against every control of its width.
+
+    For a wide code the theory predicts nothing here (docs/theory.md, section 8): how much of the
+    visible side's private noise training drops is measured, and this says whether a linear code of the
+    same width drops as much.
+    """
+    others = same_width(panel)
+    if panel.representation != "code" or not others:
+        return []
+    out = []
+    for key in panel.trained.cells:
+        theirs = {enc: s.values(key, "selectivity") for enc, s in others.items() if key in s.seeds}
+        if theirs:
+            out.append((key, rules.against_controls(panel.trained.values(key, "selectivity"), theirs)))
     return out
 
 
