@@ -256,15 +256,33 @@ def _git_commit() -> str | None:
         return None
 
 
-def provenance() -> dict[str, Any]:
-    """What produced a result: hlvm version, git commit, Python, platform, time (UTC)."""
+def provenance(config: Any = None, *, argv: bool = True) -> dict[str, Any]:
+    """What produced a result: hlvm version, git commit (from a checkout), Python, numpy and torch, platform, time (UTC).
+
+    ``config`` (anything JSON-serialisable) adds ``config_hash``, the SHA-256 of
+    its sorted JSON (first 16 hex digits): two results of one hash ran one
+    configuration. ``argv=False`` leaves the command line out (it names output
+    paths, which should not change a result's bytes). torch's version is given
+    when torch is already imported (it is never imported for this).
+    """
+    import hashlib
+
+    import numpy
+
     from hlvm import __version__
 
-    return {
+    out: dict[str, Any] = {
         "hlvm_version": __version__,
         "git_commit": _git_commit(),
         "python": sys.version.split()[0],
+        "numpy": numpy.__version__,
+        "torch": getattr(sys.modules.get("torch"), "__version__", None),
         "platform": platform.platform(),
-        "argv": sys.argv,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if argv:
+        out["argv"] = sys.argv
+    if config is not None:
+        blob = json.dumps(config, sort_keys=True, default=str)
+        out["config_hash"] = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    out["created_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return out
