@@ -88,6 +88,9 @@ app.command("sweep", short_help="Train and probe MAEs over a grid of masks, with
 from hlvm.cli import report as _report  # noqa: E402
 
 app.command("report", short_help="Figures and claim verdicts from a sweep's results.")(_report.report)
+from hlvm.cli import score as _score  # noqa: E402
+
+app.command("score", short_help="A versioned identifiability suite on any encoder: a scorecard.")(_score.score)
 
 
 def main() -> None:  # pragma: no cover - console entry point
