@@ -238,6 +238,9 @@ def test_report_from_a_small_results_file_with_controls(tmp_path):
     c2 = next(c for c in verdicts["claims"] if c["claim"] == "2" and c["measure"] == "A")
     assert c2["verdicts"] == {"trained": "hold", "pixels": "hold", "oracle": "hold", "theory": "hold"}
     assert verdicts["has_controls"] and verdicts["seeds"] == [0, 1, 2]
+    assert {"hlvm_version", "git_commit", "config_hash", "created_utc"} <= set(verdicts["provenance"])
+    assert verdicts["source_provenance"] is None  # no sweep.json here
+    assert "Report: hlvm " in text
 
 
 def test_a_results_file_from_before_controls_is_read_and_said_to_have_none(tmp_path):

@@ -457,7 +457,7 @@ def test_a_resume_keeps_the_first_runs_provenance_and_appends_its_own(tmp_path, 
     cfg, out = small(mask_ratios=[0.5], seeds=[0]), tmp_path / "out"
     stamps = iter(["2026-01-01T00:00:00+00:00", "2026-02-02T00:00:00+00:00", "2026-03-03T00:00:00+00:00"])
     real = hlvm.io.provenance
-    monkeypatch.setattr(hlvm.io, "provenance", lambda: {**real(), "created_utc": next(stamps)})
+    monkeypatch.setattr(hlvm.io, "provenance", lambda *a, **k: {**real(*a, **k), "created_utc": next(stamps)})
     run_sweep(cfg, out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
     first = json.loads((out / "sweep.json").read_text())
     assert "resumes" not in first
@@ -467,6 +467,10 @@ def test_a_resume_keeps_the_first_runs_provenance_and_appends_its_own(tmp_path, 
     assert data["provenance"] == first["provenance"] and data["provenance"]["created_utc"] == "2026-01-01T00:00:00+00:00"
     assert [r["provenance"]["created_utc"] for r in data["resumes"]] == ["2026-02-02T00:00:00+00:00", "2026-03-03T00:00:00+00:00"]
     assert data["resumes"][0]["axes"]["mask_ratios"] == [0.25, 0.5, 0.75] and data["config"] == small(seeds=[0]).to_dict()
+    # Every commit record carries the provenance of the call that wrote it, config hash included.
+    commits = read_jsonl(out / "points.jsonl")
+    assert {c["provenance"]["created_utc"] for c in commits} == {"2026-01-01T00:00:00+00:00", "2026-02-02T00:00:00+00:00"}
+    assert all(len(c["provenance"]["config_hash"]) == 16 for c in commits)
 
 
 def test_the_linear_controls_of_a_point_are_fitted_on_its_seeds_training_images_at_the_trained_codes_width(tmp_path):

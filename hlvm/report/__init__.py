@@ -265,6 +265,10 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
     n_points = len({r["point_id"] for r in rows})
     lines = ["# Sweep report", ""]
     lines += _provenance_lines(src)
+    from hlvm import __version__
+    from hlvm.io import _git_commit
+
+    lines += [f"Report: hlvm {__version__}, commit `{_git_commit()}` (its full provenance is in `verdicts.json`).", ""]
     lines += [
         f"Source: `{(src / 'results.csv').name}` in `{src}`: {len(rows)} rows, {n_points} points "
         f"(encoders: {', '.join(encoders)}), seeds {', '.join(map(str, seeds))} (n = {len(seeds)} replicates per cell "
@@ -440,7 +444,11 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
     if prediction is not None:
         lines += _prediction_section(prediction)
 
+    from hlvm.io import provenance
+
     verdicts = {
+        "provenance": provenance({"results": str(rows.path), "rows": len(rows)}),
+        "source_provenance": _source_provenance(src),
         "seeds": seeds,
         "encoders": encoders,
         "has_controls": rows.has_controls,
@@ -503,6 +511,14 @@ def build_report(results_dir: str | os.PathLike[str], out: str | os.PathLike[str
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def _source_provenance(src: Path) -> Any:
+    """The provenance block of the sweep that wrote the results (sweep.json's), or None."""
+    try:
+        return json.loads((src / "sweep.json").read_text()).get("provenance")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _against_json(scope: str | None, a: rules.Against) -> dict[str, Any]:

@@ -132,10 +132,14 @@ def run_sweep(
                 if created:  # bad input leaves nothing behind; removed while the lock is held, so only ours
                     shutil.rmtree(out, ignore_errors=True)
                 raise  # (a Ctrl-C keeps finished data for the resume)
-            _write_config(cfg, out)
+            from hlvm.io import provenance
+
+            made_by = provenance(cfg.to_dict())  # this call's: in sweep.json and in every commit record it writes
+            _write_config(cfg, out, made_by)
             if on_start is not None:
                 on_start()
-            return _run(cfg, out, backend, context, executor, workers, threads, retries, progress, on_point, console, t_start)
+            return _run(cfg, out, backend, context, executor, workers, threads, retries, progress, on_point, console, t_start,
+                        made_by)
     except BaseException:
         if executor is not None:
             executor.stop(cancel=True)
@@ -156,7 +160,8 @@ def _check_folder(out: Path) -> None:
         raise ConfigError(f"--out {out} is not empty and holds no sweep (it has {shown}); give a new or empty folder")
 
 
-def _run(cfg, out, backend, context, executor, workers, threads, retries, progress, on_point, console, t_start) -> SweepSummary:  # noqa: ANN001
+def _run(cfg, out, backend, context, executor, workers, threads, retries, progress, on_point, console, t_start,  # noqa: ANN001
+         made_by) -> SweepSummary:
 
     store = ResultsStore(out)
     done = store.recover()
@@ -184,7 +189,8 @@ def _run(cfg, out, backend, context, executor, workers, threads, retries, progre
         point = o.point
         cols = point.columns()
         full = [{**cols, **r} for r in o.rows or []]
-        meta = {"point": cols, "seconds": round(o.seconds, 3), "cpu_seconds": round(o.cpu_seconds, 3), "finished_utc": _utc_now()}
+        meta = {"point": cols, "seconds": round(o.seconds, 3), "cpu_seconds": round(o.cpu_seconds, 3), "finished_utc": _utc_now(),
+                "provenance": made_by}
         store.append(point.point_id, full, meta)
         summary.finished += 1
         summary.rows += len(full)
@@ -256,19 +262,19 @@ def _check_config(cfg: SweepConfig, out: Path) -> None:
             )
 
 
-def _write_config(cfg: SweepConfig, out: Path) -> None:
+def _write_config(cfg: SweepConfig, out: Path, made_by: dict[str, Any]) -> None:
     """Write ``sweep.json``: the config of this call, and the provenance of the first run with one entry per resume.
 
     A resume keeps the first run's ``provenance`` (its commit and time) and
     appends its own, with the grid it ran, to ``resumes``: the results then
     come from several runs, and the report says so.
     """
-    from hlvm.io import provenance, write_json
+    from hlvm.io import write_json
 
     from .grid import AXES
 
     path = out / "sweep.json"
-    data: dict[str, Any] = {"config": cfg.to_dict(), "infeasible": cfg.infeasible(), "provenance": provenance()}
+    data: dict[str, Any] = {"config": cfg.to_dict(), "infeasible": cfg.infeasible(), "provenance": made_by}
     if path.is_file():
         old = json.loads(path.read_text())  # readable: _check_config read it
         resume = {"provenance": data["provenance"], "axes": {k: data["config"][k] for k in AXES}}
