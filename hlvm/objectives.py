@@ -129,7 +129,11 @@ parts)``; ``parts`` maps each term's name to its detached scalar value
   representation.
 
 Presets (:data:`PRESETS`, usable wherever an objective name is):
-``umae_official`` and ``mmae_official`` are the official code's settings.
+``umae_official`` and ``mmae_official`` are the official code's settings;
+``mimae_views`` is MI-MAE's control, the multi-view MAE without the
+information terms (``infonce`` and ``club`` 0): the same complementary masks,
+MAE's loss on every view, so that what the MI terms add is told apart from
+what the multi-view masking adds.
 
 Batch terms (uniformity, coding rate, InfoNCE, CLUB, the cMIM contrast) see
 the global batch under ``torch.distributed``: their inputs are gathered
@@ -520,6 +524,9 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     # yifanzhang-pro/M-MAE: pretrain.sh (--lamb 1e-2 --uniformity_mu 3, centering off),
     # loss_func.py::uniformity_loss_TCR, models_mae.py as U-MAE's.
     "mmae_official": ("mmae", {"coef": 0.01, "mu": 3.0, "centering": False, "feature": "cls", "ddp_grad": "local"}),
+    # MI-MAE's control (ours): the same complementary views in one pass and MAE's loss on each, without the
+    # information terms; CLUB's q is still fitted (it touches only q), so the runs draw and train exactly alike.
+    "mimae_views": ("mimae", {"infonce": 0.0, "club": 0.0}),
 }
 
 OBJECTIVES: frozenset[str] = frozenset(_SPECS) | frozenset(PRESETS)

@@ -61,7 +61,7 @@ MASK_KINDS = ("random", "aligned", "block")
 # hlvm.train.TRAIN_MASK_KINDS, every distribution of hlvm.masks (not imported from train: no torch here).
 TRAIN_MASK_KINDS = ALL_MASK_KINDS
 # Mirrors hlvm.objectives.OBJECTIVES; checked against it when that module is importable.
-KNOWN_OBJECTIVES = ("mae", "umae", "mmae", "mimae", "cmim", "umae_official", "mmae_official")
+KNOWN_OBJECTIVES = ("mae", "umae", "mmae", "mimae", "cmim", "umae_official", "mmae_official", "mimae_views")
 #: The bottleneck that resolves per cell to Algorithm 1's dim_c (Theorem 2's code width).
 DIM_C = "dim_c"
 
