@@ -38,6 +38,7 @@ __all__ = [
     "new_run_dir",
     "check_out_dir",
     "check_writable",
+    "resolve_link",
     "remove_stale",
     "temp_path",
     "nan_to_none",
@@ -60,6 +61,8 @@ def read_json(
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{what} {path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise error(f"{what} {path} is nested too deeply to be a {what}") from None
     if require_object and not isinstance(data, dict):
         raise error(f"{what} {path} must be a JSON object, got {type(data).__name__}")
     return data
@@ -163,8 +166,23 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
         f.write("\n")
 
 
+def resolve_link(out: str | os.PathLike[str], what: str = "--out") -> Path:
+    """``out``, or the folder it links to: a symlinked output folder is written through (the link stays).
+
+    A dangling link is a :class:`ConfigError` naming the link and its target.
+    """
+    out = Path(out)
+    if out.is_symlink():
+        target = out.resolve()
+        if not target.exists():
+            raise ConfigError(f"{what} {out} is a symlink to {target}, which does not exist; create it or give another path")
+        return target
+    return out
+
+
 def check_out_dir(out: Path, overwrite: bool) -> None:
     """Raise :class:`ConfigError` if ``out`` exists non-empty and ``overwrite`` is off, or is a file."""
+    out = resolve_link(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -178,9 +196,10 @@ def check_writable(out: str | os.PathLike[str], *, what: str = "--out", kind: st
     thing, that no part of the path above it is a file, and that the nearest
     existing folder on the path takes a new file (a read-only folder or
     filesystem does not). Run it before any work, so that a command that
-    cannot save its result fails at once.
+    cannot save its result fails at once. A symlink is checked where it points
+    (:func:`resolve_link`).
     """
-    out = Path(out)
+    out = resolve_link(out, what)
     if out.exists():
         if kind == "folder" and not out.is_dir():
             raise ConfigError(f"{what} {out} exists and is not a folder")
@@ -209,9 +228,10 @@ def atomic_dir(out: str | os.PathLike[str], overwrite: bool = False) -> Iterator
     On any exception (Ctrl-C included) the temporary folder is removed and
     ``out`` is left as it was. An existing non-empty ``out`` needs
     ``overwrite``. Temporary folders of ``out`` left by killed processes are
-    removed first (:func:`remove_stale`).
+    removed first (:func:`remove_stale`). A symlink ``out`` is written through:
+    the folder it names gets the result and the link stays.
     """
-    out = Path(out)
+    out = resolve_link(out)
     check_out_dir(out, overwrite)
     check_writable(out)
     out.parent.mkdir(parents=True, exist_ok=True)

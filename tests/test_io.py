@@ -120,3 +120,38 @@ def test_check_writable_refuses_a_path_under_a_file_a_folder_given_as_file_and_a
     check_writable(tmp_path / "new" / "deeper")  # fine, and creates nothing
     check_writable(tmp_path / "g.json", kind="file")
     assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_symlinked_out_folder_is_written_through_and_the_link_stays(tmp_path):
+    target, link = tmp_path / "target", tmp_path / "link"
+    target.mkdir()
+    link.symlink_to(target)
+    with atomic_dir(link) as tmp:
+        (tmp / "a.txt").write_text("x")
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert (target / "a.txt").read_text() == "x"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no hidden .old or .tmp left
+
+
+def test_a_dangling_symlink_out_names_the_users_path_and_its_target(tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "nowhere")
+    for call in (lambda: check_writable(link), lambda: atomic_dir(link).__enter__()):
+        with pytest.raises(ConfigError, match=rf"--out {link} is a symlink to .*nowhere, which does not exist"):
+            call()
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_json_nested_deeper_than_python_can_parse_is_one_line(tmp_path):
+    from hlvm.io import read_json
+
+    path = tmp_path / "deep.json"
+    path.write_text('{"grid": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        read_json(path, "mask spec", ConfigError)
+    from typer.testing import CliRunner
+
+    from hlvm.cli.main import app
+    from _cli import assert_one_line_error
+
+    assert_one_line_error(CliRunner().invoke(app, ["locate-c", "--mask", str(path)]), "nested too deeply")
