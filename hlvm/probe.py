@@ -45,6 +45,8 @@ __all__ = [
     "extract_features",
     "load_encoder",
     "probe_run",
+    "MIN_HELD_OUT",
+    "SmallHeldOutWarning",
 ]
 
 Method = Literal["lbfgs", "lars", "sgd"]
@@ -426,6 +428,14 @@ def parse_imagefolder(spec: str) -> Path:
     return Path(spec)
 
 
+#: Fewer held-out images than this make a top-1 too noisy to mean anything: the probe warns.
+MIN_HELD_OUT = 20
+
+
+class SmallHeldOutWarning(UserWarning):
+    """A probe scored on fewer than :data:`MIN_HELD_OUT` held-out images."""
+
+
 def labelled_splits(root: Path, img_size: int, in_chans: int, test_fraction: float, seed: int) -> tuple[Any, Any]:
     """(train, test) evaluation-transform datasets: ``root/train`` and ``root/val`` if both exist
     (ImageNet's layout), else one ImageFolder split per class by :func:`stratified_split`."""
@@ -457,6 +467,13 @@ def probe_run(
     if mcfg is None:
         raise DataError(f"cannot tell the image size and channels of run {run}")
     train_ds, test_ds = labelled_splits(root, mcfg.img_size, mcfg.in_chans, cfg.test_fraction, cfg.seed)
+    if len(test_ds) < MIN_HELD_OUT:
+        import warnings
+
+        warnings.warn(
+            f"top-1 on {len(test_ds)} held-out images is noise (its SE can reach {50 / len(test_ds) ** 0.5:.0f} points); "
+            f"a probe needs at least {MIN_HELD_OUT}: add images or raise --test-fraction",
+            SmallHeldOutWarning, stacklevel=2)
     from torch.utils.data import DataLoader
 
     feats = []

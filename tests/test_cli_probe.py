@@ -79,3 +79,11 @@ def test_train_on_an_image_size_the_patch_does_not_divide_is_exit_2(tree, tmp_pa
                             "--data", f"imagefolder:{tree}", "--steps", "1", "--out", str(tmp_path / "r"), "-q"])
     _one_line_error(r, "patch_size 15 does not divide")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_probe_on_too_few_held_out_images_warns_with_the_minimum(run, tree):
+    from hlvm.probe import MIN_HELD_OUT, SmallHeldOutWarning
+
+    with pytest.warns(SmallHeldOutWarning, match=rf"top-1 on 8 held-out images is noise .* at least {MIN_HELD_OUT}"):
+        r = runner.invoke(app, ["probe", "--run", str(run), "--data", f"imagefolder:{tree}", "-q", "--test-fraction", "0.3"])
+    assert r.exit_code == 0 and "top-1" in r.output
