@@ -84,6 +84,15 @@ Rules:
   difference of selectivity (``R^2(CA) - R^2(s_mc)``) says whether the arm
   *isolates c better* than its reference: more of CA kept beyond what is kept
   of the visible side's private noise.
+- *Training length* (:func:`budget`, the convergence protocol of
+  ``studies/convergence/``, fixed before any probe): a pilot trains each model
+  at lengths on a doubling grid, each run to completion with its own
+  schedule, and logs the held-out reconstruction loss on a fixed batch. With
+  ``L(S)`` the mean over seeds of the final held-out loss of the ``S``-step
+  runs of a cell, the cell's budget is the shortest ``S`` whose doubling
+  gains less than ``CONVERGED_GAIN`` (2 %): ``L(2S) > (1 - 0.02) L(S)``; no
+  budget where every doubling of the pilot still gains more (train longer
+  than the pilot). A model's budget is the largest over its pilot cells.
 - *The best arm for high-level latents* (:func:`best_arm`): the highest mean
   linear A over the cells below the ceiling, among the arms whose mean R^2(CA)
   is within 0.05 of the best arm's R^2(CA) (so that A is not bought by losing
@@ -122,6 +131,8 @@ __all__ = [
     "reference_of",
     "compare_arm",
     "best_arm",
+    "CONVERGED_GAIN",
+    "budget",
     "RULES",
     "EXPLAINED",
     "EVIDENCE",
@@ -437,6 +448,28 @@ def best_arm(arms: Mapping[str, tuple[float, float]]) -> str | None:
     top_ca = max(v[1] for v in ok.values())
     eligible = {k: v for k, v in ok.items() if v[1] >= top_ca - MIN_EFFECT}
     return max(eligible, key=lambda k: eligible[k][0])
+
+
+#: The convergence protocol's bar: doubling the steps must gain less than this share of the held-out loss.
+CONVERGED_GAIN = 0.02
+
+
+def budget(losses: Mapping[int, float], gain: float = CONVERGED_GAIN) -> int | None:
+    """The shortest pilot length whose doubling gains less than ``gain`` of the held-out loss (module docstring).
+
+    ``losses`` maps a run length (steps) to the final held-out loss of runs of
+    that length (mean over seeds). Only doublings present in the pilot count.
+
+    >>> budget({500: 1.0, 1000: 0.5, 2000: 0.495, 4000: 0.494})
+    1000
+    >>> budget({500: 1.0, 1000: 0.5}) is None
+    True
+    """
+    ok = {s: x for s, x in losses.items() if not math.isnan(x)}
+    for s in sorted(ok):
+        if 2 * s in ok and ok[2 * s] > (1.0 - gain) * ok[s]:
+            return s
+    return None
 
 
 def overall(verdicts: Iterable[str]) -> str:

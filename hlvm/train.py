@@ -154,6 +154,13 @@ class TrainConfig:
     seed : seeds model init, masks and data order.
     ckpt_every : checkpoint every this many steps (0: only at the end).
     log_every : write a metrics row every this many steps.
+    heldout_every : every this many steps (and at the last), the model's
+        masked reconstruction loss on a fixed held-out batch is logged as
+        ``heldout_loss`` (0: never): ``heldout_n`` fresh samples of the
+        data's simulator (never trained on; simulated data only) under fixed
+        masks of the training distribution, in eval mode, drawn from streams
+        of their own so that the run trains exactly as without it. The
+        convergence protocol (``studies/convergence/``) reads it.
     compile : wrap the model in ``torch.compile``.
     num_workers : DataLoader workers (image folders only).
     device : ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
@@ -186,6 +193,8 @@ class TrainConfig:
     seed: int = 0
     ckpt_every: int = 500
     log_every: int = 10
+    heldout_every: int = 0
+    heldout_n: int = 1024
     compile: bool = False
     num_workers: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -238,6 +247,8 @@ class TrainConfig:
             "seed": (self.seed, 0),
             "ckpt_every": (self.ckpt_every, 0),
             "log_every": (self.log_every, 1),
+            "heldout_every": (self.heldout_every, 0),
+            "heldout_n": (self.heldout_n, 8),
             "num_workers": (self.num_workers, 0),
             "patch_size": (self.patch_size, 1),
             "mask_unit": (self.mask_unit, 1),
@@ -842,6 +853,8 @@ def train(
             raise ConfigError(str(e)) from None
     objective = build_objective(cfg.objective, **(cfg.objective_coefs or {}))
     masker = _masker(cfg, mcfg, src, fixed_mask, objective)
+    if cfg.heldout_every and src.kind == "dataset":
+        raise ConfigError("heldout_every needs simulated data (a held-out batch from its simulator); image folders have none")
 
     device = pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)))
     dd = _init_distributed(device)
@@ -954,6 +967,50 @@ def _masker(cfg: TrainConfig, mcfg: Any, src: _Source, fixed_mask: Any, objectiv
     return _Masker(cfg.mask_kind, cfg.mask_ratio, fixed_mask, mcfg, branching, views, disjoint, cfg.mask_spread)
 
 
+#: Entropy tag of the held-out batch of ``TrainConfig.heldout_every`` (beside the run's seed): a stream of its own.
+HELDOUT_TAG = 0x4E1D
+
+
+class _HeldOut:
+    """The fixed held-out batch and masks of ``TrainConfig.heldout_every``: ``loss(model)`` is the masked MSE on it.
+
+    The samples come from the data's simulator with noise seeded ``(seed,
+    HELDOUT_TAG)`` (:func:`hlvm.evaluate.heldout_dataset`); the masks are
+    drawn by the run's masker from a generator reseeded before every
+    evaluation, so every evaluation sees the same masks and the training
+    streams are never touched. The model runs in eval mode under no_grad, in
+    chunks of the training batch, and the loss is MAE's (with the run's
+    ``boundary_ignore``), one view per image.
+    """
+
+    def __init__(self, cfg: TrainConfig, masker: _Masker, device: torch.device) -> None:
+        from hlvm.evaluate import heldout_dataset
+
+        data = heldout_dataset(cfg.data, cfg.heldout_n, (cfg.seed, HELDOUT_TAG))
+        self.images = torch.as_tensor(np.asarray(data.images), dtype=torch.float32).to(device)  # (N, C, H, W)
+        self.masker = dataclasses.replace(masker, views=1, kind="random" if masker.kind == "complementary" else masker.kind)
+        self.seed, self.batch, self.boundary_ignore = cfg.seed + HELDOUT_TAG, cfg.batch_size, cfg.boundary_ignore
+
+    @torch.no_grad()
+    def loss(self, model: nn.Module) -> float:
+        was = model.training
+        model.eval()
+        gen = torch.Generator().manual_seed(self.seed)
+        total, n = 0.0, 0
+        try:
+            for s in range(0, len(self.images), self.batch):
+                x, kwargs = self.masker(self.images[s : s + self.batch], gen)
+                out = model(x, **kwargs)
+                loss = out.loss
+                if self.boundary_ignore:
+                    loss = model.masked_loss(x, out.pred, out.mask, boundary_ignore=self.boundary_ignore)
+                total += float(loss) * len(x)
+                n += len(x)
+        finally:
+            model.train(was)
+        return total / n
+
+
 def init_model(mcfg: Any, seed: int) -> nn.Module:
     """The model a run seeded ``seed`` starts from: ``build_model(mcfg)`` right after ``torch.manual_seed(seed)``.
 
@@ -1052,6 +1109,7 @@ def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, o
                 run_dir / CHECKPOINT,
             )
 
+    heldout = _HeldOut(cfg, masker, device) if (cfg.heldout_every and dd.main) else None
     step = start
     metrics_file = open(run_dir / METRICS, "a") if dd.main else None  # noqa: SIM115 - closed in finally
     # A resumed run's events past its checkpoint are purged, as its metrics rows are.
@@ -1117,7 +1175,8 @@ def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, o
                     stop_now = stop.set
                 now = time.perf_counter()
                 ips = n_last / max(now - t_last, 1e-9)
-                if dd.main and (step % cfg.log_every == 0 or step == total or stop_now):
+                at_heldout = heldout is not None and (step % cfg.heldout_every == 0 or step == total)
+                if dd.main and (step % cfg.log_every == 0 or step == total or stop_now or at_heldout):
                     row = {
                         "step": step,
                         "epoch": stream.epoch if src.kind != "online" else None,
@@ -1130,12 +1189,13 @@ def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, o
                         "boundary_ignore": cfg.boundary_ignore,
                         "fixed_mask": masker.fixed is not None,
                         "objective": cfg.objective,
+                        **({"heldout_loss": heldout.loss(model)} if at_heldout else {}),  # type: ignore[union-attr]
                         "time": time.time(),
                     }
                     metrics_file.write(json.dumps(row) + "\n")  # type: ignore[union-attr]
                     metrics_file.flush()  # type: ignore[union-attr]
                     if tb is not None:
-                        for key in ("loss", *(k for k in row if k.startswith("loss_")), "lr", "images_per_s"):
+                        for key in ("loss", *(k for k in row if k.startswith("loss_") or k == "heldout_loss"), "lr", "images_per_s"):
                             tb.add_scalar(key.replace("loss_", "loss/", 1), row[key], step)
                     t_last, n_last = now, 0
                 bar.update(task, completed=step, loss=loss_sum, ips=ips)

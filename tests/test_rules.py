@@ -92,3 +92,14 @@ def test_beats_is_one_sided():
     assert beats(Estimate.of([0.2, 0.21, 0.19]))
     assert not beats(Estimate.of([-0.2, -0.21, -0.19]))
     assert not beats(Estimate.of([0.2]))
+
+
+def test_the_budget_is_the_shortest_length_whose_doubling_gains_under_two_percent():
+    from hlvm.rules import budget
+
+    curve = {500: 0.60, 1000: 0.45, 2000: 0.40, 4000: 0.395, 8000: 0.394}
+    assert budget(curve) == 2000  # 4000 gains 1.25 % over 2000; 2000 gained 11 % over 1000
+    assert budget({**curve, 4000: 0.39}) == 4000  # 2.5 % is still a gain worth the doubling
+    assert budget({500: 0.6, 1000: 0.5, 2000: 0.45}) is None  # every doubling of the pilot still pays: train longer
+    assert budget({1000: 0.5, 3000: 0.5}) is None  # only doublings count
+    assert budget({1000: 0.5, 2000: 0.6}) == 1000  # longer and worse is no gain

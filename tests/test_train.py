@@ -837,3 +837,38 @@ def test_tensorboard_events_hold_the_loss_each_term_the_lr_and_images_per_s(onli
     metrics = rows(tmp_path / "run")
     assert [e.step for e in acc.Scalars("loss")] == [r["step"] for r in metrics] == [2, 4, 6]
     assert [e.value for e in acc.Scalars("loss")] == pytest.approx([r["loss"] for r in metrics], rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- the held-out loss (convergence protocol)
+
+
+@pytest.mark.parametrize("kind", ["random", "aligned"])
+def test_the_heldout_loss_is_logged_on_a_fixed_batch_and_changes_nothing_the_run_trains(kind, online_spec, tmp_path):
+    base = dict(model="mlp", data=online_spec, steps=12, batch_size=16, warmup=2, mask_ratio=0.5, mask_kind=kind,
+                device="cpu", log_every=4, ckpt_every=0, seed=3)
+    plain = train(TrainConfig(**base, out=str(tmp_path / "plain")), progress=False)
+    with_h = train(TrainConfig(**base, heldout_every=6, heldout_n=40, out=str(tmp_path / "h")), progress=False)
+    again = train(TrainConfig(**base, heldout_every=6, heldout_n=40, out=str(tmp_path / "h2")), progress=False)
+    rows = [json.loads(x) for x in (with_h / "metrics.jsonl").read_text().splitlines()]
+    plain_rows = [json.loads(x) for x in (plain / "metrics.jsonl").read_text().splitlines()]
+    # Rows at the log steps and at the held-out steps; the training losses are those of the plain run.
+    assert [r["step"] for r in rows] == [4, 6, 8, 12]
+    assert {r["step"] for r in rows if "heldout_loss" in r} == {6, 12}
+    by_step = {r["step"]: r["loss"] for r in rows}
+    assert all(by_step[r["step"]] == r["loss"] for r in plain_rows)
+    a = torch.load(plain / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(with_h / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # The same run gives the same held-out losses (fixed samples, fixed masks), and they are MAE's masked MSE.
+    again_rows = [json.loads(x) for x in (again / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("heldout_loss") for r in rows] == [r.get("heldout_loss") for r in again_rows]
+    assert all(0 < r["heldout_loss"] < 10 for r in rows if "heldout_loss" in r)
+
+
+def test_heldout_every_needs_simulated_data(tree, tmp_path):
+    cfg = TrainConfig(model="mlp", data=f"imagefolder:{tree}", img_size=16, in_chans=3, steps=2, batch_size=4,
+                      heldout_every=1, device="cpu", out=str(tmp_path / "r"))
+    with pytest.raises(ConfigError, match="heldout_every needs simulated data"):
+        train(cfg, progress=False)
+    with pytest.raises(ConfigError, match="heldout_n must be an integer >= 8"):
+        TrainConfig(heldout_n=2)
