@@ -413,6 +413,23 @@ def against_controls(
 REFERENCE = {"train_mask_kind": "random", "objective": "mae", "boundary_ignore": 0}
 
 
+#: An objective's own control arm: the same training without what the objective adds (MI-MAE's multi-view MAE
+#: without its information terms). An arm of the objective is also compared with its control arm.
+OBJECTIVE_CONTROLS = {"mimae": "mimae_views"}
+
+
+def control_arm_of(arm: Mapping[str, Any], arms: Iterable[Mapping[str, Any]]) -> tuple[str, Mapping[str, Any]] | None:
+    """``("objective's control", control arm)``: the arm equal to ``arm`` but for its objective's control; else None."""
+    ctrl = OBJECTIVE_CONTROLS.get(arm.get("objective"))
+    if ctrl is None:
+        return None
+    want = {**arm, "objective": ctrl}
+    for other in arms:
+        if all(other[k] == v for k, v in want.items()):
+            return "objective's control", other
+    return None
+
+
 def reference_of(arm: Mapping[str, Any], arms: Iterable[Mapping[str, Any]]) -> tuple[str, Mapping[str, Any]] | None:
     """``(factor, reference arm)``: the arm differing from ``arm`` in one factor only, set to MAE's value; else None."""
     for factor, base in REFERENCE.items():

@@ -266,11 +266,12 @@ def compare_arms(panels: Sequence[Panel]) -> list[ArmComparison]:
     for (kind, rep), ps in sorted(by_view.items()):
         arms = {p.arm: p for p in ps}
         dicts = [asdict(a) for a in arms]
+        pairs = []
         for arm, panel in arms.items():
-            found = rules.reference_of(asdict(arm), dicts)
-            if found is None:
-                continue
-            factor, ref_dict = found
+            for found in (rules.reference_of(asdict(arm), dicts), rules.control_arm_of(asdict(arm), dicts)):
+                if found is not None:
+                    pairs.append((arm, panel, found))
+        for arm, panel, (factor, ref_dict) in pairs:
             ref = next(p for a, p in arms.items() if asdict(a) == ref_dict)
             cells = {}
             for key in panel.trained.cells:
