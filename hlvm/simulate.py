@@ -26,6 +26,7 @@ options only, never on how the run is chunked or threaded.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -682,10 +683,21 @@ def simulate_to_dir(
     graph = cfg.build_graph() if graph is None else graph
     check_free_space(out, output_size(cfg, graph).nbytes)  # memmap would fail with a bare OSError, or the disk fill up
     sim = Simulator.from_config(cfg, graph=graph, threads=threads)
+    chunk = max(1, int(chunk_blocks)) * SAMPLE_BLOCK
+    try:
+        return _write_dir(cfg, sim, graph, out, overwrite, progress, chunk)
+    except OSError as e:  # the disk filled, or a file-size limit, after the free-space check: nothing is left behind
+        if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) and "requested and" not in str(e):
+            raise
+        raise DataError(f"writing {out} failed: the disk is full or a file-size limit was hit "
+                        f"({e.strerror or e}); nothing was written. Free space, lower --n or choose another --out") from None
+
+
+def _write_dir(cfg: SimulateConfig, sim: Simulator, graph: nx.DiGraph, out: Path, overwrite: bool, progress: bool,
+               chunk: int) -> Path:
     n, dtype = cfg.n, cfg.dtype
     c, h, w = sim.image_shape
     dz, de = sim.index.latent_dim, sim.index.noise_dim
-    chunk = max(1, int(chunk_blocks)) * SAMPLE_BLOCK
     with atomic_dir(out, overwrite) as tmp:
         graphs.write_graph(graph, tmp / "graph.json")
         write_json(tmp / "index.json", {"n": n, "image_shape": [c, h, w], "dtype": dtype, **sim.index.to_json()})

@@ -179,3 +179,25 @@ def test_the_size_is_stated_first_and_an_absurd_run_needs_yes(tmp_path, monkeypa
     assert list(tmp_path.iterdir()) == []
     r = invoke("--depth", "2", "--n", "10", "--out", str(tmp_path / "ok"))
     assert r.exit_code == 0 and r.output.startswith("simulating 10 samples of 4x4x4 images")
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    # A file-size limit makes the writes fail after the free-space check passed, as a disk that fills up during
+    # the run would (EFBIG there, ENOSPC here: the same path): one line, exit 2, no folder or temp folder left.
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    out = tmp_path / "o"
+    proc = subprocess.run([sys.executable, "-m", "hlvm.cli.main", "simulate", "--depth", "3", "--n", "20000", "--out", str(out)],
+                          capture_output=True, text=True, preexec_fn=limit, env={**os.environ, "NO_COLOR": "1"},
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: writing") and "file-size limit" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
