@@ -39,7 +39,7 @@ import numpy as np
 
 from hlvm import graphs
 from hlvm._kernels import ZIGGURAT, gaussian_fill
-from hlvm.errors import ConfigError
+from hlvm.errors import ConfigError, check_keys
 
 __all__ = ["MixingSpec", "NodeMap", "MixingGroup", "Mixing", "build_mixing", "random_weight", "unit_noise"]
 
@@ -101,9 +101,7 @@ class MixingSpec:
     def from_dict(cls, data: dict[str, Any]) -> MixingSpec:
         if not isinstance(data, dict):
             raise ConfigError(f"mixing spec must be a JSON object, got {type(data).__name__}")
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"mixing spec: unknown option(s) {', '.join(sorted(unknown))}")
+        check_keys(data, cls.__dataclass_fields__, "mixing spec")
         return cls(**data)
 
 

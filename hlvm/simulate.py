@@ -40,7 +40,7 @@ import numpy as np
 
 from hlvm import graphs
 from hlvm._kernels import rows_from_samples, run_program, samples_from_rows
-from hlvm.errors import ConfigError, DataError, HlvmError
+from hlvm.errors import ConfigError, DataError, HlvmError, check_keys
 from hlvm.graphs import GridSpec
 from hlvm.io import atomic_dir, provenance, write_json
 from hlvm.mixing import NOISE_KINDS, Mixing, MixingSpec, build_mixing, unit_noise
@@ -70,6 +70,8 @@ COMPUTE_BLOCK = 256
 #: Blocks per chunk written to disk at once (memory, not bytes: any value gives the same files).
 CHUNK_BLOCKS = 16
 DTYPES = ("float32", "float64")
+#: Keys a saved ``OUT/config.json`` carries beside the config's own fields.
+SAVED_KEYS = ("sample_block", "provenance")
 DATA_FILES = ("graph.json", "config.json", "index.json", "images.npy", "latents.npy", "noises.npy")
 
 
@@ -132,13 +134,20 @@ class SimulateConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SimulateConfig:
-        """Inverse of :meth:`to_dict`; keys that are not config fields (provenance, ...) are ignored."""
+        """Inverse of :meth:`to_dict`; an unknown key is a :class:`ConfigError` naming the nearest known one.
+
+        The bookkeeping a saved ``config.json`` carries (:data:`SAVED_KEYS`) and ``_comment`` keys are allowed.
+        """
         if not isinstance(data, dict):
             raise ConfigError(f"simulate config must be a JSON object, got {type(data).__name__}")
         names = {f.name for f in fields(cls)}
+        check_keys(data, names, "simulate config", ignore=SAVED_KEYS)
         kw = {k: x for k, x in data.items() if k in names}
         try:
             if "grid" in kw:
+                if not isinstance(kw["grid"], dict):
+                    raise ConfigError(f"simulate config: grid must be a JSON object, got {kw['grid']!r}")
+                check_keys(kw["grid"], [f.name for f in fields(GridSpec)], "grid")
                 kw["grid"] = GridSpec(**kw["grid"])
             if "mixing" in kw:
                 kw["mixing"] = MixingSpec.from_dict(kw["mixing"])

@@ -52,7 +52,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from hlvm.errors import ConfigError, DataError, HlvmError
+from hlvm.errors import ConfigError, DataError, HlvmError, check_keys
 from hlvm.curves import read_metrics
 from hlvm.io import provenance, read_json, write_json
 
@@ -298,10 +298,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown train config key {unknown[0]!r}")
+        check_keys(d, {f.name for f in dataclasses.fields(cls)}, "train config")
         return cls(**dict(d))
 
 

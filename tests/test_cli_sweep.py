@@ -157,6 +157,27 @@ def test_malformed_config_file(tmp_path, captured):
     one_line_error(runner.invoke(app, ["sweep", "--config", str(conf)]), "unknown sweep config key 'ratios'")
 
 
+def test_a_typo_in_the_simulate_block_is_refused_before_anything_is_written(tmp_path, captured):
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps({"simulate": {"nosie": "laplace"}}))
+    one_line_error(runner.invoke(app, ["sweep", "--config", str(conf), "--out", str(tmp_path / "o")]),
+                   "unknown simulate key 'nosie'; did you mean 'noise'?")
+    conf.write_text(json.dumps({"graph": {"dpeth": 3}}))
+    one_line_error(runner.invoke(app, ["sweep", "--config", str(conf), "--out", str(tmp_path / "o")]),
+                   "unknown graph key 'dpeth'; did you mean 'depth'?")
+    assert not (tmp_path / "o").exists() and captured == []
+
+
+def test_a_depth_30_sweep_is_refused_at_once_from_the_size_estimate(tmp_path, captured):
+    import time
+
+    t0 = time.perf_counter()
+    r = runner.invoke(app, ["sweep", "--out", str(tmp_path / "o"), "--depth", "30", "-q"])
+    one_line_error(r, "the sweep's data would be")
+    assert "lower graph.depth" in r.output and time.perf_counter() - t0 < 5
+    assert not (tmp_path / "o").exists() and captured == []
+
+
 def test_ctrl_c_says_finished_points_are_kept(tmp_path, monkeypatch):
     import hlvm.sweep as sweep
 

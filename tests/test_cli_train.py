@@ -244,3 +244,12 @@ def test_resume_says_in_one_warning_line_which_options_it_ignores(online_spec, t
     assert warnings == ["warning: --resume continues the run with its saved config; ignoring --steps, --blr"]
     r = invoke("--resume", str(run), "-q")
     assert r.exit_code == 0 and "warning" not in r.output
+
+
+def test_a_typo_in_an_online_simulate_config_is_refused(tmp_path):
+    spec = tmp_path / "sim.json"
+    spec.write_text(json.dumps({"grid": {"depth": 2}, "nosie": "laplace"}))
+    out = tmp_path / "r"
+    assert_one_line_error(invoke("--model", "mlp", "--data", f"online:{spec}", "--out", str(out), "--steps", "1", "-q"),
+                          "unknown simulate config key 'nosie'; did you mean 'noise'?")
+    assert not out.exists()

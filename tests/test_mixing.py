@@ -43,7 +43,7 @@ def test_spec_rejects_bad_options(options, match):
 def test_spec_round_trips_through_a_dict():
     spec = MixingSpec(kind="linear", layers=3, slope=0.3)
     assert MixingSpec.from_dict(spec.to_dict()) == spec
-    with pytest.raises(ConfigError, match="unknown option"):
+    with pytest.raises(ConfigError, match="unknown mixing spec key"):
         MixingSpec.from_dict({"depth": 3})
 
 

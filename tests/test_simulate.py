@@ -103,8 +103,20 @@ def test_config_json_errors_are_config_errors():
         SimulateConfig.from_json("{")
     with pytest.raises(ConfigError, match="depth must be >= 1"):
         SimulateConfig.from_dict({"grid": {"depth": 0}})
-    with pytest.raises(ConfigError, match="simulate config"):
+    with pytest.raises(ConfigError, match="unknown grid key 'width'; known: branching, depth"):
         SimulateConfig.from_dict({"grid": {"width": 3}})
+
+
+def test_a_misspelt_key_is_refused_with_the_nearest_known_one():
+    # one rule for every config (hlvm.errors.check_keys); a saved config.json's bookkeeping is still accepted
+    with pytest.raises(ConfigError, match="unknown simulate config key 'nosie'; did you mean 'noise'"):
+        SimulateConfig.from_dict({"grid": {"depth": 2}, "nosie": "laplace"})
+    with pytest.raises(ConfigError, match="unknown grid key 'dpeth'; did you mean 'depth'"):
+        SimulateConfig.from_dict({"grid": {"dpeth": 2}})
+    with pytest.raises(ConfigError, match="unknown mixing spec key 'slop'; did you mean 'slope'"):
+        SimulateConfig.from_dict({"mixing": {"slop": 0.2}})
+    saved = {**SimulateConfig(n=5).to_dict(), "sample_block": 256, "provenance": {}, "_comment": "x"}
+    assert SimulateConfig.from_dict(saved) == SimulateConfig(n=5)
 
 
 def test_default_config_builds_the_default_grid():

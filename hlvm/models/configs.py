@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from hlvm.errors import ConfigError
+from hlvm.errors import ConfigError, check_keys
 
 __all__ = ["MAEConfig", "MODEL_CONFIGS", "get_config"]
 
@@ -194,10 +194,7 @@ class MAEConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
         if not isinstance(d, dict):
             raise ConfigError(f"a model config must be a JSON object, got {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown model config key {unknown[0]!r}")
+        check_keys(d, {f.name for f in dataclasses.fields(cls)}, "model config")
         return cls(**d)
 
 

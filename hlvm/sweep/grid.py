@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from hlvm.errors import ConfigError, MaskError
+from hlvm.errors import ConfigError, MaskError, check_keys
 from hlvm.evaluate import CONTROLS, WIDTH_CONTROLS
 from hlvm.evaluate import ROW_COLUMNS as NODE_COLUMNS
 from hlvm.io import read_json
@@ -238,9 +238,7 @@ class SweepConfig:
         for name in ("graph", "simulate", "train", "model_options"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ConfigError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
-        for key in ("seed", "sample_seed", "n"):
-            if key in self.simulate:
-                raise ConfigError(f"simulate: {key!r} is set by the sweep (data_seed, seeds, n_train), not here")
+        _check_simulate_keys(self.simulate)
         _check_train_keys(self.train)
         object.__setattr__(self, "mask_ratios", tuple(float(r) for r in ratios))
         object.__setattr__(self, "mask_units", tuple(int(u) for u in units))
@@ -256,6 +254,7 @@ class SweepConfig:
         object.__setattr__(self, "train", dict(self.train))
         object.__setattr__(self, "model_options", dict(self.model_options))
         spec = self.grid_spec()  # validates the hierarchy options
+        self._check_size(spec)
         for u in self.mask_units:
             if spec.side % u:
                 raise ConfigError(f"mask unit {u} does not divide the {spec.side}x{spec.side} image")
@@ -287,11 +286,21 @@ class SweepConfig:
             bad = "; ".join(self.infeasible())
             raise ConfigError(f"empty grid: no trained point is feasible ({bad})")
 
+    def _check_size(self, spec) -> None:  # noqa: ANN001
+        """Refuse up front a hierarchy too big to simulate (``hlvm simulate``'s own size limits), before any work."""
+        from hlvm.simulate import SimulateConfig, output_size
+
+        size = output_size(SimulateConfig(grid=spec, n=self.n_train + self.n_eval))
+        if size.over_limits():
+            raise ConfigError(f"the sweep's data would be {size.describe()}: {'; '.join(size.over_limits())}; "
+                              "lower graph.depth or n_train")
+
     # -- the grid
     def grid_spec(self):
         """The :class:`hlvm.graphs.GridSpec` of the sweep's hierarchy."""
         from hlvm.graphs import GridSpec
 
+        check_keys(self.graph, [f.name for f in fields(GridSpec)], "graph")
         try:
             return GridSpec(**self.graph)
         except TypeError as e:
@@ -400,9 +409,7 @@ class SweepConfig:
             raise ConfigError(f"a sweep config must be a JSON object, got {type(data).__name__}")
         names = {f.name for f in fields(cls)}
         data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_comment" keys
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown sweep config key {unknown[0]!r}; known: {', '.join(sorted(names))}")
+        check_keys(data, names, "sweep config")
         return cls(**data)
 
 
@@ -410,6 +417,19 @@ class SweepConfig:
 AXES = ("mask_ratios", "mask_units", "seeds", "objectives", "bottlenecks", "train_mask_kinds", "arms", "controls")
 
 _ARM_KEYS = {"train_mask_kind": "random", "objective": "mae", "bottleneck": None, "boundary_ignore": 0}
+
+
+def _check_simulate_keys(block: Mapping[str, Any]) -> None:
+    """A sweep's ``simulate`` block takes :class:`hlvm.simulate.SimulateConfig`'s options but those the sweep sets."""
+    from hlvm.simulate import SimulateConfig
+
+    for key in ("seed", "sample_seed", "n"):
+        if key in block:
+            raise ConfigError(f"simulate: {key!r} is set by the sweep (data_seed, seeds, n_train), not here")
+    if "grid" in block:
+        raise ConfigError("simulate: 'grid' is the sweep's graph block, not here")
+    check_keys(block, [f.name for f in fields(SimulateConfig) if f.name not in ("seed", "sample_seed", "n", "grid")],
+               "simulate")
 
 
 def _arms(value: Any) -> tuple[dict[str, Any], ...]:
@@ -420,9 +440,7 @@ def _arms(value: Any) -> tuple[dict[str, Any], ...]:
     for a in value:
         if not isinstance(a, Mapping):
             raise ConfigError(f"an arm must be an object with {', '.join(_ARM_KEYS)}, got {a!r}")
-        unknown = sorted(set(a) - set(_ARM_KEYS))
-        if unknown:
-            raise ConfigError(f"unknown arm key {unknown[0]!r}; known: {', '.join(_ARM_KEYS)}")
+        check_keys(a, _ARM_KEYS, "arm")
         arm = {**_ARM_KEYS, **a}
         if arm["train_mask_kind"] not in TRAIN_MASK_KINDS:
             raise ConfigError(f"unknown train mask kind {arm['train_mask_kind']!r}; choose from {', '.join(TRAIN_MASK_KINDS)}")
