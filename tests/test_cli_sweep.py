@@ -178,6 +178,21 @@ def test_a_depth_30_sweep_is_refused_at_once_from_the_size_estimate(tmp_path, ca
     assert not (tmp_path / "o").exists() and captured == []
 
 
+def test_an_unreachable_ray_address_is_one_line_within_seconds(tmp_path):
+    import socket
+    import time
+
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port where, once closed, nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    r = runner.invoke(app, ["sweep", "--out", str(tmp_path / "o"), "--depth", "3", "-q", "--backend", "ray",
+                            "--ray-address", f"127.0.0.1:{port}"])
+    one_line_error(r, f"cannot reach the Ray cluster at 127.0.0.1:{port}: connection refused")
+    assert time.perf_counter() - t0 < 30 and not (tmp_path / "o").exists()
+
+
 def test_ctrl_c_says_finished_points_are_kept(tmp_path, monkeypatch):
     import hlvm.sweep as sweep
 

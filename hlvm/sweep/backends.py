@@ -300,6 +300,32 @@ def _restore_signal_handlers(saved: dict[int, Any]) -> None:
             signal.signal(sig, handler)
 
 
+#: Seconds to wait for a Ray cluster's port to answer before calling it unreachable.
+RAY_CONNECT_TIMEOUT = 5.0
+
+
+def _check_reachable(address: str, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) address where nothing listens is a :class:`ConfigError` at once.
+
+    ``ray.init`` itself retries an unreachable GCS for minutes; one TCP connect answers in at most ``timeout``
+    seconds. ``"auto"`` and other forms are left to Ray.
+    """
+    import socket
+
+    from hlvm.errors import ConfigError
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__).lower()
+        raise ConfigError(f"cannot reach the Ray cluster at {address}: {why}; start it with 'ray start --head' "
+                          "or give another --ray-address") from None
+
+
 class RayExecutor:
     """Points run as Ray tasks, each asking the cluster for ``cpus`` CPUs and ``gpus`` GPUs.
 
@@ -362,6 +388,8 @@ class RayExecutor:
 
         if self._connected:
             return
+        if self.address is not None and not ray.is_initialized():
+            _check_reachable(self.address)
         if not ray.is_initialized():
             kw: dict[str, Any] = {"logging_level": logging.ERROR, "include_dashboard": False}
             if self.address is not None:
