@@ -396,6 +396,17 @@ def _simulator_from_spec(spec: str) -> Any:
     return simulate.Simulator.from_config(simulate.SimulateConfig.from_dict(raw))
 
 
+def absolute_data(spec: str) -> str:
+    """``spec`` with its path made absolute (``online:PATH``, ``imagefolder:PATH``, a folder), so a run can be opened
+    from any working directory; ``online`` and names of built-in data are unchanged."""
+    for prefix in ("online:", "imagefolder:"):
+        if spec.startswith(prefix):
+            return prefix + os.path.abspath(spec[len(prefix):])
+    if spec == "online" or not Path(spec).exists():
+        return spec
+    return os.path.abspath(spec)
+
+
 def open_data(spec: str) -> _Source:
     """Open the data a spec names (module docstring); bad specs raise :class:`DataError`.
 
@@ -829,6 +840,8 @@ def train(
         cfg = dataclasses.replace(saved, out=str(run_dir))
     elif run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not overwrite:
         raise ConfigError(f"--out {run_dir} exists and is not empty; pass --resume {run_dir} to continue it")
+    else:  # the run records where its data are from anywhere: `hlvm evaluate --run` may run in another folder
+        cfg = dataclasses.replace(cfg, data=absolute_data(cfg.data))
     from hlvm.io import check_writable
 
     check_writable(run_dir)  # a file in the path, a read-only folder: before the data are opened

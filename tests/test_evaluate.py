@@ -8,6 +8,8 @@ a random untrained encoder of the visible pixels lies in between.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -333,6 +335,22 @@ def test_evaluate_run_scores_a_control_on_the_same_samples_and_mask(tiny_run, co
         assert any(not np.array_equal(start[k].numpy(), v.numpy()) for k, v in model.state_dict().items())
     with pytest.raises(ConfigError, match="unknown control"):
         evaluate_run(tiny_run, spec, n=300, control="random")
+
+
+def test_a_run_trained_with_a_relative_data_path_evaluates_from_another_folder(tmp_path, monkeypatch):
+    from hlvm.train import TrainConfig, train
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    simulate_to_dir(SimulateConfig(grid=GridSpec(depth=2), n=64), "sim", progress=False)
+    run = train(TrainConfig(model="mlp", data="sim", steps=1, batch_size=16, warmup=1, device="cpu", out="run"),
+                progress=False)
+    saved = json.loads((tmp_path / "a" / "run" / "config.json").read_text())
+    assert saved["train"]["data"] == str(tmp_path / "a" / "sim")  # stored resolved
+    monkeypatch.chdir(tmp_path / "b")
+    res = evaluate_run(tmp_path / "a" / run, {"grid": QUADRANT.astype(int).tolist()}, n=40, seed=0)
+    assert res.summary["n_samples"] == 40
 
 
 def test_evaluate_run_without_a_checkpoint_is_a_data_error(tmp_path):
