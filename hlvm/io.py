@@ -306,3 +306,42 @@ def provenance(config: Any = None, *, argv: bool = True) -> dict[str, Any]:
         out["config_hash"] = hashlib.sha256(blob.encode()).hexdigest()[:16]
     out["created_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return out
+
+@contextlib.contextmanager
+def output_lock(out: str | os.PathLike[str], command: str) -> Iterator[None]:
+    """Hold an exclusive OS file lock on the output folder ``out`` while ``command`` writes it.
+
+    A second ``hlvm simulate`` or ``hlvm train`` on the same ``out``, in this process or another, gets a
+    :class:`ConfigError` at once instead of both reporting success into one folder. The lock is a file beside the
+    folder (``.NAME.lock``, naming its holder), removed on release; a lock left by a killed process is no lock (the
+    OS drops it with the process) and is taken over.
+    """
+    import fcntl
+
+    out = resolve_link(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.parent / f".{out.name}.lock"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(f"another hlvm {command} ({holder}) is writing {out}; wait for it to finish, "
+                              "or use another --out") from None
+        try:  # the holder before us may have removed the file after we opened it: lock the one on disk
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)

@@ -42,7 +42,7 @@ from hlvm import graphs
 from hlvm._kernels import rows_from_samples, run_program, samples_from_rows
 from hlvm.errors import ConfigError, DataError, HlvmError, check_keys
 from hlvm.graphs import GridSpec
-from hlvm.io import atomic_dir, provenance, write_json
+from hlvm.io import atomic_dir, output_lock, provenance, write_json
 from hlvm.mixing import NOISE_KINDS, Mixing, MixingSpec, build_mixing, unit_noise
 
 __all__ = [
@@ -694,7 +694,8 @@ def simulate_to_dir(
     sim = Simulator.from_config(cfg, graph=graph, threads=threads)
     chunk = max(1, int(chunk_blocks)) * SAMPLE_BLOCK
     try:
-        return _write_dir(cfg, sim, graph, out, overwrite, progress, chunk)
+        with output_lock(out, "simulate"):  # a second simulate into one --out is refused, not silently lost
+            return _write_dir(cfg, sim, graph, out, overwrite, progress, chunk)
     except OSError as e:  # the disk filled, or a file-size limit, after the free-space check: nothing is left behind
         if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) and "requested and" not in str(e):
             raise

@@ -823,10 +823,9 @@ def train(
     ``parts``, the ``lr``, the last micro-batch ``batch`` and its model
     ``output``, and the unwrapped ``model``).
 
-    Bad input raises an :class:`HlvmError` before anything is written.
+    Bad input raises an :class:`HlvmError` before anything is written; so does a second train into the same ``out``
+    while one runs (:func:`hlvm.io.output_lock`).
     """
-    from hlvm.objectives import build_objective
-
     if cfg.out is None:
         from hlvm.io import new_run_dir
 
@@ -845,6 +844,16 @@ def train(
     from hlvm.io import check_writable
 
     check_writable(run_dir)  # a file in the path, a read-only folder: before the data are opened
+    if int(os.environ.get("RANK", 0)) != 0:  # distributed: rank 0 holds the run's lock for all ranks
+        return _train_checked(cfg, run_dir, ckpt, progress, on_step)
+    from hlvm.io import output_lock
+
+    with output_lock(run_dir, "train"):  # a second train into one --out is refused, not silently mixed in
+        return _train_checked(cfg, run_dir, ckpt, progress, on_step)
+
+
+def _train_checked(cfg: TrainConfig, run_dir: Path, ckpt: Any, progress: bool, on_step: StepCallback | None) -> Path:
+    from hlvm.objectives import build_objective
 
     # Everything that can be wrong with the input is found before the first write.
     src = open_data(cfg.data)

@@ -98,8 +98,8 @@ def test_a_sigkilled_simulate_leaves_a_temporary_that_the_next_run_removes(tmp_p
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(30)
-    left = [p.name for p in tmp_path.iterdir()]
-    assert len(left) == 1 and left[0].startswith(".data.") and not out.exists()
+    left = sorted(p.name for p in tmp_path.iterdir())  # its temporary folder, and its lock file (no lock once it died)
+    assert len(left) == 2 and left[0] == ".data.lock" and left[1].startswith(".data.") and not out.exists()
     r = subprocess.run([sys.executable, "-m", "hlvm.cli.main", "simulate", "--depth", "2", "--n", "100", "--out",
                         str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -155,3 +155,27 @@ def test_json_nested_deeper_than_python_can_parse_is_one_line(tmp_path):
     from _cli import assert_one_line_error
 
     assert_one_line_error(CliRunner().invoke(app, ["locate-c", "--mask", str(path)]), "nested too deeply")
+
+
+def test_a_second_simulate_or_train_into_a_locked_folder_is_refused(tmp_path):
+    # Two processes on one --out: the one that comes second gets one line at once, the first's output stands.
+    from hlvm.errors import ConfigError
+    from hlvm.graphs import GridSpec
+    from hlvm.io import output_lock
+    from hlvm.simulate import SimulateConfig, simulate_to_dir
+    from hlvm.train import TrainConfig, train
+
+    out = tmp_path / "sim"
+    with output_lock(out, "simulate"):
+        assert (tmp_path / ".sim.lock").read_text().startswith(f"pid {os.getpid()}")
+        with pytest.raises(ConfigError, match=r"another hlvm simulate \(pid \d+ on .*\) is writing .*sim"):
+            simulate_to_dir(SimulateConfig(grid=GridSpec(depth=2), n=8), out, progress=False)
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # released: the lock file is gone
+    simulate_to_dir(SimulateConfig(grid=GridSpec(depth=2), n=8), out, progress=False)  # and the folder is free
+    run = tmp_path / "run"
+    with output_lock(run, "train"):
+        with pytest.raises(ConfigError, match="another hlvm train"):
+            train(TrainConfig(model="mlp", data=str(out), steps=1, batch_size=4, warmup=1, out=str(run)), progress=False)
+    assert not run.exists()
+    train(TrainConfig(model="mlp", data=str(out), steps=1, batch_size=4, warmup=1, out=str(run)), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "sim"]
