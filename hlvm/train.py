@@ -727,7 +727,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[nn.Module, TrainConfig]:
 
     run_dir = Path(run_dir)
     ckpt = _read_checkpoint(run_dir)
-    cfg = TrainConfig.from_dict(ckpt["config"]["train"])
+    cfg = dataclasses.replace(TrainConfig.from_dict(ckpt["config"]["train"]), out=str(run_dir))
     model = build_model(MAEConfig.from_dict(ckpt["config"]["model"]))
     build_objective(cfg.objective, **(cfg.objective_coefs or {})).attach(model)  # its networks are in the state dict
     model.load_state_dict(ckpt["model"])
@@ -1092,7 +1092,7 @@ def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, o
                 path.unlink(missing_ok=True)
             write_json(run_dir / CONFIG, info)
         else:
-            _truncate_metrics(run_dir / METRICS, start)
+            _truncate_metrics(run_dir / METRICS, start, keep_last=_logged_step(start, cfg, total))
 
     fwd: nn.Module = model
     if dd.world > 1:
@@ -1122,7 +1122,8 @@ def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, o
                     "scaler": None,  # bf16 autocast needs no loss scaling
                     "step": step,
                     "total_steps": total,
-                    "config": full_config,
+                    # the run folder is where the checkpoint lies, not in it: one run into two folders, same bytes
+                    "config": {**full_config, "train": {**full_config["train"], "out": None}},
                     "rng": states_all,
                 },
                 run_dir / CHECKPOINT,
@@ -1132,7 +1133,8 @@ def _train_loop(cfg, mcfg, src, objective, masker, device, dd, ckpt, progress, o
     step = start
     metrics_file = open(run_dir / METRICS, "a") if dd.main else None  # noqa: SIM115 - closed in finally
     # A resumed run's events past its checkpoint are purged, as its metrics rows are.
-    tb = _tensorboard(run_dir, None if ckpt is None else start + 1) if dd.main else None
+    purge = start + 1 if _logged_step(start, cfg, total) else start
+    tb = _tensorboard(run_dir, None if ckpt is None else purge) if dd.main else None
     bar_cm = _progress(progress and dd.main)
     # numpy's and Python's global generators are set last, once every lazy import is done: importing rich
     # draws from `random`, so a run that imports it after the seed would save another state than one that
@@ -1295,12 +1297,21 @@ def _tensorboard(run_dir: Path, purge_step: int | None) -> Any:
     return SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Keep the metrics rows up to ``step`` (later ones came after the checkpoint a resumed run restarts from)."""
+def _logged_step(step: int, cfg: TrainConfig, total: int) -> bool:
+    """Whether an uninterrupted run writes a metrics row at ``step`` (an interruption also writes one where it stops)."""
+    return step % cfg.log_every == 0 or step == total or bool(cfg.heldout_every and step % cfg.heldout_every == 0)
+
+
+def _truncate_metrics(path: Path, step: int, keep_last: bool = True) -> None:
+    """Keep the metrics rows up to ``step`` (later ones came after the checkpoint a resumed run restarts from).
+
+    With ``keep_last`` off the row at ``step`` goes too: the row an interruption wrote where it stopped, which an
+    uninterrupted run does not have, so that the resumed run's log has the uninterrupted run's rows.
+    """
     if not path.is_file():
         return
     raw = path.read_bytes()
-    keep = [r for r in read_metrics(path) if r["step"] <= step]
+    keep = [r for r in read_metrics(path) if r["step"] < step or (keep_last and r["step"] == step)]
     text = "".join(json.dumps(r) + "\n" for r in keep)
     if text.encode() != raw:
         from hlvm.io import atomic_file

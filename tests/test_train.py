@@ -385,6 +385,20 @@ def test_interrupt_then_resume_is_bit_for_bit_the_straight_run(data, mcfg, onlin
     assert all(torch.equal(wa[n], wb[n]) for n in wa)
 
 
+def test_a_resumed_log_has_the_uninterrupted_runs_rows_not_the_interruptions_extra_one(online_spec, tmp_path):
+    # Ctrl-C at step 5 writes a row there (the log shows where it stopped); log_every 4 does not: after the
+    # resume the log must hold the straight run's rows, 4, 8 and 10, with their losses.
+    kw = dict(model=TINY_MLP, steps=10, warmup=1, ckpt_every=0, log_every=4)
+    straight = train(cfg_for(online_spec, tmp_path / "straight", **kw), progress=False)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg_for(online_spec, tmp_path / "split", **kw), progress=False, on_step=_interrupt_at(5))
+    assert [x["step"] for x in rows(tmp_path / "split")] == [4, 5]
+    resumed = resume(tmp_path / "split", progress=False)
+    a, b = rows(straight), rows(resumed)
+    assert [x["step"] for x in a] == [x["step"] for x in b] == [4, 8, 10]
+    assert [x["loss"] for x in a] == [x["loss"] for x in b]
+
+
 def test_a_run_begun_with_the_tokens_exempt_from_decay_resumes_with_them_exempt(online_spec, tmp_path, monkeypatch):
     import hlvm.train as T
 
@@ -872,3 +886,11 @@ def test_heldout_every_needs_simulated_data(tree, tmp_path):
         train(cfg, progress=False)
     with pytest.raises(ConfigError, match="heldout_n must be an integer >= 8"):
         TrainConfig(heldout_n=2)
+
+
+def test_one_run_into_two_folders_writes_the_same_checkpoint_bytes(online_spec, tmp_path):
+    kw = dict(model=TINY_MLP, steps=3, warmup=1)
+    a = train(cfg_for(online_spec, tmp_path / "a", **kw), progress=False)
+    b = train(cfg_for(online_spec, tmp_path / "elsewhere" / "b", **kw), progress=False)
+    assert (a / CHECKPOINT).read_bytes() == (b / CHECKPOINT).read_bytes()
+    assert load_run(b)[1].out == str(b)
