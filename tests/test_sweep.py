@@ -500,3 +500,26 @@ def test_the_linear_controls_of_a_point_are_fitted_on_its_seeds_training_images_
                        mask_seed=mseed, representation="code")
         assert [r["r2_noise"] for r in got] == [r["r2_noise"] for r in want]
         assert {r["rep_dim"] for r in got} == {r["rep_dim"] for r in want}
+
+
+def test_damaged_simulated_data_are_made_again_not_failed_on(tmp_path):
+    # A truncated images.npy or a garbled index.json under OUT/data: the data derive from seeds, so the next
+    # prepare (a resumed sweep) simulates them again, with a warning, and gets the same bytes.
+    from hlvm.sweep.mae import MAEBackend
+
+    cfg = small(seeds=[0, 1], n_train=64)
+    dirs = MAEBackend().prepare(cfg, tmp_path)["data_dirs"]
+    images = Path(dirs["0"]) / "images.npy"
+    index = Path(dirs["1"]) / "index.json"
+    good = images.read_bytes(), index.read_bytes()
+    images.write_bytes(good[0][: len(good[0]) // 2])
+    index.write_text("{garbled")
+    with pytest.warns(UserWarning, match="are damaged .* simulating them again") as record:
+        assert MAEBackend().prepare(cfg, tmp_path)["data_dirs"] == dirs
+    assert len(record) == 2
+    assert (images.read_bytes(), index.read_bytes()) == good
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # intact data: nothing is said, nothing made again
+        MAEBackend().prepare(cfg, tmp_path)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,21 @@ from .grid import SUMMARY_COLUMNS, SweepConfig, SweepPoint
 __all__ = ["MAEBackend", "eval_masks", "point_masks", "rows_of", "decoder_encoder", "SUMMARY_TO_ROW"]
 
 _KIND_CODE = {"random": 0, "aligned": 1, "block": 2}
+
+
+def _damage(data_dir: Path, sim: Any) -> str | None:
+    """Why the simulated folder ``data_dir`` is not ``sim``'s data (a truncated array, garbled JSON, another
+    config), or ``None`` if it reads as it should."""
+    from hlvm.errors import HlvmError
+    from hlvm.simulate import load_dataset
+
+    try:
+        ds = load_dataset(data_dir, mmap=True)
+    except (HlvmError, OSError, ValueError, KeyError, TypeError) as e:
+        return " ".join(str(e).split())
+    if len(ds) != sim.n or ds.config.to_dict() != sim.to_dict():
+        return "it holds another simulate config"
+    return None
 
 
 def _sim_config(cfg: SweepConfig, n: int, seed: int | None = None):
@@ -129,9 +145,12 @@ class MAEBackend:
             sim = _sim_config(cfg, cfg.n_train, seed)
             key = hashlib.sha256(json.dumps(sim.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
             data_dir = out / "data" / f"sim-{key}"
-            if not data_dir.is_dir():
+            damage = _damage(data_dir, sim) if data_dir.exists() else None
+            if damage is not None:  # the data are derived from seeds: make them again rather than fail every point
+                warnings.warn(f"the sweep's data {data_dir} are damaged ({damage}); simulating them again", stacklevel=2)
+            if not data_dir.exists() or damage is not None:
                 data_dir.parent.mkdir(parents=True, exist_ok=True)
-                simulate_to_dir(sim, data_dir, progress=False)
+                simulate_to_dir(sim, data_dir, overwrite=True, progress=False)
             data_dirs[str(seed)] = str(data_dir)
         return {"data_dirs": data_dirs, "out": str(out)}
 
