@@ -319,6 +319,18 @@ def test_row_file_shorter_than_its_commits_is_a_data_error(tmp_path):
         run_sweep(cfg, out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
 
 
+@pytest.mark.parametrize("name", ["results.csv", "results.jsonl"])
+def test_a_finished_row_edited_in_place_is_refused_on_resume(tmp_path, name):
+    cfg, out = small(mask_ratios=[0.25, 0.5], seeds=[0]), tmp_path / "out"
+    run_sweep(cfg, out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
+    ResultsStore(out).recover()  # intact: accepted
+    text = (out / name).read_text()
+    i = text.index("0.", len(text) // 2)  # a number in the last point's rows, same length after the edit
+    (out / name).write_text(text[:i] + ("9" if text[i] != "9" else "8") + text[i + 1 :])
+    with pytest.raises(DataError, match=rf"{name}: the rows of point .* differ from what the sweep wrote"):
+        run_sweep(cfg, out, backend=FakeBackend(tmp_path / "log"), workers=1, progress=False)
+
+
 def test_resuming_with_other_shared_settings_is_refused_but_a_wider_grid_is_not(tmp_path):
     out, log = tmp_path / "out", tmp_path / "log"
     run_sweep(small(mask_ratios=[0.5]), out, backend=FakeBackend(log), workers=1, progress=False)

@@ -3,12 +3,13 @@
 - ``results.csv`` and ``results.jsonl`` hold the rows (same rows, two formats);
 - ``points.jsonl`` holds one *commit record* per finished point, written after
   its rows were appended and fsynced, with the byte length both row files had
-  at that moment.
+  at that moment and the checksum of the bytes it appended to each.
 
 A point counts as finished only once its commit record is on disk. On resume
 the row files are cut back to the last commit's lengths (dropping the rows of a
 point that died mid-append, which is never a finished point) and a torn last
-line of ``points.jsonl`` is ignored and cut. Finished rows are never rewritten.
+line of ``points.jsonl`` is ignored and cut. Finished rows are never rewritten; a finished row edited in place
+(its bytes no longer match their commit's checksum) is refused on resume.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class ResultsStore:
         commits: dict[str, dict[str, Any]] = {}
         good_end = 0
         last: dict[str, Any] | None = None
+        ordered: list[dict[str, Any]] = []
         pos = 0
         while pos < len(raw):
             nl = raw.find(b"\n", pos)
@@ -120,6 +122,7 @@ class ResultsStore:
                     raise DataError(f"{self.commits_path}: corrupt line at byte {pos}, followed by more records")
                 break  # a torn last line: the point it described was not committed
             commits[rec["point_id"]] = rec
+            ordered.append(rec)
             last = rec
             pos = good_end = nl + 1
         if good_end < len(raw):
@@ -132,6 +135,7 @@ class ResultsStore:
                 raise DataError(f"{path} has {size} bytes but its committed rows end at byte {end}; was it edited?")
             if size > end:
                 _truncate(path, end)  # rows of a point that never committed
+        _verify(ordered, self.csv_path, self.jsonl_path)
         self._header = None
         if csv_end:
             with open(self.csv_path, newline="") as f:
@@ -152,12 +156,40 @@ class ResultsStore:
             writer.writeheader()
         for r in rows:
             writer.writerow({k: _csv_value(v) for k, v in r.items()})
-        csv_end = _fsync_append(self.csv_path, buf.getvalue().encode())
-        blob = "".join(json.dumps(_json_value(dict(r)), allow_nan=True) + "\n" for r in rows)
-        jsonl_end = _fsync_append(self.jsonl_path, blob.encode())
-        rec = {"point_id": point_id, "rows": len(rows), "csv_end": csv_end, "jsonl_end": jsonl_end, **meta}
+        csv_bytes = buf.getvalue().encode()
+        csv_end = _fsync_append(self.csv_path, csv_bytes)
+        blob = "".join(json.dumps(_json_value(dict(r)), allow_nan=True) + "\n" for r in rows).encode()
+        jsonl_end = _fsync_append(self.jsonl_path, blob)
+        rec = {"point_id": point_id, "rows": len(rows), "csv_end": csv_end, "jsonl_end": jsonl_end,
+               "csv_sha256": _digest(csv_bytes), "jsonl_sha256": _digest(blob), **meta}
         _fsync_append(self.commits_path, (json.dumps(_json_value(rec)) + "\n").encode())
         return rec
+
+
+def _digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _verify(commits: Sequence[Mapping[str, Any]], csv_path: Path, jsonl_path: Path) -> None:
+    """Each commit's rows are the bytes it wrote: a value edited in place in a row file is a :class:`DataError`.
+
+    A commit record holds the checksum of the bytes its point appended to each row file (records written before
+    checksums existed are not checked).
+    """
+    for path, end_key, sum_key in ((csv_path, "csv_end", "csv_sha256"), (jsonl_path, "jsonl_end", "jsonl_sha256")):
+        if not any(sum_key in c for c in commits):
+            continue
+        data = path.read_bytes()
+        start = 0
+        for c in commits:
+            end = c[end_key]
+            if sum_key in c and _digest(data[start:end]) != c[sum_key]:
+                raise DataError(f"{path}: the rows of point {c['point_id']} (bytes {start}-{end}) differ from what "
+                                "the sweep wrote (their checksum in points.jsonl); was the file edited? Restore it "
+                                "(results.jsonl holds the same rows) or start another --out")
+            start = end
 
 
 def _csv_value(v: Any) -> Any:
