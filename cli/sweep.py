@@ -100,6 +100,7 @@ def sweep(
     eval_masks: Annotated[int | None, typer.Option(help="Held-out masks per point and mask kind.")] = None,
     backend: Annotated[str, typer.Option(help="Where points run: process (a pool on this machine) or ray (Ray tasks, on this machine or a cluster).")] = "process",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join: auto (a 'ray start --head' here) or HOST:PORT; default: start Ray on this machine.")] = None,
+    ray_data: Annotated[str | None, typer.Option(help="Ray: where points find their data: shared (every node mounts --out at the same path) or worker (each task simulates its data from the seeds on its node and sends its results back; no shared filesystem). Default: shared on this machine, worker with --ray-address.")] = None,
     cpus_per_point: Annotated[float | None, typer.Option(help="Ray: CPUs each point asks for (default 1); its torch threads.")] = None,
     gpus_per_point: Annotated[float | None, typer.Option(help="Ray: GPUs each point asks for (default 0).")] = None,
     workers: Annotated[int | None, typer.Option(help="process: worker processes (default: min(cores, points)); ray: most points in flight (default: all).")] = None,
@@ -160,7 +161,7 @@ def sweep(
             raise ConfigError(f"--workers must be >= 1, got {workers}")
         if retries < 0:
             raise ConfigError(f"--retries must be >= 0, got {retries}")
-        executor = _executor(backend, ray_address, cpus_per_point, gpus_per_point, workers, threads)
+        executor = _executor(backend, ray_address, cpus_per_point, gpus_per_point, workers, threads, ray_data)
 
         def plan() -> None:
             # Printed once the sweep is checked and prepared: bad input gets its one error line alone.
@@ -209,12 +210,13 @@ def sweep(
 
 
 def _executor(kind: str, address: str | None, cpus: float | None, gpus: float | None, workers: int | None,
-              threads: int | None) -> Any:
+              threads: int | None, data: str | None = None) -> Any:
     """The executor ``--backend`` names (``None``: run_sweep's process pool)."""
     from hlvm.errors import ConfigError
 
     if kind == "process":
-        for name, value in (("--ray-address", address), ("--cpus-per-point", cpus), ("--gpus-per-point", gpus)):
+        for name, value in (("--ray-address", address), ("--ray-data", data), ("--cpus-per-point", cpus),
+                            ("--gpus-per-point", gpus)):
             if value is not None:
                 raise ConfigError(f"{name} applies to --backend ray; the process pool takes --workers and --threads")
         return None
@@ -223,4 +225,4 @@ def _executor(kind: str, address: str | None, cpus: float | None, gpus: float | 
     from hlvm.sweep import RayExecutor
 
     return RayExecutor(address, cpus=1 if cpus is None else cpus, gpus=0 if gpus is None else gpus, threads=threads,
-                       limit=workers)
+                       limit=workers, data=data)

@@ -75,3 +75,17 @@ class FakeBackend:
 
     def predict(self, cfg, context):
         return [{"mask_ratio": r, "mask_unit": u, "abstraction": r / u} for u in cfg.mask_units for r in cfg.mask_ratios]
+
+
+class WhereBackend(FakeBackend):
+    """FakeBackend whose points also leave a run folder file, and log which folder they were prepared in."""
+
+    def prepare(self, cfg, out):
+        return {"prepared": True, "out": str(out)}
+
+    def run_point(self, cfg, point, context):
+        rows = super().run_point(cfg, point, context)
+        run = Path(context["out"]) / "runs" / point.point_id
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "made-in.txt").write_text(context["out"])
+        return rows

@@ -99,6 +99,7 @@ def test_config_file_and_default_out_a_new_folder_under_runs_never_the_study_res
         (["--backend", "dask"], "unknown --backend 'dask'; choose from process, ray"),
         (["--cpus-per-point", "2"], "--cpus-per-point applies to --backend ray"),
         (["--ray-address", "auto"], "--ray-address applies to --backend ray"),
+        (["--ray-data", "worker"], "--ray-data applies to --backend ray"),
         (["--config", "/nonexistent/study.json"], "sweep config not found"),
     ],
 )
@@ -117,7 +118,12 @@ def test_backend_ray_builds_a_ray_executor_with_the_options(tmp_path, captured):
     (_, _, kw), = captured
     ex = kw["executor"]
     assert (ex.name, ex.address, ex.cpus, ex.gpus, ex.capacity, ex.threads) == ("ray", "10.0.0.1:6379", 2, 0.5, 3, 2)
+    assert ex.data == "worker"  # a cluster: no shared filesystem assumed
     assert kw["retries"] == 4
+    r = runner.invoke(app, ["sweep", "--ratios", "0.5", "--units", "1", "--depth", "2", "--backend", "ray",
+                            "--ray-data", "shared", "--out", str(tmp_path / "q"), "--no-report", "-q"])
+    assert r.exit_code == 0, r.output
+    assert captured[-1][2]["executor"].data == "shared"
     r = runner.invoke(app, ["sweep", "--ratios", "0.5", "--units", "1", "--depth", "2", "--out", str(tmp_path / "p"),
                             "--no-report", "-q"])
     assert captured[-1][2]["executor"] is None  # the process pool stays the default

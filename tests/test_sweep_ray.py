@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
 ray = pytest.importorskip("ray")
 
 import _sweepfakes  # noqa: E402
-from _sweepfakes import NODES, FakeBackend  # noqa: E402
+from _sweepfakes import NODES, FakeBackend, WhereBackend  # noqa: E402
 
 from hlvm.evaluate import CONTROLS  # noqa: E402
 from hlvm.errors import ConfigError  # noqa: E402
@@ -62,6 +63,40 @@ def test_ray_gives_the_process_pools_rows_and_commits_value_for_value(tmp_path):
     for name in ("prediction.csv",):
         assert (tmp_path / "pool" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes()
     assert ray.is_initialized()  # the executor leaves a Ray it did not start running
+
+
+def test_worker_data_mode_needs_no_shared_folder_and_gives_the_same_rows(tmp_path):
+    # data="worker": each task prepares its point in a temporary folder of its node and sends its rows and its
+    # run folder's files back; only the driver writes --out, and the rows equal the shared mode's.
+    cfg = small()
+    run_sweep(cfg, tmp_path / "shared", backend=WhereBackend(tmp_path / "l1"), executor=RayExecutor(cpus=1),
+              progress=False)
+    s = run_sweep(cfg, tmp_path / "worker", backend=WhereBackend(tmp_path / "l2"),
+                  executor=RayExecutor(cpus=1, data="worker"), progress=False)
+    assert (s.finished, s.failed) == (len(cfg.points()), [])
+    assert canonical(tmp_path / "shared" / "results.jsonl") == canonical(tmp_path / "worker" / "results.jsonl")
+    made = {p.parent.name: p.read_text() for p in (tmp_path / "worker" / "runs").glob("*/made-in.txt")}
+    assert set(made) == {p.point_id for p in cfg.points()}  # every run folder's file came back to the driver
+    assert all("hlvm-point-" in where and str(tmp_path) not in where for where in made.values())
+    assert {p.read_text() for p in (tmp_path / "shared" / "runs").glob("*/made-in.txt")} == {str(tmp_path / "shared")}
+
+
+def test_a_tiny_real_mae_grid_on_worker_data_equals_the_shared_one(tmp_path):
+    from hlvm.sweep.mae import MAEBackend
+
+    cfg = small(mask_ratios=[0.5], mask_units=[2], controls=["pixels", "pca"], n_train=64, n_eval=40, steps=2,
+                batch=8, eval_masks=1, predict_masks=5)
+    run_sweep(cfg, tmp_path / "shared", backend=MAEBackend(), executor=RayExecutor(cpus=1), progress=False)
+    run_sweep(cfg, tmp_path / "worker", backend=MAEBackend(), executor=RayExecutor(cpus=1, data="worker"),
+              progress=False)
+    assert canonical(tmp_path / "shared" / "results.jsonl") == canonical(tmp_path / "worker" / "results.jsonl")
+    assert sorted(p.name for p in (tmp_path / "worker" / "runs").iterdir()) == sorted(
+        p.name for p in (tmp_path / "shared" / "runs").iterdir())
+
+
+def test_an_unknown_ray_data_mode_is_refused():
+    with pytest.raises(ConfigError, match="unknown Ray data mode 'nfs'; choose from shared, worker"):
+        RayExecutor(data="nfs")
 
 
 def test_ray_retries_a_point_whose_worker_died_and_reports_one_that_always_fails(tmp_path):

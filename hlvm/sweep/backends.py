@@ -48,6 +48,9 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     exception: BaseException | None = field(default=None, repr=False)
+    #: Files the point wrote where the driver cannot see them (Ray with ``data="worker"``): path under the sweep
+    #: folder -> bytes, written by the driver before the point's rows are committed.
+    files: dict[str, bytes] | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -265,6 +268,40 @@ def _ray_run(shared: tuple[Any, SweepConfig, Mapping[str, Any]], point: SweepPoi
     return run_one(backend, cfg, point, context, threads)
 
 
+def _ray_run_local(shared: tuple[Any, SweepConfig, Mapping[str, Any]], point: SweepPoint, threads: int):  # noqa: ANN202
+    """The Ray task of a point on a node that does not see the sweep folder (``RayExecutor(data="worker")``).
+
+    The point's data are simulated again from their seeds (the simulator is deterministic: the same bytes as the
+    driver's) in a temporary folder of the node, the point runs there, and its rows and whatever it left in its
+    run folder (``runs/<point_id>/``: config, metrics, a kept checkpoint) travel back to the driver as bytes.
+    The temporary folder is removed.
+    """
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    backend, cfg, _ = shared
+    tmp = Path(tempfile.mkdtemp(prefix="hlvm-point-"))
+    try:
+        if threads is not None:
+            set_threads(threads)
+        try:
+            prepare = getattr(backend, "prepare_point", None)
+            context = prepare(cfg, point, tmp) if prepare is not None else backend.prepare(cfg, tmp)
+        except Exception as e:  # noqa: BLE001 - reported as the point's failure, as any other
+            return None, 0.0, 0.0, one_line_error(e), traceback.format_exc(), None
+        rows, sec, cpu, err, tb = run_one(backend, cfg, point, context, None)
+        run = tmp / "runs" / point.point_id
+        files = {str(f.relative_to(tmp)): f.read_bytes() for f in sorted(run.rglob("*")) if f.is_file()} if run.is_dir() else {}
+        return rows, sec, cpu, err, tb, files
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+#: Where a Ray point's data live (``RayExecutor(data=...)``).
+RAY_DATA = ("shared", "worker")
+
+
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
     """Send file descriptor 2 to /dev/null inside the block (C++ libraries write there directly)."""
@@ -339,9 +376,19 @@ class RayExecutor:
     cluster cannot yet place). Each task runs ``threads`` torch threads
     (default ``cpus``).
 
-    Workers need the same hlvm (and the code of any custom backend), and see
-    the driver's paths: the sweep folder, its data and run folders, must be
-    on a filesystem every node mounts at the same path.
+    Workers need the same hlvm (and the code of any custom backend). Where the
+    data live is ``data``:
+
+    - ``"shared"``: workers read the simulated data from ``OUT/data/`` and
+      train into ``OUT/runs/``: the sweep folder must be on a filesystem every
+      node mounts at the same path (cheapest where data are large);
+    - ``"worker"``: no shared filesystem. Each task simulates its point's data
+      again from the seeds in a temporary folder of its node (the simulator is
+      deterministic: the same bytes), runs there, and sends its rows and its
+      run folder's files back; the driver alone writes ``OUT``.
+
+    The default is ``"shared"`` for a Ray instance started here (one machine)
+    and ``"worker"`` for a cluster given by ``address``.
     """
 
     name = "ray"
@@ -354,6 +401,7 @@ class RayExecutor:
         gpus: float = 0,
         threads: int | None = None,
         limit: int | None = None,
+        data: str | None = None,
     ) -> None:
         from hlvm.errors import ConfigError
 
@@ -370,7 +418,10 @@ class RayExecutor:
             raise ConfigError(f"threads must be a positive integer, got {threads!r}")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ConfigError(f"workers must be a positive integer, got {limit!r}")
+        if data is not None and data not in RAY_DATA:
+            raise ConfigError(f"unknown Ray data mode {data!r}; choose from {', '.join(RAY_DATA)}")
         self.address, self.cpus, self.gpus = address, cpus, gpus
+        self.data = data if data is not None else ("shared" if address is None else "worker")
         self.threads = threads if threads is not None else max(1, int(cpus))
         self.capacity = limit if limit is not None else 1 << 30
         self._owns = False
@@ -430,7 +481,8 @@ class RayExecutor:
 
         self.connect()
         self._shared = ray.put((backend, cfg, dict(context)))
-        self._task = ray.remote(_ray_run).options(
+        self._out = context.get("out")
+        self._task = ray.remote(_ray_run if self.data == "shared" else _ray_run_local).options(
             num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0, retry_exceptions=False
         )
 
@@ -446,12 +498,12 @@ class RayExecutor:
         for ref in ready:
             point, attempt = self._pending.pop(ref)
             try:
-                rows, sec, cpu, err, tb = ray.get(ref)
+                rows, sec, cpu, err, tb, *files = ray.get(ref)
             except ray.exceptions.RayError as e:  # a worker or node died, the task was cancelled, ...
                 cause = getattr(e, "cause", None) or e
                 out.append(Outcome(point, attempt, error=one_line_error(cause), traceback=str(e)))
                 continue
-            out.append(Outcome(point, attempt, rows, sec, cpu, err, tb))
+            out.append(Outcome(point, attempt, rows, sec, cpu, err, tb, files=files[0] if files else None))
         return out
 
     def in_flight(self) -> int:

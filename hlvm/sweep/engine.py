@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hlvm.errors import ConfigError, DataError, HlvmError
-from hlvm.io import check_writable
+from hlvm.io import atomic_file, check_writable
 
 from .backends import Executor, InlineExecutor, Outcome, PoolExecutor
 from .grid import SweepConfig, SweepPoint
@@ -187,6 +187,13 @@ def _run(cfg, out, backend, context, executor, workers, threads, retries, progre
 
     def commit(o: Outcome) -> None:
         point = o.point
+        for rel, data in (o.files or {}).items():  # a worker's run folder, sent back: written here, before the rows
+            target = (out / rel).resolve()
+            if out.resolve() not in target.parents:
+                raise DataError(f"a worker sent a file outside the sweep folder: {rel}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_file(target, "wb") as f:
+                f.write(data)
         cols = point.columns()
         full = [{**cols, **r} for r in o.rows or []]
         meta = {"point": cols, "seconds": round(o.seconds, 3), "cpu_seconds": round(o.cpu_seconds, 3), "finished_utc": _utc_now(),

@@ -132,7 +132,6 @@ class MAEBackend:
 
     def prepare(self, cfg: SweepConfig, out: Path) -> dict[str, Any]:
         from hlvm.graphs import image_shape
-        from hlvm.simulate import simulate_to_dir
         from hlvm.train import resolve_model_config
 
         shape = image_shape(_sim_config(cfg, cfg.n_train).build_graph())
@@ -140,8 +139,19 @@ class MAEBackend:
         for p in cfg.points():
             if p.encoder in ("trained", "untrained"):
                 resolve_model_config(self._train_config(cfg, p, "online", out), shape)
+        return {"data_dirs": self._data(cfg, cfg.seeds, out), "out": str(out)}
+
+    def prepare_point(self, cfg: SweepConfig, point: SweepPoint, out: Path) -> dict[str, Any]:
+        """``prepare`` for one point, in a folder of its own (a Ray node without the sweep folder): its seed's data."""
+        return {"data_dirs": self._data(cfg, [point.seed], out), "out": str(out)}
+
+    @staticmethod
+    def _data(cfg: SweepConfig, seeds: Any, out: Path) -> dict[str, str]:
+        """Each seed's training data under ``out/data/``, simulated unless there and intact."""
+        from hlvm.simulate import simulate_to_dir
+
         data_dirs = {}
-        for seed in cfg.seeds:
+        for seed in seeds:
             sim = _sim_config(cfg, cfg.n_train, seed)
             key = hashlib.sha256(json.dumps(sim.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
             data_dir = out / "data" / f"sim-{key}"
@@ -152,7 +162,7 @@ class MAEBackend:
                 data_dir.parent.mkdir(parents=True, exist_ok=True)
                 simulate_to_dir(sim, data_dir, overwrite=True, progress=False)
             data_dirs[str(seed)] = str(data_dir)
-        return {"data_dirs": data_dirs, "out": str(out)}
+        return data_dirs
 
     @staticmethod
     def _train_config(cfg: SweepConfig, point: SweepPoint, data: str, out: Path):  # noqa: ANN205
