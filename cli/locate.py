@@ -46,13 +46,10 @@ def load_graph(graph: Path | None, spec: dict[str, Any] | None = None, spec_path
     return grid_hierarchy(GridSpec()), "default (grid_hierarchy(GridSpec()): depth 4, branching 2)"
 
 
-def _natural(v: str) -> tuple[Any, ...]:
-    """Sort key reading the numbers in an id as numbers (x_0_8 before x_0_10)."""
-    return tuple(int(p) if p.isdigit() else p for p in v.split("_"))
-
-
 def _ids(nodes: list[str]) -> str:
-    nodes = sorted(nodes, key=_natural)
+    from hlvm.locate import natural_sorted
+
+    nodes = natural_sorted(nodes)
     shown = ", ".join(nodes[:MAX_IDS])
     return shown + (f", ... +{len(nodes) - MAX_IDS} more" if len(nodes) > MAX_IDS else "")
 

@@ -14,6 +14,43 @@ def _is(e: BaseException, name: str) -> bool:
     return any(c.__name__ == name for c in type(e).__mro__)
 
 
+#: Old option spellings, per command, kept as hidden aliases for one release: one name per concept across
+#: every command (--batch-size for a batch, --mask-kinds for a list of mask kinds).
+RENAMED = {
+    "sweep": {"--batch": "--batch-size"},
+    "predict": {"--kinds": "--mask-kinds", "--mask-kind": "--mask-kinds"},
+}
+
+
+def _renamed(args: list[str]) -> list[str]:
+    """``args`` with old option spellings (:data:`RENAMED`) replaced by the current ones, each with a warning."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    table = RENAMED.get(command or "", {})
+    if not table:
+        return args
+    out = []
+    for a in args:
+        name, eq, value = a.partition("=")
+        if name in table:
+            from hlvm.cli._common import err_console
+
+            err_console.print(f"warning: {name} is now {table[name]}; the old name goes in a later release",
+                              markup=False)
+            a = table[name] + eq + value
+        out.append(a)
+    return out
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        import platform
+
+        from hlvm import __version__
+
+        typer.echo(f"hlvm {__version__} (Python {platform.python_version()})")
+        raise typer.Exit()
+
+
 class _OneLineUsageErrors(TyperGroup):
     """Click's usage errors (an unknown option, a value of the wrong type) as one ``error:`` line and exit 2.
 
@@ -23,6 +60,7 @@ class _OneLineUsageErrors(TyperGroup):
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True,
              **extra: Any) -> Any:
+        args = _renamed(list(sys.argv[1:] if args is None else args))
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
@@ -56,7 +94,16 @@ app = typer.Typer(
     # Plain click help: option texts wrap at word boundaries to the terminal width. Rich's panels gave the
     # option names (--norm-pix-loss / --no-norm-pix-loss) most of 80 columns and cut the help texts short.
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", help="Print hlvm's version and exit.", is_eager=True,
+                                 callback=_show_version),
+) -> None:
+    """Hierarchical latent-variable simulator and identifiability bench for masked autoencoders."""
 
 # Each module defines one command function; library imports happen inside it,
 # so that `hlvm --help` and graph-only commands never pay for importing torch.

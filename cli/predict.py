@@ -33,7 +33,7 @@ def predict(
     units: Annotated[Optional[str], typer.Option(help="Comma-separated masking units in pixels; default: every power of the branching leaving >= 2 units.")] = None,
     k: Annotated[int, typer.Option(help="Random masks per (kind, ratio, unit) cell.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the masks (each cell draws from its own stream).")] = 0,
-    kinds: Annotated[str, typer.Option("--kinds", "--mask-kind", help="Comma-separated mask kinds: random (MAE's uniform units), aligned (units depth-first through the hierarchy's blocks), block (BEiT's rectangles), complementary (pairs with disjoint visible sets), variable (ratio drawn per mask from ratio +- --spread).")] = "random,aligned",
+    kinds: Annotated[str, typer.Option("--mask-kinds", help="Comma-separated mask kinds: random (MAE's uniform units), aligned (units depth-first through the hierarchy's blocks), block (BEiT's rectangles), complementary (pairs with disjoint visible sets), variable (ratio drawn per mask from ratio +- --spread).")] = "random,aligned",
     spread: Annotated[float, typer.Option(help="Half-width of the ratio range of variable masks.")] = 0.2,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default runs/predict-<time>).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")] = False,

@@ -93,7 +93,7 @@ def sweep(
     branching: Annotated[int | None, typer.Option(help="Branching of the grid hierarchy.")] = None,
     model: Annotated[str | None, typer.Option(help="Model config name (mlp is the fast path; vit_small_synth).")] = None,
     steps: Annotated[int | None, typer.Option(help="Training steps per point.")] = None,
-    batch: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
+    batch: Annotated[int | None, typer.Option("--batch-size", help="Training batch size (the config's batch).")] = None,
     blr: Annotated[float | None, typer.Option(help="Base learning rate (lr = blr * batch / 256).")] = None,
     n_train: Annotated[int | None, typer.Option(help="Simulated training samples.")] = None,
     n_eval: Annotated[int | None, typer.Option(help="Held-out samples per evaluation.")] = None,

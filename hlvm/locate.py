@@ -112,6 +112,15 @@ def info(graph: nx.DiGraph, nodes: Iterable[str]) -> set[str]:
     return seen
 
 
+def natural_key(v: str) -> tuple[tuple[int, object], ...]:
+    """Sort key reading the numbers in a node id as numbers: ``x_0_2`` before ``x_0_10``."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in str(v).split("_"))
+
+
+def natural_sorted(nodes: object) -> list[str]:
+    """``nodes`` as a list in :func:`natural_key` order."""
+    return sorted(nodes, key=natural_key)  # type: ignore[call-overload]
+
 @dataclass(frozen=True)
 class SharedLatents:
     """What a mask shares, by Algorithms 1 and 2 (see the module docstring).
@@ -221,20 +230,21 @@ class SharedLatents:
         return abstraction_score(self.c_levels, self.max_latent_level)
 
     def to_json(self) -> dict[str, object]:
-        """A JSON-ready dict: the node sets as sorted lists, the dims, and the levels of ``CA``'s nodes."""
+        """A JSON-ready dict: the node sets as lists in natural order (``x_0_2`` before ``x_0_10``), the dims, and
+        the levels of ``CA``'s nodes."""
         return {
-            "c": list(self.c),
-            "shared": list(self.shared),
-            "s_m": list(self.s_m),
-            "s_mc": list(self.s_mc),
-            "masked": list(self.masked),
+            "c": natural_sorted(self.c),
+            "shared": natural_sorted(self.shared),
+            "s_m": natural_sorted(self.s_m),
+            "s_mc": natural_sorted(self.s_mc),
+            "masked": natural_sorted(self.masked),
             "dim_c": self.dim_c,
             "noise_shared": self.noise_shared,
             "noise_private_masked": self.noise_private_masked,
             "noise_private_visible": self.noise_private_visible,
             "noise_latent_total": self.noise_latent_total,
             "abstraction": None if math.isnan(self.abstraction) else self.abstraction,
-            "levels": {v: self.levels[v] for v in self.shared},
+            "levels": {v: self.levels[v] for v in natural_sorted(self.shared)},
         }
 
 

@@ -52,3 +52,25 @@ def test_usage_errors_are_one_line_too(args, words):
 def test_no_arguments_still_show_the_help():
     r = runner.invoke(app, [])
     assert "Commands:" in r.output and "error" not in r.output
+
+
+def test_version_and_short_help():
+    from hlvm import __version__
+
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.startswith(f"hlvm {__version__} (Python ")
+    r = runner.invoke(app, ["sweep", "-h"])
+    assert r.exit_code == 0 and "Usage: hlvm sweep" in r.output and "--batch-size" in r.output
+
+
+def test_old_option_names_still_work_with_a_warning_and_are_not_in_the_help(tmp_path):
+    import hlvm.cli.main as M
+
+    assert M._renamed(["sweep", "--batch", "64", "--out=o"]) == ["sweep", "--batch-size", "64", "--out=o"]
+    assert M._renamed(["predict", "--kinds=random"]) == ["predict", "--mask-kinds=random"]
+    assert M._renamed(["train", "--batch", "8"]) == ["train", "--batch", "8"]  # another command: untouched
+    r = runner.invoke(app, ["predict", "--kinds", "random", "--ratios", "0.5", "--k", "3", "-q", "--out", str(tmp_path / "p")])
+    assert r.exit_code == 0, r.output
+    assert "warning: --kinds is now --mask-kinds" in r.output
+    assert "--kinds " not in runner.invoke(app, ["predict", "--help"]).output
+    assert "--batch " not in runner.invoke(app, ["sweep", "--help"]).output

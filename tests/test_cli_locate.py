@@ -35,11 +35,17 @@ def test_json_without_a_graph_uses_the_default_simulate_graph(tmp_path):
     assert result.exit_code == 0, result.output
     obj = json.loads(result.output)  # exactly one JSON object, nothing else on stdout
     expected = locate(DEFAULT, Mask.random(16, 16, 0.25, 4, seed=3))
-    assert obj["c"] == list(expected.c) and obj["shared"] == list(expected.shared)
-    assert obj["s_m"] == list(expected.s_m) and obj["s_mc"] == list(expected.s_mc)
+    for key in ("c", "shared", "s_m", "s_mc", "masked"):  # the same sets, in natural order: x_0_2 before x_0_10
+        assert sorted(obj[key]) == sorted(getattr(expected, key))
+        assert obj[key] == sorted(obj[key], key=lambda v: (v.split("_")[0], [int(p) for p in v.split("_")[1:]]))
     assert obj["dim_c"] == expected.dim_c and obj["mask"]["shape"] == [16, 16]
-    assert obj["c"] == sorted(obj["c"])
     assert "default" in obj["graph"]
+
+
+def test_json_lists_ids_in_natural_order(tmp_path):
+    result = invoke("--mask", spec_file(tmp_path, {"masked": ["x_0_10", "x_0_2", "x_1_0", "x_0_11"]}), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["masked"] == ["x_0_2", "x_0_10", "x_0_11", "x_1_0"]  # not x_0_10 before x_0_2
 
 
 def test_tables_and_grid_picture(tmp_path):

@@ -57,7 +57,7 @@ def test_predict_writes_the_library_rows_and_prints_the_verdicts(tmp_path, graph
 
 def test_default_units_and_single_kind(tmp_path, graph_file):
     out = tmp_path / "p"
-    result = invoke("--graph", graph_file, "--k", "5", "--kinds", "random", "--out", str(out), "-q")
+    result = invoke("--graph", graph_file, "--k", "5", "--mask-kinds", "random", "--out", str(out), "-q")
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["units"] == [1, 2, 4] and config["kinds"] == ["random"]
@@ -83,7 +83,7 @@ def test_existing_output_needs_overwrite_and_is_left_alone(tmp_path, graph_file)
         (["--units", "3"], ["does not divide the 8x8 image"]),
         (["--units", "two"], ["--units"]),
         (["--k", "0"], ["positive integer"]),
-        (["--kinds", "random,blocky"], ["unknown mask kind 'blocky'"]),
+        (["--mask-kinds", "random,blocky"], ["unknown mask kind 'blocky'"]),
     ],
 )
 def test_bad_options(tmp_path, graph_file, args, words):
@@ -107,5 +107,5 @@ def test_every_mask_kind_has_a_prediction_and_bad_kinds_are_one_line(tmp_path, g
     assert rows[("block", "0.5")]["feasible"] == "True" and float(rows[("block", "0.5")]["mean_dim_c"]) > 0
     assert rows[("complementary", "0.25")]["feasible"] == "False"  # two disjoint visible sets of 3/4 cannot exist
     assert rows[("variable", "0.25")]["feasible"] == "True"  # 0.05-0.45
-    assert_one_line_error(invoke("--graph", graph_file, "--kinds", "checker", "--out", str(tmp_path / "q")), "unknown mask kind 'checker'")
-    assert_one_line_error(invoke("--graph", graph_file, "--kinds", "variable", "--spread", "0.7", "--out", str(tmp_path / "r")), "spread")
+    assert_one_line_error(invoke("--graph", graph_file, "--mask-kinds", "checker", "--out", str(tmp_path / "q")), "unknown mask kind 'checker'")
+    assert_one_line_error(invoke("--graph", graph_file, "--mask-kinds", "variable", "--spread", "0.7", "--out", str(tmp_path / "r")), "spread")
