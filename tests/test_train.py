@@ -401,12 +401,13 @@ def test_a_resumed_log_has_the_uninterrupted_runs_rows_not_the_interruptions_ext
 
 def test_a_run_begun_with_the_tokens_exempt_from_decay_resumes_with_them_exempt(online_spec, tmp_path, monkeypatch):
     import hlvm.train as T
+    import hlvm.train.optim as O
 
     current = T.param_groups
     # A large lr and decay, so that decaying the tokens or not changes their bits within 6 steps.
     kw = dict(model=TINY_VIT, steps=6, warmup=1, blr=1.0, weight_decay=0.5)
     now = train(cfg_for(online_spec, tmp_path / "now", **kw), progress=False)
-    monkeypatch.setattr(T, "param_groups", lambda m, wd: current(m, wd, skip=T.PRE_MAE_NO_DECAY))
+    monkeypatch.setattr(O, "param_groups", lambda m, wd: current(m, wd, skip=T.PRE_MAE_NO_DECAY))  # as the loop calls it
     before = train(cfg_for(online_spec, tmp_path / "before", **kw), progress=False)
     with pytest.raises(TrainingInterrupted):
         train(cfg_for(online_spec, tmp_path / "split", **kw), progress=False, on_step=_interrupt_at(3))
@@ -515,7 +516,7 @@ def test_bad_mask_kinds_are_rejected_before_anything_is_written(online_spec, tmp
 
 @pytest.mark.parametrize("mcfg", [TINY_MLP, TINY_VIT], ids=["mlp", "vit"])
 def test_init_model_is_the_model_training_starts_from(online_spec, tmp_path, mcfg, monkeypatch):
-    import hlvm.train as lib
+    import hlvm.train.loop as lib  # the loop's own name for it
 
     seen, real = {}, lib.init_model
 
