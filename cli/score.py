@@ -19,7 +19,7 @@ def score(
     checkpoint: Annotated[Optional[Path], typer.Option(help="Weights for --timm: a state dict, or a dict with 'model' or 'state_dict' (mae's checkpoints).")] = None,
     timm_options: Annotated[Optional[str], typer.Option(help="JSON of extra timm.create_model arguments for --timm, e.g. '{\"patch_size\": 2}'.")] = None,
     suite: Annotated[str, typer.Option(help="The suite (hlvm/scorecard/suites.py): v1, the default study's grid.")] = "v1",
-    quick: Annotated[bool, typer.Option("--quick", help="The suite's smoke tier: two cells, seconds.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="The suite's smoke tier: 6 cells (ratios 0.25, 0.5, 0.75 at the largest unit, both mask kinds), 2 replicates of 300 samples; well under a minute.")] = False,
     device: Annotated[str, typer.Option(help="Device the encoder runs on: cpu or cuda.")] = "cpu",
     batch_size: Annotated[int, typer.Option(help="Images per encoder call.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the replicates' samples and masks, the training images and the random projection.")] = 0,
