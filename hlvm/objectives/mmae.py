@@ -11,14 +11,20 @@ high-rank features. Options:
 - ``coef`` 0.01: the README's and ``pretrain.sh``'s ``--lamb 1e-2``;
 - ``mu`` 1.0: the default of ``uniformity_loss_TCR`` and of
   ``main_pretrain.py``'s ``--uniformity_mu``; the official ``pretrain.sh``
-  runs ``mu = 3``;
-- ``centering`` False: the function's default; the script passes
-  ``--centering False`` meaning off;
+  asks for 3 (written ``--uniformity_lamda 3``, not the option's name), the
+  preset's value;
+- ``centering`` False: the default of ``uniformity_loss_TCR`` and of
+  ``main_pretrain.py``'s ``--centering``. The official ``pretrain.sh``
+  passes ``--centering False``, but ``--centering`` is a store-true flag
+  (``action='store_true'``), so ``False`` is no value of it and the line
+  does not parse as written: whether the script meant centring off or on is
+  unclear. Off is what the code does whenever the flag is not given, so
+  hlvm keeps it off by default; ``centering=True`` is the other reading;
 - ``feature`` and ``ddp_grad`` as for :mod:`hlvm.objectives.umae`
   (official: ``"cls"``, ``"local"``).
 
 The preset ``mmae_official`` (:data:`hlvm.objectives.PRESETS`) is the
-official code's settings.
+official script's settings as far as they can be read.
 """
 
 from __future__ import annotations

@@ -40,8 +40,9 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     # zhangq327/U-MAE: pretrain.sh (--lamb 0.01), loss_func.py (whole N x N mean, GatherLayer),
     # models_mae.py (class token after a second final norm; global_pool False).
     "umae_official": ("umae", {"coef": 0.01, "diagonal": True, "feature": "cls", "ddp_grad": "local"}),
-    # yifanzhang-pro/M-MAE: pretrain.sh (--lamb 1e-2 --uniformity_mu 3, centering off),
-    # loss_func.py::uniformity_loss_TCR, models_mae.py as U-MAE's.
+    # yifanzhang-pro/M-MAE: pretrain.sh (--lamb 1e-2, and 3 for mu written --uniformity_lamda 3), centering off
+    # (the script's --centering False does not parse, --centering being a store-true flag: off is the code's
+    # default; see hlvm.objectives.mmae), loss_func.py::uniformity_loss_TCR, models_mae.py as U-MAE's.
     "mmae_official": ("mmae", {"coef": 0.01, "mu": 3.0, "centering": False, "feature": "cls", "ddp_grad": "local"}),
     # MI-MAE's control (ours): the same complementary views in one pass and MAE's loss on each, without the
     # information terms; CLUB's q is still fitted (it touches only q), so the runs draw and train exactly alike.

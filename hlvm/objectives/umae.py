@@ -11,8 +11,10 @@ default comes from (what is hlvm's own is said so):
 - ``diagonal`` False: the paper's expectation is over pairs of *different*
   samples, ``x != x^-``; the official ``loss_func.py::uniformity_loss``
   takes the mean over the whole ``N x N`` matrix, diagonal (all ones)
-  included (True), which adds ``1/N`` to the value and scales the
-  gradient by ``(N-1)/N``;
+  included (True). With the diagonal the value is ``((N-1) m + 1) / N``
+  for ``m`` the mean over the off-diagonal pairs (``N (N-1)`` of them
+  besides ``N`` ones, over ``N^2``), and the gradient is that of ``m``
+  scaled by ``(N-1)/N``;
 - ``feature`` ``"code"`` (hlvm's): ``c_hat`` (the mean of the visible
   encoder tokens, or the bottleneck code), the representation the bench
   probes; the official code regularises ``"cls"``: the class token passed
@@ -58,7 +60,8 @@ def uniformity(z: torch.Tensor, diagonal: bool = False) -> torch.Tensor:
     """U-MAE's uniformity term: mean of ``(z_i^T z_j)^2`` over L2-normalised rows of ``z`` (N, F).
 
     Over pairs ``i != j`` (the paper's expectation over different samples),
-    or over all ``N^2`` entries with ``diagonal=True`` (the official code).
+    or over all ``N^2`` entries with ``diagonal=True`` (the official code),
+    which is ``((N-1) m + 1) / N`` for ``m`` the off-diagonal value.
     Off the diagonal: 0 for mutually orthogonal features, 1 for identical ones.
 
     >>> round(float(uniformity(torch.eye(4))), 6), round(float(uniformity(torch.ones(4, 3))), 6)
