@@ -70,6 +70,53 @@ def imgs_for(cfg: MAEConfig, b: int = 4, seed: int = 0) -> torch.Tensor:
     return torch.randn(b, cfg.in_chans, h, w, generator=torch.Generator().manual_seed(seed))
 
 
+# ----------------------------------------------------------------------------- the package
+
+
+def _imports_within_models() -> dict[str, set[str]]:
+    """module -> the hlvm.models modules it imports, at any depth of its code (TYPE_CHECKING blocks aside)."""
+    import ast
+    from pathlib import Path
+
+    import hlvm.models
+
+    here = Path(hlvm.models.__file__).parent
+    found: dict[str, set[str]] = {}
+    for path in here.glob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        names: set[str] = set()
+
+        def visit(node: ast.AST, names: set[str] = names) -> None:
+            if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+                return
+            if isinstance(node, ast.ImportFrom) and node.module:
+                mod = node.module if node.level == 0 else "hlvm.models." + node.module
+                if mod.startswith("hlvm.models."):
+                    names.add(mod.removeprefix("hlvm.models."))
+            for child in ast.iter_child_nodes(node):
+                visit(child)
+
+        visit(ast.parse(path.read_text()))
+        found[path.stem] = names
+    return found
+
+
+def test_no_two_modules_of_the_package_import_each_other():
+    graph = _imports_within_models()
+    assert "patches" in graph["masking"] and "patches" in graph["base"]
+    assert "base" not in graph["masking"]  # masking once imported patchify from base, inside a function
+    circles = sorted((a, b) for a, deps in graph.items() for b in deps if a < b and a in graph.get(b, ()))
+    assert circles == []
+
+
+def test_patchify_is_importable_where_it_was():
+    from hlvm.models.base import patchify as from_base
+    from hlvm.models.patches import patchify as from_patches
+
+    assert from_base is from_patches is patchify
+
+
 # ----------------------------------------------------------------------------- configs
 
 

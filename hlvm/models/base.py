@@ -1,4 +1,8 @@
-"""What every MAE shares: the output record, patchify, masking entry point, masked loss."""
+"""What every MAE shares: the output record, the masking entry point, the masked loss.
+
+``patchify`` / ``unpatchify`` live in :mod:`hlvm.models.patches` (which
+:mod:`hlvm.models.masking` uses too) and are re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from hlvm.errors import ConfigError, DataError, MaskError
 from hlvm.masks import Mask, num_masked
 
 from .configs import MAEConfig
-from .masking import random_token_mask, resolve_mask
+from .masking import boundary_keep, random_token_mask, resolve_mask
+from .patches import patchify, unpatchify
 
 __all__ = ["MAE", "MAEOutput", "patchify", "unpatchify", "POSTERIOR_MIN_LOGVAR", "POSTERIOR_INIT_LOGVAR"]
 
@@ -66,23 +71,6 @@ class MAEOutput:
     posterior_mean: torch.Tensor | None = None
     posterior_logvar: torch.Tensor | None = None
     posterior_sample: torch.Tensor | None = None
-
-
-def patchify(imgs: torch.Tensor, p: int) -> torch.Tensor:
-    """``(B, C, H, W)`` -> ``(B, L, p*p*C)`` row-major tokens, each laid out ``(p, p, C)`` as MAE's."""
-    b, c, h, w = imgs.shape
-    x = imgs.reshape(b, c, h // p, p, w // p, p)  # (B, C, h, p, w, p)
-    x = torch.einsum("nchpwq->nhwpqc", x)  # (B, h, w, p, p, C)
-    return x.reshape(b, (h // p) * (w // p), p * p * c)  # (B, L, p*p*C)
-
-
-def unpatchify(x: torch.Tensor, p: int, grid: tuple[int, int], chans: int) -> torch.Tensor:
-    """Inverse of :func:`patchify`: ``(B, L, p*p*C)`` -> ``(B, C, H, W)``."""
-    gh, gw = grid
-    b = x.shape[0]
-    x = x.reshape(b, gh, gw, p, p, chans)  # (B, h, w, p, p, C)
-    x = torch.einsum("nhwpqc->nchpwq", x)  # (B, C, h, p, w, p)
-    return x.reshape(b, chans, gh * p, gw * p)  # (B, C, H, W)
 
 
 class MAE(nn.Module):
@@ -163,8 +151,6 @@ class MAE(nn.Module):
             var = target.var(dim=-1, keepdim=True)
             target = (target - mean) / (var + 1.0e-6) ** 0.5
         if boundary_ignore:
-            from .masking import boundary_keep
-
             b, n, _ = target.shape
             keep = boundary_keep(mask.bool(), self.cfg, boundary_ignore).to(dtype)  # (B, L, p*p)
             err = ((pred.to(dtype) - target) ** 2).reshape(b, n, keep.shape[-1], -1).mean(dim=-1)  # (B, L, p*p)

@@ -22,6 +22,7 @@ from hlvm.errors import MaskError
 from hlvm.masks import Mask, num_masked
 
 from .configs import MAEConfig
+from .patches import patchify
 
 __all__ = [
     "boundary_keep",
@@ -313,8 +314,6 @@ def boundary_keep(tokens: torch.Tensor, cfg: MAEConfig, k: int) -> torch.Tensor:
     (a max-pool) marks the pixels to drop. Pixels are laid out as
     :func:`hlvm.models.patchify` lays out a token, row-major in ``(p, p)``.
     """
-    from .base import patchify
-
     pix = token_pixel_mask(tokens, cfg)  # (B, H, W) 1 = masked
     near = torch.nn.functional.max_pool2d((1.0 - pix).unsqueeze(1), 2 * k + 1, stride=1, padding=k)  # (B, 1, H, W)
     keep = pix.unsqueeze(1) * (1.0 - near)  # (B, 1, H, W) masked and far from every visible pixel
