@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from hlvm.errors import ConfigError, DataError, MaskError
-from hlvm.masks import Mask, num_masked
+from hlvm.masks import num_masked
 
 from .configs import MAEConfig
-from .masking import boundary_keep, random_token_mask, resolve_mask
+from .masking import boundary_keep, random_token_mask, resolve_mask_with_count
 from .patches import patchify, unpatchify
 
 __all__ = ["MAE", "MAEOutput", "patchify", "unpatchify", "POSTERIOR_MIN_LOGVAR", "POSTERIOR_INIT_LOGVAR"]
@@ -103,16 +103,21 @@ class MAE(nn.Module):
     def _mask_and_keep(
         self, imgs: torch.Tensor, mask_ratio: float, mask: Any, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, int]:
-        """The token mask and its number of visible tokens, known on the host without a device sync."""
+        """The token mask and its number of visible tokens as a Python int.
+
+        Known on the host without a device read for a random mask (from the
+        config) or a :class:`hlvm.masks.Mask`; a tensor mask's count comes
+        from the one read that validating it takes (:func:`.masking.resolve_mask_with_count`).
+        """
         n_tokens = self.cfg.num_tokens
         if mask is None:
             tokens = random_token_mask(self.cfg, imgs.shape[0], mask_ratio, generator=generator, device=imgs.device)
             per_unit = (self.cfg.mask_unit // self.cfg.patch_size) ** 2
             return tokens.to(imgs.device), n_tokens - num_masked(self.cfg.num_units, mask_ratio) * per_unit
-        tokens = resolve_mask(mask, self.cfg, imgs.shape[0], device=imgs.device, equal_counts=self.cfg.arch == "vit")
-        if isinstance(mask, Mask):
-            return tokens, n_tokens - int(mask.tokens(self.cfg.patch_size).sum())
-        return tokens, n_tokens - int(tokens[0].sum())
+        tokens, masked = resolve_mask_with_count(
+            mask, self.cfg, imgs.shape[0], device=imgs.device, equal_counts=self.cfg.arch == "vit"
+        )
+        return tokens, n_tokens - masked
 
     def masked_loss(
         self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor, *, boundary_ignore: int = 0
