@@ -1,4 +1,4 @@
-"""The probe's caveat: one RBF length scale over every code dimension, and what that costs, measured on the sweep's own hierarchy.
+"""The probe's caveat: one RBF length scale over every code dimension, and what that costs on the sweep's hierarchy.
 
 :func:`probe_caveat` is the report's "The probe" section: :data:`PROBE_CAVEAT`
 with the R^2(CA) of the true ``c`` alone beside the same with independent
