@@ -692,7 +692,7 @@ def test_a_checkpoint_written_by_maes_training_script_loads(tmp_path):
     ("edit", "error", "message"),
     [
         (lambda sd: sd.pop("blocks.1.mlp.fc2.bias"), ConfigError, "lacks keys the model needs: blocks.1.mlp.fc2.bias"),
-        (lambda sd: sd.update({"head.weight": torch.zeros(3)}), ConfigError, "has keys the model lacks: head.weight"),
+        (lambda sd: sd.update({"dist_token": torch.zeros(1, 1, 32)}), ConfigError, "has keys the model lacks: dist_token"),
         (
             lambda sd: sd.update({"pos_embed": torch.zeros(1, 5, 32)}),
             ConfigError,
@@ -707,6 +707,52 @@ def test_mismatched_checkpoints_name_the_problem(edit, error, message):
     with pytest.raises(error, match=message) as e:
         load_official_checkpoint(model, {"model": sd})
     assert "\n" not in str(e.value)
+
+
+def _umae_style(model) -> dict[str, torch.Tensor]:
+    """The model's own keys plus U-MAE's / M-MAE's monitoring classifier (fc) and its global-pool norm (fc_norm)."""
+    d = model.cfg.embed_dim
+    fc = {"fc.weight": torch.randn(10, d), "fc.bias": torch.zeros(10)}
+    return {**model.state_dict(), **fc, "fc_norm.weight": torch.ones(d), "fc_norm.bias": torch.zeros(d)}
+
+
+def test_a_umae_checkpoint_loads_without_its_classifier_named_in_one_warning(tmp_path):
+    from hlvm.models.checkpoint import DroppedKeysWarning
+
+    cfg = tiny_vit()
+    torch.manual_seed(0)
+    src, dst = build_model(cfg), build_model(cfg)
+    path = tmp_path / "umae.pth"
+    torch.save({"model": _umae_style(src)}, path)
+    with pytest.warns(DroppedKeysWarning) as record:
+        loaded = load_official_checkpoint(dst, path, decoder=True)
+    dropped = [r for r in record if issubclass(r.category, DroppedKeysWarning)]
+    assert len(dropped) == 1 and not any(issubclass(r.category, UnloadedWeightsWarning) for r in record)
+    message = str(dropped[0].message)
+    assert "\n" not in message and message.endswith("left out: fc.bias, fc.weight, fc_norm.bias, fc_norm.weight")
+    assert set(loaded) == set(src.state_dict())
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
+
+
+def test_timms_head_is_left_out_too():
+    from hlvm.models.checkpoint import DroppedKeysWarning
+
+    ref, model = _timm_and_ours()
+    sd = {**ref.state_dict(), "head.weight": torch.zeros(3, 32), "head.bias": torch.zeros(3)}
+    with pytest.warns(UnloadedWeightsWarning, match="the decoder"):  # a timm ViT has none
+        with pytest.warns(DroppedKeysWarning, match="left out: head.bias, head.weight$"):
+            load_official_checkpoint(model, {"model": sd})
+
+
+def test_a_stray_key_beside_the_classifier_still_raises():
+    cfg = tiny_vit()
+    src = build_model(cfg)
+    sd = {**_umae_style(src), "fc_extra.weight": torch.zeros(1)}  # shares a prefix with fc, but is not fc.*
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is warned about before it raises
+        with pytest.raises(ConfigError, match="checkpoint has keys the model lacks: fc_extra.weight$"):
+            load_official_checkpoint(build_model(cfg), {"model": sd}, decoder=True)
 
 
 def test_a_visualize_checkpoint_loads_the_decoder_too_when_asked():
