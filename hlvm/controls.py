@@ -3,7 +3,7 @@
 A trained code counts as evidence about MAE training only where it beats what
 needs no training at its width (docs/theory.md, section 9). Three closed-form,
 deterministic encoders of the visible pixels ``x`` (``(N, C * n_visible)``,
-flattened as :func:`hlvm.evaluate.pixels_encoder` flattens them), each cut to
+flattened as :func:`hlvm.encoders.pixels_encoder` flattens them), each cut to
 ``k`` dims:
 
 - ``pca`` (:func:`pca_encoder`): the top-``k`` principal components of the
@@ -109,7 +109,7 @@ def _columns(mask: Any, shape: tuple[int, int, int], visible: bool) -> np.ndarra
 
 
 def visible_columns(mask: Any, shape: tuple[int, int, int]) -> np.ndarray:
-    """Indices of the visible pixel values in the order :func:`hlvm.evaluate.pixels_encoder` flattens them."""
+    """Indices of the visible pixel values in the order :func:`hlvm.encoders.pixels_encoder` flattens them."""
     return _columns(mask, shape, True)
 
 

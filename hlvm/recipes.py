@@ -27,7 +27,8 @@ The official U-MAE and M-MAE runs (their repositories' ``pretrain.sh``):
   gradient);
 - ``mmae_official`` (yifanzhang-pro/M-MAE): the same at ViT-L/16
   (``--model mae_vit_large_patch16``), objective ``mmae_official`` (``--lamb
-  1e-2 --uniformity_mu 3``, centring off).
+  1e-2``, mu 3, centring off: how the script's ``--uniformity_lamda 3`` and
+  ``--centering False`` read is told in :mod:`hlvm.objectives.mmae`).
 
 Both scripts also train a linear classifier on the detached features for
 monitoring (labels, cross-entropy); it sends no gradient into the encoder, so
@@ -182,7 +183,7 @@ PRESETS: dict[str, Recipe] = {
         world_size=8, batch_size=128, effective_batch=1024, epochs=200, warmup_epochs=40,
         objective="umae_official", name="umae_official", description="U-MAE's official run (zhangq327/U-MAE pretrain.sh)",
     ),
-    # yifanzhang-pro/M-MAE pretrain.sh: ViT-L/16, 8 GPUs x 128, 200 epochs, 40 warmup, --lamb 1e-2 --uniformity_mu 3.
+    # yifanzhang-pro/M-MAE pretrain.sh: ViT-L/16, 8 GPUs x 128, 200 epochs, 40 warmup, --lamb 1e-2, mu 3 (hlvm.objectives.mmae).
     "mmae_official": mae_pretrain(
         world_size=8, batch_size=128, effective_batch=1024, epochs=200, warmup_epochs=40,
         model="mae_vit_large_patch16", objective="mmae_official", name="mmae_official",

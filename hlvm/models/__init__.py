@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import MAE, MAEOutput, patchify, unpatchify
+from .base import MAE, MAEOutput
 from .configs import MODEL_CONFIGS, MAEConfig, get_config
 from .masking import aligned_token_mask, random_token_mask, resolve_mask
 from .mlp_mae import MLPMAE
+from .patches import patchify, unpatchify
 
 if TYPE_CHECKING:
     from .checkpoint import load_official_checkpoint

@@ -1,4 +1,8 @@
-"""What every MAE shares: the output record, patchify, masking entry point, masked loss."""
+"""What every MAE shares: the output record, the masking entry point, the masked loss.
+
+``patchify`` / ``unpatchify`` live in :mod:`hlvm.models.patches` (which
+:mod:`hlvm.models.masking` uses too) and are re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,11 @@ import torch
 from torch import nn
 
 from hlvm.errors import ConfigError, DataError, MaskError
-from hlvm.masks import Mask, num_masked
+from hlvm.masks import num_masked
 
 from .configs import MAEConfig
-from .masking import random_token_mask, resolve_mask
+from .masking import boundary_keep, random_token_mask, resolve_mask_with_count
+from .patches import patchify, unpatchify
 
 __all__ = ["MAE", "MAEOutput", "patchify", "unpatchify", "POSTERIOR_MIN_LOGVAR", "POSTERIOR_INIT_LOGVAR"]
 
@@ -68,23 +73,6 @@ class MAEOutput:
     posterior_sample: torch.Tensor | None = None
 
 
-def patchify(imgs: torch.Tensor, p: int) -> torch.Tensor:
-    """``(B, C, H, W)`` -> ``(B, L, p*p*C)`` row-major tokens, each laid out ``(p, p, C)`` as MAE's."""
-    b, c, h, w = imgs.shape
-    x = imgs.reshape(b, c, h // p, p, w // p, p)  # (B, C, h, p, w, p)
-    x = torch.einsum("nchpwq->nhwpqc", x)  # (B, h, w, p, p, C)
-    return x.reshape(b, (h // p) * (w // p), p * p * c)  # (B, L, p*p*C)
-
-
-def unpatchify(x: torch.Tensor, p: int, grid: tuple[int, int], chans: int) -> torch.Tensor:
-    """Inverse of :func:`patchify`: ``(B, L, p*p*C)`` -> ``(B, C, H, W)``."""
-    gh, gw = grid
-    b = x.shape[0]
-    x = x.reshape(b, gh, gw, p, p, chans)  # (B, h, w, p, p, C)
-    x = torch.einsum("nhwpqc->nchpwq", x)  # (B, C, h, p, w, p)
-    return x.reshape(b, chans, gh * p, gw * p)  # (B, C, H, W)
-
-
 class MAE(nn.Module):
     """Base class: ``forward(imgs, mask_ratio=0.75, mask=None, generator=None) -> MAEOutput``."""
 
@@ -115,16 +103,21 @@ class MAE(nn.Module):
     def _mask_and_keep(
         self, imgs: torch.Tensor, mask_ratio: float, mask: Any, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, int]:
-        """The token mask and its number of visible tokens, known on the host without a device sync."""
+        """The token mask and its number of visible tokens as a Python int.
+
+        Known on the host without a device read for a random mask (from the
+        config) or a :class:`hlvm.masks.Mask`; a tensor mask's count comes
+        from the one read that validating it takes (:func:`.masking.resolve_mask_with_count`).
+        """
         n_tokens = self.cfg.num_tokens
         if mask is None:
             tokens = random_token_mask(self.cfg, imgs.shape[0], mask_ratio, generator=generator, device=imgs.device)
             per_unit = (self.cfg.mask_unit // self.cfg.patch_size) ** 2
             return tokens.to(imgs.device), n_tokens - num_masked(self.cfg.num_units, mask_ratio) * per_unit
-        tokens = resolve_mask(mask, self.cfg, imgs.shape[0], device=imgs.device, equal_counts=self.cfg.arch == "vit")
-        if isinstance(mask, Mask):
-            return tokens, n_tokens - int(mask.tokens(self.cfg.patch_size).sum())
-        return tokens, n_tokens - int(tokens[0].sum())
+        tokens, masked = resolve_mask_with_count(
+            mask, self.cfg, imgs.shape[0], device=imgs.device, equal_counts=self.cfg.arch == "vit"
+        )
+        return tokens, n_tokens - masked
 
     def masked_loss(
         self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor, *, boundary_ignore: int = 0
@@ -163,8 +156,6 @@ class MAE(nn.Module):
             var = target.var(dim=-1, keepdim=True)
             target = (target - mean) / (var + 1.0e-6) ** 0.5
         if boundary_ignore:
-            from .masking import boundary_keep
-
             b, n, _ = target.shape
             keep = boundary_keep(mask.bool(), self.cfg, boundary_ignore).to(dtype)  # (B, L, p*p)
             err = ((pred.to(dtype) - target) ** 2).reshape(b, n, keep.shape[-1], -1).mean(dim=-1)  # (B, L, p*p)

@@ -11,9 +11,14 @@ State dicts have timm key names: ``cls_token``, ``pos_embed``,
 and ``norm.*``; the "visualize" checkpoints also hold the decoder
 (``decoder_*``, ``mask_token``). Our encoder uses the same names, so loading
 is a strict, checked copy of the encoder keys. Decoder keys are skipped
-unless ``decoder=True``. A bottleneck model's projection ``bottleneck_proj``
-is in no official checkpoint; it is loaded only from a state dict that has
-it (an hlvm model's). Whatever stays at its random initialisation (the
+unless ``decoder=True``. U-MAE's and M-MAE's checkpoints (their
+``models_mae.py``) also hold a linear classifier trained on detached
+features for monitoring, ``fc.*``, and the norm of its global-pool
+features, ``fc_norm.*``; such a head (and timm's ``head.*``) is no part of
+the encoder and is left out, named in one :class:`DroppedKeysWarning`. A
+bottleneck model's projection ``bottleneck_proj`` is in no official
+checkpoint; it is loaded only from a state dict that has it (an hlvm
+model's). Whatever stays at its random initialisation (the
 decoder without ``decoder=True``, the projection) is named in one
 :class:`UnloadedWeightsWarning`.
 """
@@ -34,14 +39,22 @@ from hlvm.errors import ConfigError, DataError
 
 from .vit_mae import ViTMAE
 
-__all__ = ["load_official_checkpoint", "encoder_keys", "UnloadedWeightsWarning"]
+__all__ = ["load_official_checkpoint", "encoder_keys", "UnloadedWeightsWarning", "DroppedKeysWarning"]
 
 _DECODER_PREFIXES = ("decoder_", "mask_token")
 _BOTTLENECK_PREFIX = "bottleneck_proj"
+# Classification heads beside the encoder: timm's ``head``, and in U-MAE's and M-MAE's models_mae.py the linear
+# classifier ``fc`` (trained on detached features, for monitoring) with ``fc_norm``, the norm of the global-pool
+# features it would classify (unused with their default global_pool=False).
+_HEAD_PREFIXES = ("head.", "fc.", "fc_norm.")
 
 
 class UnloadedWeightsWarning(UserWarning):
     """Part of a model was not loaded from the checkpoint and keeps its random initialisation."""
+
+
+class DroppedKeysWarning(UserWarning):
+    """Keys of the checkpoint that belong to no part of the model (a classification head) were left out."""
 
 
 def _is_decoder_key(k: str) -> bool:
@@ -83,8 +96,11 @@ def load_official_checkpoint(
     (mae's training format, with ``optimizer``, ``epoch``, ``scaler`` and
     ``args`` beside it, included), or a bare state dict. Every encoder key of
     ``model`` must be present with the same shape; keys the encoder does not
-    have (other than decoder keys) raise too. Raises :class:`DataError` for a missing or unreadable file and
-    :class:`ConfigError` naming the first mismatched keys or shapes (build
+    have (other than decoder keys) raise too, except a classification head
+    the model lacks (``head.*``; U-MAE's and M-MAE's ``fc.*`` and
+    ``fc_norm.*``), which is left out with a :class:`DroppedKeysWarning`
+    naming its keys (one line). Raises :class:`DataError` for a missing or
+    unreadable file and :class:`ConfigError` naming the first mismatched keys or shapes (build
     the model with the checkpoint's config: patch size, image size, widths).
     Warns (:class:`UnloadedWeightsWarning`, one line) when the decoder
     (``decoder=False``) or a bottleneck projection the checkpoint lacks is
@@ -107,6 +123,9 @@ def load_official_checkpoint(
     if projection and any(k.startswith(_BOTTLENECK_PREFIX) for k in sd):
         wanted |= projection  # an hlvm bottleneck model's state dict; a partial one fails as missing keys
     theirs = {k for k in sd if decoder or not _is_decoder_key(k)}
+    # A classification head the model lacks is no part of the encoder: left out, and named below.
+    dropped = sorted(k for k in theirs - set(ours) if k.startswith(_HEAD_PREFIXES))
+    theirs -= set(dropped)
     missing, unexpected = sorted(wanted - theirs), sorted(theirs - wanted)
     if missing:
         more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
@@ -136,6 +155,12 @@ def load_official_checkpoint(
         warnings.warn(
             f"not loaded from the checkpoint, left at random initialisation: {'; '.join(left)}",
             UnloadedWeightsWarning,
+            stacklevel=2,
+        )
+    if dropped:
+        warnings.warn(
+            f"checkpoint keys of a classification head the model lacks, left out: {', '.join(dropped)}",
+            DroppedKeysWarning,
             stacklevel=2,
         )
     return sorted(wanted)

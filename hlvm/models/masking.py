@@ -22,6 +22,7 @@ from hlvm.errors import MaskError
 from hlvm.masks import Mask, num_masked
 
 from .configs import MAEConfig
+from .patches import patchify
 
 __all__ = [
     "boundary_keep",
@@ -35,6 +36,7 @@ __all__ = [
     "units_to_tokens",
     "token_pixel_mask",
     "resolve_mask",
+    "resolve_mask_with_count",
     "shuffle_indices",
 ]
 
@@ -253,12 +255,29 @@ def resolve_mask(
     needs; the MLP takes any) all samples must mask the same number of
     tokens; otherwise :class:`MaskError`.
     """
+    return resolve_mask_with_count(mask, cfg, batch, device, equal_counts=equal_counts)[0]
+
+
+def resolve_mask_with_count(
+    mask: Any, cfg: MAEConfig, batch: int, device: torch.device | str | None = None, *, equal_counts: bool = True
+) -> tuple[torch.Tensor, int]:
+    """:func:`resolve_mask`'s token mask and the number of tokens its first sample masks, a Python int.
+
+    The count comes without a read of its own: from the :class:`hlvm.masks.Mask`
+    (numpy, on the host), or, for a tensor, from the one read to the host
+    that validating its counts takes anyway (a tensor that is not bool is
+    read once more, to check that it holds only 0 and 1). The model needs
+    it to slice the visible tokens; reading it apart
+    (``int(tokens[0].sum())``) would be one more device sync, and one more
+    ``torch.compile`` graph break.
+    """
     h, w = cfg.img_hw
     if isinstance(mask, Mask):
         if mask.shape != (h, w):
             raise MaskError(f"mask is {mask.shape[0]}x{mask.shape[1]} but the model's image is {h}x{w}")
-        tokens = torch.from_numpy(mask.tokens(cfg.patch_size).copy()).to(device)  # (L,) raises if a token is split
-        return tokens.unsqueeze(0).expand(batch, -1).clone()  # (B, L)
+        grid = mask.tokens(cfg.patch_size)  # (L,) raises if a token is split
+        tokens = torch.from_numpy(grid.copy()).to(device)
+        return tokens.unsqueeze(0).expand(batch, -1).clone(), int(grid.sum())  # (B, L)
     t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask, device=device)
     gh, gw = cfg.unit_grid
     if t.ndim == 3:
@@ -277,16 +296,19 @@ def resolve_mask(
     if tokens.shape[0] != batch:
         raise MaskError(f"mask batch {tokens.shape[0]} does not match image batch {batch}")
     counts = tokens.sum(dim=1)  # (B,)
-    if (counts == 0).any():
+    # One read to the host for every check below and the count returned: each `if` on a tensor (and each int()
+    # of one) is a device sync of its own and a torch.compile graph break.
+    least, most, first = torch.stack([counts.min(), counts.max(), counts[0]]).tolist()
+    if least == 0:
         raise MaskError("a mask in the batch is empty: mask at least one token")
-    if (counts == tokens.shape[1]).any():
+    if most == tokens.shape[1]:
         raise MaskError("a mask in the batch is full: leave at least one token visible")
-    if equal_counts and (counts != counts[0]).any():
+    if equal_counts and least != most:
         raise MaskError(
             f"masks in a batch must mask the same number of tokens (MAE gathers visible tokens); "
-            f"got counts from {int(counts.min())} to {int(counts.max())}"
+            f"got counts from {least} to {most}"
         )
-    return tokens
+    return tokens, first
 
 
 def shuffle_indices(tokens: torch.Tensor, len_keep: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -313,8 +335,6 @@ def boundary_keep(tokens: torch.Tensor, cfg: MAEConfig, k: int) -> torch.Tensor:
     (a max-pool) marks the pixels to drop. Pixels are laid out as
     :func:`hlvm.models.patchify` lays out a token, row-major in ``(p, p)``.
     """
-    from .base import patchify
-
     pix = token_pixel_mask(tokens, cfg)  # (B, H, W) 1 = masked
     near = torch.nn.functional.max_pool2d((1.0 - pix).unsqueeze(1), 2 * k + 1, stride=1, padding=k)  # (B, 1, H, W)
     keep = pix.unsqueeze(1) * (1.0 - near)  # (B, 1, H, W) masked and far from every visible pixel

@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import MAE, MAEOutput, patchify
+from .base import MAE, MAEOutput
 from .configs import MAEConfig
 from .masking import shuffle_indices, token_pixel_mask
+from .patches import patchify
 
 __all__ = ["MLPMAE"]
 
