@@ -238,7 +238,7 @@ def test_the_piece_size_does_not_change_the_bytes(default_sim, monkeypatch, dtyp
     noises = default_sim.draw_noise(300, np.random.default_rng(8), dtype)
     want = default_sim.forward(noises)
     for piece in (1, 7, 64, 300):
-        monkeypatch.setattr(simulate, "COMPUTE_BLOCK", piece)
+        monkeypatch.setattr(simulate.sampler, "COMPUTE_BLOCK", piece)  # where the sampler reads it
         got = default_sim.forward(noises)
         assert all(np.array_equal(a, b) for a, b in zip(got, want)), piece
     alone = default_sim.forward(noises[17:18])
