@@ -77,20 +77,35 @@ MASK_KINDS = ("random", "aligned", "block", "complementary", "variable")
 VARIABLE_SPREAD = 0.2
 
 
-def num_masked(units: int, ratio: float) -> int:
-    """Number of masked units: ``ratio * units`` rounded half up, validated.
+#: How a mask ratio becomes a count of masked units: hlvm's ``"nearest"`` (``ratio * units`` rounded half up) or
+#: MAE's own ``"mae"`` (``units - int(units * (1 - ratio))``, from ``len_keep`` in ``models_mae.random_masking``).
+COUNT_RULES = ("nearest", "mae")
 
-    Raises :class:`MaskError` if the ratio is outside (0, 1) or rounds to an
-    empty or full mask.
+
+def num_masked(units: int, ratio: float, rule: str = "nearest") -> int:
+    """Number of masked units: ``ratio * units`` rounded half up (``rule="nearest"``), validated.
+
+    ``rule="mae"`` is facebookresearch/mae's count, ``units - int(units * (1 -
+    ratio))``: it masks one more unit at some ratios (196 tokens: 138 rather
+    than 137 at 0.7, 40 rather than 39 at 0.2, 177 rather than 176 at 0.9),
+    from the float truncation of ``len_keep``. hlvm's own studies use
+    ``"nearest"`` (the theory's masks, :func:`hlvm.locate.locate`, count the
+    same way); the official MAE configs use ``"mae"``
+    (:attr:`hlvm.models.MAEConfig.mask_count`). Raises :class:`MaskError` if
+    the ratio is outside (0, 1) or gives an empty or full mask.
 
     >>> num_masked(16, 0.75), num_masked(64, 0.1)
     (12, 6)
+    >>> num_masked(196, 0.7), num_masked(196, 0.7, "mae")
+    (137, 138)
     """
     if isinstance(ratio, bool) or not isinstance(ratio, int | float | np.floating) or not math.isfinite(ratio):
         raise MaskError(f"mask ratio must be a number in (0, 1), got {ratio!r}")
     if not 0.0 < ratio < 1.0:
         raise MaskError(f"mask ratio must be in (0, 1), got {ratio}")
-    n = int(math.floor(ratio * units + 0.5))
+    if rule not in COUNT_RULES:
+        raise MaskError(f"unknown mask count rule {rule!r}; choose from {', '.join(COUNT_RULES)}")
+    n = int(math.floor(ratio * units + 0.5)) if rule == "nearest" else units - int(units * (1 - ratio))
     if n == 0 or n == units:
         what = "no" if n == 0 else "every"
         raise MaskError(f"mask ratio {ratio} of {units} units masks {what} unit; use a ratio nearer 0.5 or smaller units")

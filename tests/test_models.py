@@ -1030,3 +1030,21 @@ def test_boundary_ignore_works_per_pixel_inside_a_token_patch():
     pred = torch.tensor([[[2.0, 0.0, 2.0, 0.0]] * 4])  # (1, 4, p*p) errors 4 on each token's left pixels, 0 on the right
     assert model.masked_loss(imgs, pred, mask).item() == pytest.approx(2.0)  # the mean over all 4 pixels of a token
     assert model.masked_loss(imgs, pred, mask, boundary_ignore=1).item() == pytest.approx(4.0)  # the left pixels only
+
+
+@pytest.mark.parametrize("ratio, mae_masked", [(0.7, 138), (0.2, 40), (0.9, 177), (0.75, 147)])
+def test_the_official_configs_mask_as_many_tokens_as_mae(ratio, mae_masked):
+    # facebookresearch/mae's random_masking keeps len_keep = int(L * (1 - mask_ratio)) of L = 196 tokens;
+    # hlvm's own configs round ratio * L to the nearest count (137, 39, 176, 147 here).
+    from hlvm.masks import num_masked
+    from hlvm.models.masking import random_token_mask
+
+    L = 196
+    assert L - int(L * (1 - ratio)) == mae_masked  # MAE's own arithmetic, as written in models_mae.py
+    cfg = get_config("mae_vit_base_patch16")
+    assert cfg.mask_count == "mae" and cfg.num_tokens == L
+    tokens = random_token_mask(cfg, 3, ratio, generator=torch.Generator().manual_seed(0))
+    assert tokens.sum(dim=1).tolist() == [mae_masked] * 3
+    assert num_masked(L, ratio) == round(ratio * L + 1e-9)  # hlvm's rule elsewhere
+    ours = get_config("mae_vit_base_patch16", mask_count="nearest")
+    assert random_token_mask(ours, 1, ratio, generator=torch.Generator().manual_seed(0)).sum().item() == num_masked(L, ratio)

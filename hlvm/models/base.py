@@ -113,7 +113,7 @@ class MAE(nn.Module):
         if mask is None:
             tokens = random_token_mask(self.cfg, imgs.shape[0], mask_ratio, generator=generator, device=imgs.device)
             per_unit = (self.cfg.mask_unit // self.cfg.patch_size) ** 2
-            return tokens.to(imgs.device), n_tokens - num_masked(self.cfg.num_units, mask_ratio) * per_unit
+            return tokens.to(imgs.device), n_tokens - num_masked(self.cfg.num_units, mask_ratio, self.cfg.mask_count) * per_unit
         tokens, masked = resolve_mask_with_count(
             mask, self.cfg, imgs.shape[0], device=imgs.device, equal_counts=self.cfg.arch == "vit"
         )

@@ -67,6 +67,9 @@ class MAEConfig:
         decoder decodes a sample ``z = mean + sigma * eps``, in eval mode the
         mean. MIM's probabilistic code (Livne et al. 2019), which the
         ``cmim`` objective needs (:mod:`hlvm.objectives`).
+    mask_count : how random masks count their units (:data:`hlvm.masks.COUNT_RULES`):
+        hlvm's ``"nearest"`` or MAE's ``"mae"``, which the official
+        ``mae_vit_*`` configs use so that their masks are MAE's own.
     """
 
     arch: Arch = "vit"
@@ -86,6 +89,7 @@ class MAEConfig:
     mlp_hidden: tuple[int, ...] = (512, 512)
     mlp_decoder_hidden: tuple[int, ...] = (512, 512)
     posterior: str | None = None
+    mask_count: str = "nearest"
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep tuples so that configs hash and compare.
@@ -122,6 +126,10 @@ class MAEConfig:
             raise ConfigError(f"mask_unit {u} does not divide the {h}x{w} image")
         if self.bottleneck is not None and not (_is_int(self.bottleneck) and self.bottleneck >= 1):
             raise ConfigError(f"bottleneck must be a positive integer or None, got {self.bottleneck!r}")
+        from hlvm.masks import COUNT_RULES
+
+        if self.mask_count not in COUNT_RULES:
+            raise ConfigError(f"mask_count must be one of {', '.join(COUNT_RULES)}, got {self.mask_count!r}")
         if self.posterior not in POSTERIORS:
             raise ConfigError(f"posterior must be null or 'gaussian', got {self.posterior!r}")
         if not isinstance(self.norm_pix_loss, bool):
@@ -235,11 +243,11 @@ MODEL_CONFIGS: dict[str, MAEConfig] = {
         mlp_ratio=2.0,
         **_SYNTH,
     ),
-    # He et al. (2022), models_mae.py; pretraining there uses norm_pix_loss.
-    "mae_vit_base_patch16": MAEConfig(norm_pix_loss=True),
-    "mae_vit_large_patch16": MAEConfig(embed_dim=1024, depth=24, num_heads=16, norm_pix_loss=True),
+    # He et al. (2022), models_mae.py; pretraining there uses norm_pix_loss, and random_masking's count.
+    "mae_vit_base_patch16": MAEConfig(norm_pix_loss=True, mask_count="mae"),
+    "mae_vit_large_patch16": MAEConfig(embed_dim=1024, depth=24, num_heads=16, norm_pix_loss=True, mask_count="mae"),
     "mae_vit_huge_patch14": MAEConfig(
-        patch_size=14, mask_unit=14, embed_dim=1280, depth=32, num_heads=16, norm_pix_loss=True
+        patch_size=14, mask_unit=14, embed_dim=1280, depth=32, num_heads=16, norm_pix_loss=True, mask_count="mae"
     ),
 }
 

@@ -65,7 +65,7 @@ def random_token_mask(
     generator's device when one is given.
     """
     n_units = cfg.num_units
-    n = num_masked(n_units, ratio)  # validates the ratio
+    n = num_masked(n_units, ratio, cfg.mask_count)  # validates the ratio; MAE's own count for its configs
     if generator is not None:
         device = generator.device
     noise = torch.rand(batch, n_units, generator=generator, device=device)  # (B, U)
