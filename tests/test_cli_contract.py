@@ -33,7 +33,7 @@ from hlvm.cli.main import app
 runner = CliRunner()
 HLVM = [sys.executable, "-m", "hlvm.cli.main"]
 SWEEP = ["--ratios", "0.5", "--units", "1", "--seeds", "0", "--depth", "2", "--n-train", "64", "--n-eval", "32",
-         "--steps", "2", "--batch", "16", "--eval-masks", "1", "-q", "--no-report"]
+         "--steps", "2", "--batch-size", "16", "--eval-masks", "1", "-q", "--no-report"]
 
 
 @dataclass

@@ -23,7 +23,7 @@ import pytest
 
 pytest.importorskip("ray")
 
-SWEEP = ["--ratios", "0.25,0.75", "--units", "1", "--depth", "2", "--seeds", "0", "--steps", "5", "--batch", "16",
+SWEEP = ["--ratios", "0.25,0.75", "--units", "1", "--depth", "2", "--seeds", "0", "--steps", "5", "--batch-size", "16",
          "--n-train", "200", "--n-eval", "50", "--controls", "pixels,pca", "-q", "--no-report"]
 
 
