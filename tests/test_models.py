@@ -185,8 +185,8 @@ def test_random_masks_have_exact_counts_of_whole_units(name, img, p, u, ratio):
     blocks = tokens.reshape(8, gh // k, k, gw // k, k)  # (B, units_h, k, units_w, k)
     units = blocks.all(dim=4).all(dim=2)
     assert torch.equal(units, blocks.any(dim=4).any(dim=2)), "a unit is partly masked"
-    assert (units.flatten(1).sum(1) == num_masked(cfg.num_units, ratio)).all()
-    assert (tokens.sum(1) == num_masked(cfg.num_units, ratio) * k * k).all()
+    assert (units.flatten(1).sum(1) == num_masked(cfg.num_units, ratio, cfg.mask_count)).all()
+    assert (tokens.sum(1) == num_masked(cfg.num_units, ratio, cfg.mask_count) * k * k).all()
     assert len({tuple(t.tolist()) for t in tokens}) > 1, "every sample got the same mask"
 
 
