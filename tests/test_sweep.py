@@ -535,3 +535,36 @@ def test_damaged_simulated_data_are_made_again_not_failed_on(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # intact data: nothing is said, nothing made again
         MAEBackend().prepare(cfg, tmp_path)
+
+
+def test_ctrl_c_stops_the_workers_at_once_not_after_their_points(tmp_path):
+    # Points of 60 s each in a pool of 2: Ctrl-C must end the sweep in seconds (the in-flight points are dropped,
+    # their rows never committed), not wait for the workers to finish them.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    here = Path(__file__).resolve().parent
+    script = f"""
+import sys
+sys.path.insert(0, {str(here)!r})
+from _sweepfakes import FakeBackend
+from hlvm.sweep import SweepConfig, run_sweep
+cfg = SweepConfig(mask_ratios=[0.25, 0.5, 0.75], mask_units=[1, 2], seeds=[0], graph={{"depth": 2, "branching": 2}},
+                  eval_masks=2, n_train=100, n_eval=50, steps=5)
+run_sweep(cfg, {str(tmp_path / "out")!r}, backend=FakeBackend({str(tmp_path / "log")!r}, sleep=60), workers=2, progress=False)
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    attempts = tmp_path / "log.attempts"
+    deadline = time.monotonic() + 60
+    while not (attempts.exists() and len(attempts.read_text().split()) >= 2):  # both workers are inside a point
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    assert time.monotonic() - t0 < 15
+    assert not (tmp_path / "log").exists() or (tmp_path / "log").read_text() == ""  # no point finished

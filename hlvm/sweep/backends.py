@@ -253,6 +253,12 @@ class PoolExecutor:
 
     def stop(self, cancel: bool = False) -> None:
         if self._pool is not None:
+            if cancel:
+                # Ctrl-C: the points in flight are dropped (their rows were never committed), so their workers
+                # stop now; otherwise the interpreter's exit would wait for them to finish, minutes for a ViT.
+                for proc in list(getattr(self._pool, "_processes", {}).values()):
+                    with contextlib.suppress(Exception):
+                        proc.terminate()
             self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
             self._pool = None
         self._pending.clear()
