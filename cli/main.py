@@ -41,6 +41,16 @@ def _renamed(args: list[str]) -> list[str]:
     return out
 
 
+def _name_metavars(group: Any) -> None:
+    """Options show what they take by name (``--ratios RATIOS``, ``--out OUT``), not by Python type (``<str>``)."""
+    for command in getattr(group, "commands", {}).values():
+        for param in command.params:
+            if getattr(param, "is_flag", False) or param.metavar is not None or not getattr(param, "opts", None):
+                continue
+            if getattr(param, "param_type_name", "") == "option" and param.name:
+                param.metavar = param.name.upper()
+
+
 def _show_version(value: bool) -> None:
     if value:
         import platform
@@ -61,6 +71,7 @@ class _OneLineUsageErrors(TyperGroup):
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True,
              **extra: Any) -> Any:
         args = _renamed(list(sys.argv[1:] if args is None else args))
+        _name_metavars(self)
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:

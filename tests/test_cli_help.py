@@ -74,3 +74,9 @@ def test_old_option_names_still_work_with_a_warning_and_are_not_in_the_help(tmp_
     assert "warning: --kinds is now --mask-kinds" in r.output
     assert "--kinds " not in runner.invoke(app, ["predict", "--help"]).output
     assert "--batch " not in runner.invoke(app, ["sweep", "--help"]).output
+
+
+def test_options_show_what_they_take_by_name_not_by_python_type():
+    r = runner.invoke(app, ["sweep", "--help"], env={"COLUMNS": "100"})
+    assert "--ratios RATIOS" in r.output and "--out OUT" in r.output
+    assert "<str>" not in r.output and "<int>" not in r.output and "<path>" not in r.output
