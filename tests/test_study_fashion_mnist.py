@@ -20,8 +20,8 @@ import torch
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "fashion-mnist-mask"
 sys.path.insert(0, str(STUDY))
 
-from fmstudy import rules, runner  # noqa: E402
-from fmstudy.pretrain import CHECKPOINT, MODEL, RunSpec, batch_indices, train_run  # noqa: E402
+from hlvm.realmask import rules, runner  # noqa: E402
+from hlvm.realmask.pretrain import CHECKPOINT, MODEL, RunSpec, batch_indices, train_run  # noqa: E402
 
 TINY = {
     "dataset": {"source": "/nonexistent/fashion-mnist", "debian_package": "dataset-fashion-mnist", "source_size": 28,
@@ -164,7 +164,7 @@ def test_an_interrupted_study_resumes_without_redoing_finished_items(tree, tmp_p
 def test_two_worker_processes_stop_together_resume_and_match_one_process(finished, tree, tmp_path):
     # Interrupted from the parent after the second item: the workers stop (checkpointed), finished items stay;
     # resumed with two workers, the study's numbers are those of the single-process study, bit for bit.
-    from fmstudy.data import load_imagefolder
+    from hlvm.realmask.data import load_imagefolder
 
     out_ref, _ = finished
     ref = json.loads((out_ref / "results.json").read_text())
@@ -218,9 +218,8 @@ def test_missing_dataset_that_cannot_be_installed_is_one_line(tmp_path, capsys):
 
 
 def test_without_apt_get_the_install_is_one_data_error(tmp_path, monkeypatch):
-    from fmstudy import data as fdata
-
     from hlvm.errors import DataError
+    from hlvm.realmask import data as fdata
 
     monkeypatch.setattr(fdata.shutil, "which", lambda name: None)
     with pytest.raises(DataError, match="apt-get is not available") as e:
@@ -269,7 +268,7 @@ def test_malformed_config_and_data_spec_are_one_line(tree, tmp_path, capsys):
 
 
 def _tiny_training(tree):
-    from fmstudy.data import load_imagefolder
+    from hlvm.realmask.data import load_imagefolder
 
     splits = load_imagefolder(Path(tree), 1, 28, 0.3, 0)
     mcfg = runner.model_config(TINY, 4)
@@ -286,7 +285,7 @@ def test_an_interrupted_run_resumes_bit_for_bit(tree, tmp_path):
         if step == 3:
             os.kill(os.getpid(), signal.SIGINT)  # the loop finishes the step, checkpoints, and stops
 
-    from fmstudy.pretrain import Interrupted
+    from hlvm.realmask.pretrain import Interrupted
 
     with pytest.raises(Interrupted):
         train_run(spec, mcfg, splits.train, tmp_path / "cut", device=torch.device("cpu"), ckpt_every=0,

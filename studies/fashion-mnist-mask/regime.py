@@ -77,13 +77,11 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(HERE))
-    from fmstudy import data as fdata
-    from fmstudy.measure import encoder_row, pixel_probe
-    from fmstudy.pretrain import RunSpec, train_run
-
     from hlvm.io import provenance, write_json
     from hlvm.models import MAEConfig
+    from hlvm.realmask import data as fdata
+    from hlvm.realmask.measure import encoder_row, pixel_probe
+    from hlvm.realmask.pretrain import RunSpec, train_run
     from hlvm.train import init_model
 
     reg = json.loads(args.config.read_text())

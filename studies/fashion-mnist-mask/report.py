@@ -27,8 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     except json.JSONDecodeError as e:
         print(f"error: {path} is not valid JSON: {e}", file=sys.stderr)
         return 2
-    sys.path.insert(0, str(HERE))
-    from fmstudy.report import write_report
+    from hlvm.realmask.report import write_report
 
     print(write_report(res, out))
     return 0

@@ -13,7 +13,7 @@ FSIM with and without masking, effective rank, attention maps), beside the
 raw-pixel and untrained-encoder controls, and writes ``results.json``,
 ``report.md`` and the figures into ``--out``. Every piece of work is
 committed as it finishes: ``--resume`` continues a killed or interrupted
-study and redoes nothing that finished (fmstudy/runner.py).
+study and redoes nothing that finished (hlvm/realmask/runner.py).
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --{name} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
             return 2
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    sys.path.insert(0, str(HERE))
     import signal
 
     import torch
@@ -84,10 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fmstudy import data as fdata
-    from fmstudy import runner
-    from fmstudy.report import write_report
-
+    from hlvm.realmask import data as fdata
+    from hlvm.realmask import runner
+    from hlvm.realmask.report import write_report
     from hlvm.train import pick_device
 
     cfg = runner.load_config(args.config)

@@ -1,6 +1,6 @@
 """report.md and figures of the Fashion-MNIST study, from ``results.json`` alone.
 
-The rules (fmstudy/rules.py) are printed first, then the numbers, then the
+The rules (:mod:`hlvm.realmask.rules`) are printed first, then the numbers, then the
 verdicts the rules give on them; nothing in the verdicts is typed by hand.
 A partial study (``complete: false``) is reported as far as it goes.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fmstudy import rules
+from hlvm.realmask import rules
 from hlvm.rules import Estimate
 
 METRICS = (("ssim", "SSIM"), ("fsim", "FSIM"), ("psnr", "PSNR (dB)"), ("mse", "MSE"))

@@ -46,6 +46,13 @@ A trend judged on encoders that are not trained says nothing about MAE, and
 the report says so above the verdicts.
 """
 
+# Why these rules live here and not in hlvm/rules.py: the decision itself is hlvm/rules.py's (Estimate, decide,
+# evidence, critical are imported, not copied); what differs is what is compared. hlvm/rules.py judges the
+# theory's claims on the abstraction A of a code, with one MIN_EFFECT of 0.05; a real-image study has no
+# ground-truth latents, so it judges Kong et al.'s trends on probe top-1 and reconstruction metrics, each on
+# its own scale and so with its own smallest effect (MIN_EFFECT below), and combines parts as "appears" /
+# "does not appear" rather than hlvm/rules.py's hold / fail / mixed.
+
 from __future__ import annotations
 
 import math

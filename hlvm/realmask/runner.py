@@ -16,7 +16,7 @@ Output folder::
     OUT/untrained-s{seed}/result.json
     OUT/runs/{run}-s{seed}/          checkpoint.pt while training; model.pt and result.json when done
     OUT/results.json                 every number (top level: probe_top1 per run, baselines)
-    OUT/report.md, OUT/*.png         written from results.json alone (report.py)
+    OUT/report.md, OUT/*.png         written from results.json alone (hlvm/realmask/report.py)
 """
 
 from __future__ import annotations
@@ -228,9 +228,8 @@ def do_item(item: Item, cfg: dict[str, Any], splits: Any, out: Path, device: tor
     ``should_stop()`` true stops training at the next step (checkpointed) and
     measuring at the next batch of features (redone on resume).
     """
-    from fmstudy import measure
-    from fmstudy.pretrain import MODEL, RunSpec, load_trained, train_run
-
+    from hlvm.realmask import measure
+    from hlvm.realmask.pretrain import MODEL, RunSpec, load_trained, train_run
     from hlvm.train import init_model
 
     ev, tr = cfg["eval"], cfg["train"]
@@ -260,7 +259,7 @@ def do_item(item: Item, cfg: dict[str, Any], splits: Any, out: Path, device: tor
                 model, losses = load_trained(folder, device)
                 advance("train", c["train"] * spec.steps)
             else:
-                from fmstudy.pretrain import CHECKPOINT
+                from hlvm.realmask.pretrain import CHECKPOINT
 
                 if (folder / CHECKPOINT).is_file():
                     step0 = int(torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=False)["step"])

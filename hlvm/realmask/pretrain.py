@@ -160,9 +160,8 @@ def train_run(
     training. ``should_stop()`` true after a step stops the run as Ctrl-C
     does (a worker process is told to stop by its parent this way).
     """
-    from hlvm.train import init_model, lr_at, mask_generator, param_groups
-
     from hlvm.models.masking import random_token_mask
+    from hlvm.train import init_model, lr_at, mask_generator, param_groups
 
     random_token_mask(mcfg, 1, spec.mask_ratio)  # a ratio the unit grid cannot take fails before any work
     run_dir.mkdir(parents=True, exist_ok=True)
