@@ -149,6 +149,11 @@ app.command("report", short_help="Figures and claim verdicts from a sweep's resu
 from hlvm.cli import score as _score  # noqa: E402
 
 app.command("score", short_help="A versioned identifiability suite on any encoder: a scorecard.")(_score.score)
+from hlvm.cli import realmask as _realmask  # noqa: E402
+
+app.command("realmask", short_help="Mask study on real images: MAEs over a grid, probed.")(_realmask.realmask)
+app.command("realmask-report", short_help="A realmask study's report from its results.json.")(
+    _realmask.realmask_report)
 
 
 def main() -> None:  # pragma: no cover - console entry point

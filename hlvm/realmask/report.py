@@ -318,3 +318,11 @@ def write_report(res: Mapping[str, Any], out: Path) -> Path:
     with atomic_file(path) as f:
         f.write(markdown(res, made))
     return path
+
+
+def report_folder(out: Path) -> Path:
+    """Redraw ``out``'s figures and ``report.md`` from ``out/results.json``; DataError if that file is unusable."""
+    from hlvm.errors import DataError
+    from hlvm.io import read_json
+
+    return write_report(read_json(out / "results.json", "results", DataError), out)
