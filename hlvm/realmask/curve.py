@@ -16,6 +16,7 @@ beside every wall time.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -111,9 +112,9 @@ def learning_curve(reg: dict[str, Any], ev: dict[str, Any], splits: Any, out: Pa
                        steps=cand["steps"], batch_size=reg["batch_size"], blr=reg["blr"],
                        warmup=reg["warmup"], weight_decay=reg["weight_decay"])
         res["curves"][name] = []
-        measure = lambda m: encoder_row(m, splits.train, splits.test, ev, size, device=dev)  # noqa: E731
+        measure = functools.partial(encoder_row, train=splits.train, test=splits.test, ev=ev, img_size=size, device=dev)
         snap = _snapshot(name, res["curves"][name], measure, log, lambda: plot(res, out.with_suffix(".png")))
-        snaps = {s: (lambda m, s=s: snap(m, s)) for s in cand["probe_at"]}
+        snaps = {s: functools.partial(snap, step=s) for s in cand["probe_at"]}
         shutil.rmtree(work / name, ignore_errors=True)  # a fresh run: the curve's points must come from one run
         _, losses = train_run(spec, mcfg, splits.train, work / name, device=dev, ckpt_every=0, snapshots=snaps)
         res.setdefault("losses", {})[name] = losses

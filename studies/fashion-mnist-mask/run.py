@@ -5,14 +5,10 @@
     python studies/fashion-mnist-mask/run.py --out runs/fashion-mnist-mask --device cuda
     python studies/fashion-mnist-mask/run.py --out runs/fm --workers 1 --threads 1   # one core only
 
-``hlvm realmask --config studies/fashion-mnist-mask/config.json ...`` with
-this folder's config (the default here); ``--help`` lists the options. It
-trains one small ViT MAE per (mask ratio or masking unit, seed) on the full
-Fashion-MNIST training set (installing Debian's ``dataset-fashion-mnist``
-with apt-get when it is missing), measures each on the 10,000 test images,
-beside the raw-pixel and untrained-encoder controls, and writes
-``results.json``, ``report.md`` and the figures into ``--out``; ``--resume``
-continues a killed study and redoes nothing that finished (hlvm/realmask/).
+``hlvm realmask`` with this folder's config.json (hlvm/realmask/ holds the study; ``--help``
+lists the options): one small ViT MAE per (mask ratio or unit, seed) on all of Fashion-MNIST
+(installed with apt-get if missing), measured on its test images beside the raw-pixel and
+untrained controls; ``results.json``, ``report.md`` and figures go into ``--out``.
 """
 
 from __future__ import annotations
