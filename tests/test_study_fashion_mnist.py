@@ -20,7 +20,7 @@ import torch
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "fashion-mnist-mask"
 sys.path.insert(0, str(STUDY))
 
-from hlvm.realmask import rules, runner  # noqa: E402
+from hlvm.realmask import grid, rules, runner  # noqa: E402
 from hlvm.realmask.pretrain import CHECKPOINT, MODEL, RunSpec, batch_indices, train_run  # noqa: E402
 
 TINY = {
@@ -104,10 +104,10 @@ def test_the_untrained_control_is_each_seeds_initial_encoder(finished, tree):
 
     res = json.loads((out / "results.json").read_text())
     cfg = res["config"]
-    a, b = (init_model(runner.model_config(cfg, 4), s) for s in (0, 1))
+    a, b = (init_model(grid.model_config(cfg, 4), s) for s in (0, 1))
     assert not torch.equal(a.blocks[0].attn.qkv.weight, b.blocks[0].attn.qkv.weight)
     # The unit changes the masks, never the weights: one untrained control serves every unit of a seed.
-    c = init_model(runner.model_config(cfg, 8), 0)
+    c = init_model(grid.model_config(cfg, 8), 0)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values(), strict=True))
 
 
@@ -168,7 +168,7 @@ def test_two_worker_processes_stop_together_resume_and_match_one_process(finishe
 
     out_ref, _ = finished
     ref = json.loads((out_ref / "results.json").read_text())
-    cfg = runner.load_config(_config(tmp_path))
+    cfg = grid.load_config(_config(tmp_path))
     splits = load_imagefolder(Path(tree), 1, 28, 0.3, 0)
     study = {"config": cfg, "data": f"imagefolder:{tree}"}
     out = tmp_path / "out"
@@ -183,7 +183,7 @@ def test_two_worker_processes_stop_together_resume_and_match_one_process(finishe
     with pytest.raises(KeyboardInterrupt):
         runner.run_study(cfg, splits, out, device=torch.device("cpu"), study=study, workers=2, progress=False, log=log)
     kept = json.loads((out / "results.json").read_text())
-    assert 2 <= sum((out / i.folder / "result.json").is_file() for i in runner.items(cfg)) < kept["items_total"]
+    assert 2 <= sum((out / i.folder / "result.json").is_file() for i in grid.items(cfg)) < kept["items_total"]
     res = runner.run_study(cfg, splits, out, device=torch.device("cpu"), study=study, workers=2, progress=False,
                            log=lambda m: None)
     assert res["complete"] and res["probe_top1"] == ref["probe_top1"] and res["baselines"] == ref["baselines"]
@@ -271,7 +271,7 @@ def _tiny_training(tree):
     from hlvm.realmask.data import load_imagefolder
 
     splits = load_imagefolder(Path(tree), 1, 28, 0.3, 0)
-    mcfg = runner.model_config(TINY, 4)
+    mcfg = grid.model_config(TINY, 4)
     spec = RunSpec("r0.75-u4", 0.75, 4, 3, steps=7, batch_size=4, blr=0.0015, warmup=2)
     return splits, mcfg, spec
 

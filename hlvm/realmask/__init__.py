@@ -7,7 +7,11 @@
   reconstruction metrics, attention maps.
 - :mod:`~hlvm.realmask.rules`: the verdict rules, built on :mod:`hlvm.rules`' decisions.
 - :mod:`~hlvm.realmask.report`: ``report.md`` and the figures from ``results.json`` alone.
-- :mod:`~hlvm.realmask.runner`: the grid, the output folder, resuming, worker processes, ``results.json``.
+- :mod:`~hlvm.realmask.grid`: the study config (checked), the items of work it makes, their estimated cost.
+- :mod:`~hlvm.realmask.runner`: the output folder, resuming, worker processes, ``results.json``.
+- :mod:`~hlvm.realmask.study`: the whole study from its config: checks, data, every item, the report.
+- :mod:`~hlvm.realmask.curve`: the learning curve that chooses a study's training length.
 
-``studies/fashion-mnist-mask/`` holds the Fashion-MNIST study's config and the scripts that call this package.
+``studies/fashion-mnist-mask/`` holds the Fashion-MNIST study's config and the scripts that call this package
+(through ``hlvm realmask`` and ``hlvm realmask-report``, cli/realmask.py).
 """

@@ -38,11 +38,11 @@ def run(config: Path, out: Path, data: str = "fashion-mnist", *, resume: bool = 
     import torch
 
     from hlvm.realmask import data as rdata
-    from hlvm.realmask import runner
+    from hlvm.realmask import grid, runner
     from hlvm.realmask.report import write_report
     from hlvm.train import pick_device
 
-    cfg = runner.load_config(config)
+    cfg = grid.load_config(config)
     dev = pick_device(device)
     ds = cfg["dataset"]
     study = {"config": cfg, "data": data}
@@ -52,7 +52,7 @@ def run(config: Path, out: Path, data: str = "fashion-mnist", *, resume: bool = 
                         test_fraction=ds.get("test_fraction", 0.2), seed=ds.get("split_seed", 0), install=install)
     study["data_counts"] = {"train": len(splits.train), "test": len(splits.test)}
     runner.open_out(out, study, overwrite=overwrite)
-    n = len(runner.items(cfg))
+    n = len(grid.items(cfg))
     log(f"{splits.source}: {len(splits.train)} training and {len(splits.test)} test images; {n} items into "
         f"{out} on {dev}, {workers} worker(s) x {torch.get_num_threads()} thread(s)")
     results = runner.run_study(cfg, splits, out, device=dev, study=study, workers=workers, progress=progress)
