@@ -2,10 +2,7 @@
 
     python studies/fashion-mnist-mask/regime.py [--config regime.json] [--out results/learning_curve] [--threads 1]
 
-One ratio-0.75, unit-4 run per candidate of ``regime.json`` on the full
-Fashion-MNIST training set, probed at each listed step as the study probes
-(hlvm/realmask/curve.py says how); writes ``OUT.json`` after every point and
-``OUT.png``.
+Fashion-MNIST's training set, one run per candidate of ``regime.json``; hlvm/realmask/curve.py says how.
 """
 
 from __future__ import annotations
