@@ -29,11 +29,12 @@ TINY = {
     "model": {"arch": "vit", "img_size": 32, "in_chans": 1, "patch_size": 4, "embed_dim": 16, "depth": 1,
               "num_heads": 2, "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2, "mlp_ratio": 2.0,
               "norm_pix_loss": False},
-    "train": {"steps": 6, "batch_size": 4, "blr": 0.0015, "warmup": 1, "weight_decay": 0.05, "ckpt_every": 2},
+    "train": {"steps": 6, "batch_size": 4, "blr": 0.0015, "warmup": 1, "weight_decay": 0.05, "ckpt_every": 2,
+              "heldout_every": 4, "heldout_n": 5},
     "grid": {"mask_ratios_at_unit": {"unit": 4, "ratios": [0.75, 0.9]},
              "mask_units_at_ratio": {"ratio": 0.75, "units": [4, 8]}, "seeds": [0, 1]},
     "eval": {"crop_fraction": 1.0, "probe": {"l2": 0.0001, "max_iter": 10}, "recon_images": 6, "recon_seed": 0,
-             "n_examples": 2},
+             "n_examples": 2, "pca": True},
 }
 
 
@@ -82,19 +83,24 @@ def finished(tree, tmp_path_factory):
 def test_results_json_top_level_holds_probe_top1_per_run_and_both_baselines(finished):
     out, _ = finished
     res = json.loads((out / "results.json").read_text())
-    assert res["complete"] and res["items_done"] == res["items_total"] == 1 + 2 * (1 + 3)
+    assert res["complete"] and res["items_done"] == res["items_total"] == 2 + 2 * (1 + 3)  # pixels, pca, per seed
     assert set(res["probe_top1"]) == {"r0.75-u4", "r0.9-u4", "r0.75-u8"}
     for per_pool in res["probe_top1"].values():
         assert set(per_pool) == {"mean", "cls"} and set(per_pool["mean"]) == {"0", "1"}
         assert all(0.0 <= v <= 1.0 for v in per_pool["mean"].values())
     assert 0.0 <= res["baselines"]["pixels"] <= 1.0
     assert set(res["baselines"]["untrained"]["mean"]) == {"0", "1"}
+    assert 0.0 <= res["baselines"]["pca"] <= 1.0 and res["pca"]["width"] == TINY["model"]["embed_dim"]
     row = next(r for r in res["runs"] if r["run"] == "r0.9-u4" and r["seed"] == 1)
     for key in ("nomask_ssim", "nomask_fsim", "nomask_psnr", "nomask_mse", "trainmask_ssim", "trainmask_mse_masked",
                 "effective_rank_mean", "effective_rank_cls", "final_loss"):
         assert np.isfinite(row[key]), key
     assert row["mask_ratio"] == 0.9 and row["steps"] == 6 and row["losses"][-1][0] == 6
+    assert [s for s, _ in row["heldout_losses"]] == [0, 4, 6] and row["final_heldout_loss"] == row["heldout_losses"][-1][1]
     assert (out / "report.md").is_file() and (out / "probe.png").is_file() and (out / "examples.png").is_file()
+    assert (out / "heldout_loss.png").is_file()
+    md = (out / "report.md").read_text()
+    assert "## Against the strongest control" in md and "## Held-out loss" in md and "PCA, 16 components" in md
 
 
 def test_the_untrained_control_is_each_seeds_initial_encoder(finished, tree):
@@ -152,7 +158,7 @@ def test_an_interrupted_study_resumes_without_redoing_finished_items(tree, tmp_p
     calls.clear()
     monkeypatch.setattr(runner, "do_item", lambda item, *a, **k: (calls.append(item.folder), real(item, *a, **k))[1])
     assert _main("--config", str(cfg), "--data", f"imagefolder:{tree}", "--out", str(out), "--resume") == 0
-    assert not set(calls) & set(first) and len(calls) == 9 - 3
+    assert not set(calls) & set(first) and len(calls) == 10 - 3
     assert {f: (out / f / "result.json").stat().st_mtime_ns for f in first} == done
     assert json.loads((out / "results.json").read_text())["complete"]
     # A finished study resumed again does nothing.
@@ -248,6 +254,9 @@ def test_unreadable_image_is_one_line_naming_it_and_writes_nothing(tree, tmp_pat
     ({"grid.mask_ratios_at_unit.ratios": [0.001]}, ["0.001"]),
     ({"model.mask_unit": 4}, ["mask_unit"]),
     ({"model.embed_dim": 15}, ["embed_dim"]),
+    ({"train.heldout_n": 0}, ["heldout_every", "heldout_n"]),
+    ({"train.heldout_every": -1}, ["heldout_every"]),
+    ({"eval.pca": "yes"}, ["eval.pca"]),
 ])
 def test_bad_config_is_one_line(tree, tmp_path, capsys, change, words):
     code = _main("--config", str(_config(tmp_path, **change)), "--data", f"imagefolder:{tree}", "--out",
@@ -296,6 +305,68 @@ def test_an_interrupted_run_resumes_bit_for_bit(tree, tmp_path):
     for (k, a), b in zip(ref.state_dict().items(), model.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     assert (tmp_path / "cut" / MODEL).is_file() and not (tmp_path / "cut" / CHECKPOINT).exists()
+
+
+def test_the_heldout_loss_leaves_training_bit_for_bit_and_resumes_with_it(tree, tmp_path):
+    from hlvm.data import eval_resize
+    from hlvm.realmask.pretrain import HeldOut, Interrupted
+
+    splits, mcfg, spec = _tiny_training(tree)
+    images = eval_resize(splits.test.images[:5], 32, crop_fraction=1.0)
+    cpu = torch.device("cpu")
+    plain, plain_losses = train_run(spec, mcfg, splits.train, tmp_path / "plain", device=cpu, ckpt_every=0)
+    held = HeldOut(images, every=3)
+    model, losses = train_run(spec, mcfg, splits.train, tmp_path / "held", device=cpu, ckpt_every=0, heldout=held)
+    assert losses == plain_losses  # its own mask stream and eval mode: training is untouched
+    for (k, a), b in zip(plain.state_dict().items(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert [s for s, _ in held.log] == [0, 3, 6, 7] and all(np.isfinite(v) for _, v in held.log)
+    assert held.log[-1][1] == pytest.approx(held.measure(model, spec, cpu), abs=0.0)  # the same masks every time
+
+    def ctrl_c_after_step_4(step):  # noqa: ANN001
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    cut = HeldOut(images, every=3)
+    with pytest.raises(Interrupted):
+        train_run(spec, mcfg, splits.train, tmp_path / "cut", device=cpu, ckpt_every=0, heldout=cut,
+                  on_step=ctrl_c_after_step_4)
+    again = HeldOut(images, every=3)
+    train_run(spec, mcfg, splits.train, tmp_path / "cut", device=cpu, heldout=again)
+    assert again.log == held.log
+    from hlvm.realmask.pretrain import load_trained
+
+    assert load_trained(tmp_path / "cut", cpu)[2] == held.log
+    with pytest.raises(Exception, match="heldout_every"):
+        HeldOut(images, every=0)
+
+
+def test_the_pca_control_keeps_the_top_k_eigenvalues_of_the_training_pixels(tree):
+    from hlvm.realmask import measure
+    from hlvm.realmask.data import load_imagefolder
+
+    splits = load_imagefolder(Path(tree), 1, 28, 0.3, 0)
+    ev = TINY["eval"]
+    x = measure.pixels(splits.train, 32, 1.0).astype(np.float64)
+    vals = np.sort(np.linalg.eigvalsh(np.cov(x, rowvar=False)))[::-1]  # brute force, on the training split only
+    got = measure.pca_probe(splits.train, splits.test, ev, 32, 3)
+    assert got["width"] == 3 and 0.0 <= got["top1"] <= 1.0
+    assert got["explained_variance"] == pytest.approx(vals[:3].sum() / vals.sum(), rel=1e-9)
+    assert measure.pca_probe(splits.train, splits.test, ev, 32, 3) == got  # deterministic
+
+
+def test_the_strongest_control_and_beating_it_by_a_point():
+    untrained = _seeds(0.70, 0.71, 0.705)
+    assert rules.strongest(untrained, pixels=0.84, pca=0.86) == "pca"
+    assert rules.strongest(untrained, pixels=0.84, pca=None) == "pixels"
+    assert rules.strongest(_seeds(0.9, 0.9, 0.9), pixels=0.84, pca=0.86) == "untrained"
+    assert rules.strongest({}, pixels=None, pca=None) is None
+    d, v = rules.beats(_seeds(0.875, 0.88, 0.878), 0.86)
+    assert d.mean == pytest.approx(0.0176667, abs=1e-6) and v == "hold"
+    assert rules.beats(_seeds(0.80, 0.81, 0.805), 0.84)[1] == "fail"
+    assert rules.beats(_seeds(0.84, 0.88, 0.86), 0.86)[1] == "inconclusive"  # the SE spans both sides
+    c = rules.control(_seeds(0.875, 0.88, 0.878), untrained, pixels=0.84, pca=0.86)
+    assert set(c) == {"untrained", "pixels", "pca"} and c["pca"][1] == "evidence about MAE"
 
 
 def test_a_checkpoint_of_another_run_is_refused(tree, tmp_path):

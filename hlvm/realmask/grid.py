@@ -1,8 +1,9 @@
 """The study's grid: its config (checked), the items of work it makes, and each item's estimated cost.
 
 An item is one committed piece of work (:mod:`hlvm.realmask.runner`): the
-raw-pixel probe, the untrained encoder of a seed, or one training run per
-(grid point, seed). The grid is the ratios at the token-patch unit, then the
+raw-pixel probe, the PCA control (``eval.pca``: the pixels' top principal
+components, as many as the encoder's width), the untrained encoder of a
+seed, or one training run per (grid point, seed). The grid is the ratios at the token-patch unit, then the
 other units at ratio 0.75. The cost model (multiply-adds per phase) only
 drives the progress bar's ETA.
 """
@@ -38,6 +39,14 @@ def load_config(path: Path) -> dict[str, Any]:
              e["n_examples"])
     except (KeyError, TypeError) as err:
         raise ConfigError(f"study config {path} lacks {err}") from None
+    for key in ("heldout_every", "heldout_n"):
+        v = t.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigError(f"study config {path}: train.{key} must be an integer >= 0, got {v!r}")
+    if bool(t.get("heldout_every", 0)) != bool(t.get("heldout_n", 0)):
+        raise ConfigError(f"study config {path}: give train.heldout_every and train.heldout_n together (both > 0)")
+    if not isinstance(e.get("pca", False), bool):
+        raise ConfigError(f"study config {path}: eval.pca must be true or false, got {e['pca']!r}")
     if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise ConfigError(f"grid seeds must be distinct integers >= 0, got {seeds!r}")
     if "mask_unit" in cfg["model"]:
@@ -55,7 +64,7 @@ def load_config(path: Path) -> dict[str, Any]:
 class Item:
     """One committed piece of work."""
 
-    kind: str  # "pixels", "untrained" or "run"
+    kind: str  # "pixels", "pca", "untrained" or "run"
     name: str  # grid-point name (runs), else the kind
     seed: int | None
     mask_ratio: float | None = None
@@ -63,8 +72,8 @@ class Item:
 
     @property
     def folder(self) -> str:
-        if self.kind == "pixels":
-            return "pixels"
+        if self.kind in ("pixels", "pca"):
+            return self.kind
         if self.kind == "untrained":
             return f"untrained-s{self.seed}"
         return f"runs/{self.name}-s{self.seed}"
@@ -85,6 +94,8 @@ def grid_points(cfg: dict[str, Any]) -> list[tuple[str, float, int]]:
 
 def items(cfg: dict[str, Any]) -> list[Item]:
     out = [Item("pixels", "pixels", None)]
+    if cfg["eval"].get("pca", False):
+        out.append(Item("pca", "pca", None))
     for seed in cfg["grid"]["seeds"]:
         out.append(Item("untrained", "untrained", seed))
         out += [Item("run", n, seed, r, u) for n, r, u in grid_points(cfg)]
@@ -124,6 +135,9 @@ def cost(item: Item, cfg: dict[str, Any], n_train: int, n_test: int) -> dict[str
     if item.kind == "pixels":
         dim = mcfg.in_chans * mcfg.img_hw[0] * mcfg.img_hw[1]
         return {"train": 0.0, "eval": PROBE_SLOWDOWN * 3 * n_train * dim * 10 * iters}
+    if item.kind == "pca":
+        dim = mcfg.in_chans * mcfg.img_hw[0] * mcfg.img_hw[1]
+        return {"train": 0.0, "eval": n_train * dim * dim + PROBE_SLOWDOWN * 3 * n_train * mcfg.embed_dim * 10 * iters}
     feats = (n_train + n_test) * _encoder_cost(mcfg, mcfg.num_tokens + 1)
     probes = 2 * PROBE_SLOWDOWN * 3 * n_train * mcfg.embed_dim * 10 * iters
     recon = 3 * ev["recon_images"] * (_encoder_cost(mcfg, mcfg.num_tokens + 1) + _decoder_cost(mcfg)) * 20

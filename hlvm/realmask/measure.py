@@ -9,6 +9,7 @@ whole training split and scored on the whole test split.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,28 @@ def pixel_probe(train: TensorImages, test: TensorImages, ev: dict[str, Any], img
     """The raw-pixel control: :func:`probe` on :func:`pixels` of both splits."""
     crop = ev["crop_fraction"]
     return probe(pixels(train, img_size, crop), train.labels, pixels(test, img_size, crop), test.labels, probe_config(ev))
+
+
+def pca_probe(train: TensorImages, test: TensorImages, ev: dict[str, Any], img_size: int, k: int) -> dict[str, float]:
+    """The PCA control: the top-``k`` principal components of the training split's pixels, then :func:`probe`.
+
+    The components are fitted on the training images only (the eval view,
+    :func:`pixels`), by :func:`hlvm.controls.pca_basis`, so the control is as
+    wide as the encoder it stands beside and learned nothing but second moments.
+    """
+    from hlvm.controls import PixelMoments, pca_basis
+
+    crop = ev["crop_fraction"]
+    xtr, xte = pixels(train, img_size, crop), pixels(test, img_size, crop)
+    c = train.images.shape[1]
+    moments = PixelMoments.of(xtr.reshape(len(xtr), c, img_size, img_size))
+    basis = pca_basis(moments.cov, k)  # (D, k) float64
+    ftr = ((xtr - moments.mean) @ basis).astype(np.float32)
+    fte = ((xte - moments.mean) @ basis).astype(np.float32)
+    p = probe(ftr, train.labels, fte, test.labels, probe_config(ev))
+    total = float(np.trace(moments.cov))
+    kept = float(np.einsum("ij,ik,kj->", basis, moments.cov, basis)) if total > 0 else math.nan
+    return {**p, "width": int(basis.shape[1]), "explained_variance": kept / total if total > 0 else math.nan}
 
 
 def encoder_row(model: nn.Module, train: TensorImages, test: TensorImages, ev: dict[str, Any], img_size: int, *,

@@ -16,7 +16,14 @@ Every draw is seeded from the run's seed: the epoch order by
 from ``SeedSequence([seed, 3])``, the masks by ``mask_generator(seed)``.
 Epochs drop their last partial batch, so the batch of step ``s`` is a function
 of ``s`` alone, and a checkpoint (model, optimizer, step, both generators'
-states, the loss log) resumes the run exactly on CPU.
+states, the loss logs) resumes the run exactly on CPU.
+
+The held-out loss (:class:`HeldOut`, the convergence protocol's measure,
+``studies/convergence/README.md``) is MAE's masked reconstruction loss on a
+fixed batch of images that training never sees, under the same seeded masks
+at every measurement, the model in eval mode. Its masks come from a
+generator of their own, made afresh for each measurement, so a run that
+measures it trains bit for bit as one that does not.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +81,40 @@ class RunSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class HeldOut:
+    """The held-out batch of a run and its log: ``images`` (N, C, S, S) normalised, measured every ``every`` steps.
+
+    ``log`` is ``[(step, loss)]``, from step 0 (the untrained model) to the
+    last step; :func:`train_run` fills it (and restores it on resume).
+    """
+
+    images: torch.Tensor
+    every: int
+    batch: int = 256
+    log: list[tuple[int, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
+            raise ConfigError(f"heldout_every must be a positive integer, got {self.every!r}")
+        if self.images.ndim != 4 or len(self.images) == 0:
+            raise ConfigError(f"the held-out batch must be (N, C, S, S) with N >= 1, got {tuple(self.images.shape)}")
+
+    @torch.no_grad()
+    def measure(self, model: nn.Module, spec: RunSpec, device: torch.device) -> float:
+        """The mean masked loss over the batch, masks drawn from ``SeedSequence([seed, 5])`` afresh each time."""
+        was_training = model.training
+        model.eval()
+        gen = _seeded(spec.seed, 5)
+        total, n = 0.0, 0
+        for i in range(0, len(self.images), self.batch):
+            x = self.images[i : i + self.batch].to(device)
+            total += float(model(x, mask_ratio=spec.mask_ratio, generator=gen).loss.float()) * len(x)
+            n += len(x)
+        model.train(was_training)
+        return total / n
 
 
 class Interrupted(KeyboardInterrupt):
@@ -147,6 +188,7 @@ def train_run(
     on_step: Callable[[int], None] | None = None,
     snapshots: dict[int, Callable[[nn.Module], None]] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    heldout: HeldOut | None = None,
 ) -> tuple[nn.Module, list[tuple[int, float]]]:
     """Train ``spec`` on ``data`` (``(N, C, H, W)`` uint8), resuming from ``run_dir/checkpoint.pt`` if present.
 
@@ -159,6 +201,8 @@ def train_run(
     learning curve's probes), with the model in eval mode, then back to
     training. ``should_stop()`` true after a step stops the run as Ctrl-C
     does (a worker process is told to stop by its parent this way).
+    ``heldout`` measures the held-out loss at step 0, every ``heldout.every``
+    steps and at the end, into ``heldout.log``.
     """
     from hlvm.models.masking import random_token_mask
     from hlvm.train import init_model, lr_at, mask_generator, param_groups
@@ -182,17 +226,21 @@ def train_run(
         aug_gen.set_state(ck["augment_generator"])
         step, losses = int(ck["step"]), [tuple(x) for x in ck["losses"]]
         acc, n_acc = ck["pending"]  # the loss log's open interval, so that it reads as an uninterrupted run's
+        if heldout is not None:
+            heldout.log[:] = [tuple(x) for x in ck.get("heldout", [])]
 
     def save() -> None:
         _atomic_save({"spec": spec.to_dict(), "model_config": mcfg.to_dict(), "model": model.state_dict(),
                       "optimizer": opt.state_dict(), "mask_generator": mask_gen.get_state(),
                       "augment_generator": aug_gen.get_state(), "step": step, "losses": losses,
-                      "pending": (acc, n_acc)}, ckpt_path)
+                      "pending": (acc, n_acc), "heldout": heldout.log if heldout is not None else []}, ckpt_path)
 
     images = data.images.to(device)  # (N, C, H, W) uint8: 55 MB for Fashion-MNIST, once
     size = mcfg.img_hw[0]
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
     model.train()
+    if heldout is not None and step == 0:
+        heldout.log[:] = [(0, heldout.measure(model, spec, device))]
     with StopFlag() as stop:
         while step < spec.steps:
             lr = lr_at(step, spec.steps, spec.warmup, spec.lr, spec.min_lr)
@@ -213,6 +261,8 @@ def train_run(
             if step % log_every == 0 or step == spec.steps:
                 losses.append((step, acc / n_acc))
                 acc, n_acc = 0.0, 0
+            if heldout is not None and (step % heldout.every == 0 or step == spec.steps):
+                heldout.log.append((step, heldout.measure(model, spec, device)))
             if on_step is not None:
                 on_step(step)
             if snapshots and step in snapshots:
@@ -226,16 +276,17 @@ def train_run(
                 save()
     model.eval()
     _atomic_save({"spec": spec.to_dict(), "model_config": mcfg.to_dict(), "model": model.state_dict(),
-                  "losses": losses}, run_dir / MODEL)
+                  "losses": losses, "heldout": heldout.log if heldout is not None else []}, run_dir / MODEL)
     ckpt_path.unlink(missing_ok=True)
     return model, losses
 
 
-def load_trained(run_dir: Path, device: torch.device) -> tuple[nn.Module, list[tuple[int, float]]]:
-    """The model a finished run saved, and its loss log."""
+def load_trained(run_dir: Path, device: torch.device) -> tuple[nn.Module, list[tuple[int, float]], list[tuple[int, float]]]:
+    """The model a finished run saved, its training loss log and its held-out loss log (empty if not measured)."""
     from hlvm.models import MAEConfig, build_model
 
     saved = torch.load(run_dir / MODEL, map_location="cpu", weights_only=False)
     model = build_model(MAEConfig.from_dict(saved["model_config"]))
     model.load_state_dict(saved["model"])
-    return model.to(device).eval(), [tuple(x) for x in saved["losses"]]
+    return (model.to(device).eval(), [tuple(x) for x in saved["losses"]],
+            [tuple(x) for x in saved.get("heldout", [])])

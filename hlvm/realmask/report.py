@@ -155,6 +155,28 @@ def figures(res: dict, out: Path) -> list[str]:
         fig.savefig(out / f"recon_{tag}.png", dpi=110)
         plt.close(fig)
         made.append(f"recon_{tag}.png")
+    # The held-out loss against the step, per cell (every seed drawn thin, the mean thick).
+    curves = {key: [r["heldout_losses"] for r in rows if r.get("heldout_losses")] for key, rows in sorted(cells.items())}
+    curves = {k: v for k, v in curves.items() if v}
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        for i, (key, logs) in enumerate(curves.items()):
+            color = f"C{i}"
+            for log in logs:
+                ax.plot([s for s, _ in log], [v for _, v in log], color=color, alpha=0.3, lw=0.8)
+            steps = [s for s, _ in logs[0]]
+            if all([s for s, _ in log] == steps for log in logs):
+                ax.plot(steps, np.mean([[v for _, v in log] for log in logs], axis=0), color=color, lw=1.8,
+                        label=f"ratio {key[0]:g}, unit {key[1]} ({len(logs)} seeds)")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("held-out masked loss")
+        ax.set_title(f"MAE loss on {res['config']['train'].get('heldout_n')} test images, fixed masks", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "heldout_loss.png", dpi=110)
+        plt.close(fig)
+        made.append("heldout_loss.png")
     # Examples and attention maps (the first seed), from the uint8 arrays in results.json.
     ex = res.get("examples") or {}
     names = [n for n in sorted(ex, key=lambda n: (n == "untrained", n)) if "original" in ex[n]]
@@ -204,6 +226,57 @@ def _scale(trend: rules.Trend) -> tuple[float, str]:
     return 1.0, ""
 
 
+def _strongest_lines(res: dict, order: list, cells: dict, untrained: dict[int, float]) -> list[str]:
+    """Each cell's mean-pool probe against the strongest control (``rules.strongest``), decided by ``rules.beats``."""
+    b = res["baselines"]
+    best = rules.strongest(untrained, b["pixels"], b.get("pca"))
+    if best is None:
+        return []
+    value = Estimate.of(untrained.values()).mean if best == "untrained" else b[best]
+    names = {"untrained": "the untrained encoder (mean over seeds)", "pixels": "the raw pixels",
+             "pca": "the PCA of the pixels"}
+    lines = ["", "## Against the strongest control", "",
+             f"The strongest control is {names[best]} at {100 * value:.2f} %. A cell *beats* it if its mean-pool "
+             "top-1 is at least one point above it beyond t·SE (`hlvm.realmask.rules.beats`: hold), *does not "
+             "beat* it if it is below that point by more than t·SE (fail), else inconclusive.", "",
+             "| ratio | unit | seeds | Δ strongest (points) | t·SE | verdict |", "|---|---|---|---|---|---|"]
+    for key in order:
+        rows = cells.get(key, [])
+        if not rows:
+            continue
+        d, v = rules.beats(_per_seed(rows, "probe_top1_mean"), value)
+        m = rules.margin(d)
+        word = {"hold": "**beats it**", "fail": "**does not beat it**"}.get(v, "inconclusive")
+        lines.append(f"| {key[0]:g} | {key[1]} | {len(rows)} | {100 * d.mean:+.2f} | "
+                     f"{'-' if math.isnan(m) else format(100 * m, '.2f')} | {word} |")
+    return lines
+
+
+def _heldout_lines(order: list, cells: dict) -> list[str]:
+    """The held-out loss at the end, at half the steps and at a quarter, and the last doubling's gain, per cell."""
+    rows_with = {k: [r for r in cells.get(k, []) if r.get("heldout_losses")] for k in order}
+    rows_with = {k: v for k, v in rows_with.items() if v}
+    if not rows_with:
+        return []
+    lines = ["", "## Held-out loss", "",
+             "MAE's masked loss on the fixed held-out test images (`train.heldout_n`), fixed masks, the model in "
+             "eval mode; mean ± SE over seeds. *Gain over the last doubling*: 1 - L(S) / L(S/2) within each run "
+             "(a diagnostic of the run as trained: the convergence protocol's rule compares whole runs of each "
+             "length, each with its own cosine schedule, and was not run here).", "",
+             "| ratio | unit | L(S/4) | L(S/2) | L(S) | gain over the last doubling |", "|---|---|---|---|---|---|"]
+    for key, rows in rows_with.items():
+        def at(r: dict, frac: float) -> float:
+            log = r["heldout_losses"]
+            target = log[-1][0] * frac
+            return min(log, key=lambda e: abs(e[0] - target))[1]
+
+        q, h, f = ([at(r, x) for r in rows] for x in (0.25, 0.5, 1.0))
+        gain = Estimate.of(1 - fi / hi for fi, hi in zip(f, h, strict=True))
+        lines.append(f"| {key[0]:g} | {key[1]} | {_num(Estimate.of(q), 4)} | {_num(Estimate.of(h), 4)} | "
+                     f"{_num(Estimate.of(f), 4)} | {_pct(gain)} % |")
+    return lines
+
+
 def markdown(res: dict, made: list[str]) -> str:
     cfg = res["config"]
     m, t, g, ev = cfg["model"], cfg["train"], cfg["grid"], cfg["eval"]
@@ -250,34 +323,46 @@ def markdown(res: dict, made: list[str]) -> str:
               f"Top-1 (%) on the test images, mean ± SE over seeds. Controls: raw pixels "
               f"{'-' if b['pixels'] is None else format(100 * b['pixels'], '.2f')} %; untrained encoder "
               f"{_pct(Estimate.of(b['untrained']['mean'].values()))} (mean pool), "
-              f"{_pct(Estimate.of(b['untrained']['cls'].values()))} (cls). Δ: paired by seed; the label is "
-              "`hlvm.rules.evidence` with a one-point minimum.", "",
-              "| ratio | unit | seeds | mean pool | cls | Δ untrained (mean) | Δ pixels (mean) | eff. rank (mean) | final loss |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              f"{_pct(Estimate.of(b['untrained']['cls'].values()))} (cls)"
+              + ("" if b.get("pca") is None else f"; PCA of the pixels to {res['pca']['width']} components (the "
+                 f"encoder's width, {100 * res['pca']['explained_variance']:.1f} % of the variance) "
+                 f"{100 * b['pca']:.2f} %")
+              + ". Δ: paired by seed for the untrained encoder; the label is `hlvm.rules.evidence` (differs from "
+              "the control by at least one point beyond t·SE, either way) with a one-point minimum.", "",
+              "| ratio | unit | seeds | mean pool | cls | Δ untrained (mean) | Δ pixels (mean) | Δ PCA (mean) | "
+              "eff. rank (mean) | final loss | final held-out loss |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     order = [(r, unit0) for r in ratios] + [(ratio0, u) for u in units if u != unit0]
     untrained = {int(s): v for s, v in b["untrained"]["mean"].items()}
     for key in order:
         rows = cells.get(key, [])
         if not rows:
-            lines.append(f"| {key[0]:g} | {key[1]} | 0 | - | - | - | - | - | - |")
+            lines.append(f"| {key[0]:g} | {key[1]} | 0 | - | - | - | - | - | - | - | - |")
             continue
         run = _per_seed(rows, "probe_top1_mean")
-        ctl = rules.control(run, untrained, b["pixels"]) if b["pixels"] is not None else {}
+        ctl = rules.control(run, untrained, b["pixels"], b.get("pca")) if b["pixels"] is not None else {}
         du = ctl.get("untrained")
         dp = ctl.get("pixels")
+        dq = ctl.get("pca")
         lines.append(
             f"| {key[0]:g} | {key[1]} | {len(rows)} | {_pct(Estimate.of(run.values()))} | "
             f"{_pct(Estimate.of(r['probe_top1_cls'] for r in rows))} | "
             + (f"{_num(Estimate(100 * du[0].mean, 100 * du[0].se, du[0].n), 2)} ({du[1]}) | " if du else "- | ")
             + (f"{_num(Estimate(100 * dp[0].mean, 100 * dp[0].se, dp[0].n), 2)} ({dp[1]}) | " if dp else "- | ")
+            + (f"{_num(Estimate(100 * dq[0].mean, 100 * dq[0].se, dq[0].n), 2)} ({dq[1]}) | " if dq else "- | ")
             + f"{_num(Estimate.of(r['effective_rank_mean'] for r in rows), 1)} | "
-            f"{_num(Estimate.of(r['final_loss'] for r in rows), 4)} |")
+            f"{_num(Estimate.of(r['final_loss'] for r in rows), 4)} | "
+            f"{_num(Estimate.of(r.get('final_heldout_loss', math.nan) for r in rows), 4)} |")
     if res["untrained"]:
         lines.append(f"| untrained | - | {len(res['untrained'])} | {_pct(Estimate.of(untrained.values()))} | "
-                     f"{_pct(Estimate.of(b['untrained']['cls'].values()))} | 0 | - | "
-                     f"{_num(Estimate.of(r['effective_rank_mean'] for r in res['untrained']), 1)} | - |")
+                     f"{_pct(Estimate.of(b['untrained']['cls'].values()))} | 0 | - | - | "
+                     f"{_num(Estimate.of(r['effective_rank_mean'] for r in res['untrained']), 1)} | - | - |")
     if b["pixels"] is not None:
-        lines.append(f"| raw pixels | - | - | {100 * b['pixels']:.2f} | - | - | 0 | - | - |")
+        lines.append(f"| raw pixels | - | - | {100 * b['pixels']:.2f} | - | - | 0 | - | - | - | - |")
+    if b.get("pca") is not None:
+        lines.append(f"| PCA, {res['pca']['width']} components | - | - | {100 * b['pca']:.2f} | - | - | - | 0 | - | - | - |")
+    lines += _strongest_lines(res, order, cells, untrained)
+    lines += _heldout_lines(order, cells)
     # Figure 5 table.
     lines += ["", "## Reconstruction (Figure 5)", "",
               "Means ± SE over seeds; *no mask*: every token visible, the whole image predicted (Kong et al.'s "

@@ -34,10 +34,13 @@ Kong et al.'s trends, each as parts:
   protocol) and, separately, under each run's own training mask.
 
 Controls, beside every row: each run's probe is compared, paired by seed,
-with the *untrained* encoder of its seed (the same initial weights) and with
-the *raw pixels* (one number: no seed) by :func:`hlvm.rules.evidence` with the
-probe's MIN_EFFECT: a difference of at least one point beyond ``t * SE`` is
+with the *untrained* encoder of its seed (the same initial weights), and
+with the *raw pixels* and the *PCA* of the pixels as wide as the encoder
+(each one number: no seed) by :func:`hlvm.rules.evidence` with the probe's
+MIN_EFFECT: a difference of at least one point beyond ``t * SE`` is
 *evidence about MAE*, otherwise the run is *explained without training*.
+The *strongest control* of a row is the one with the highest top-1; the run
+beats the controls only if it beats that one.
 
 *Trained regime*: the study's runs count as trained if the ratio-0.75 run
 beats the untrained encoder by at least 0.10 and the raw pixels by at least
@@ -155,11 +158,29 @@ def pixel_favour(metric: Mapping[str, Mapping[float, PerSeed]], high: float = 0.
                  combine(parts), parts)
 
 
-def control(run: PerSeed, untrained: PerSeed, pixels: float) -> dict[str, tuple[Estimate, str]]:
-    """A run's probe against its controls: ``{"untrained": (D, label), "pixels": (D, label)}``."""
+def control(run: PerSeed, untrained: PerSeed, pixels: float, pca: float | None = None) -> dict[str, tuple[Estimate, str]]:
+    """A run's probe against its controls: ``{"untrained": (D, label), "pixels": (D, label)[, "pca": (D, label)]}``."""
     d_u = Estimate.paired(run, untrained)
-    d_p = Estimate.of(v - pixels for v in run.values())
-    return {"untrained": (d_u, evidence(d_u, MIN_EFFECT["top1"])), "pixels": (d_p, evidence(d_p, MIN_EFFECT["top1"]))}
+    out = {"untrained": (d_u, evidence(d_u, MIN_EFFECT["top1"]))}
+    for name, value in (("pixels", pixels), ("pca", pca)):
+        if value is not None:
+            d = Estimate.of(v - value for v in run.values())
+            out[name] = (d, evidence(d, MIN_EFFECT["top1"]))
+    return out
+
+
+def strongest(untrained: PerSeed, pixels: float | None, pca: float | None) -> str | None:
+    """The control with the highest top-1 (the untrained encoder by its mean over seeds), or None if none is known."""
+    cands = {"untrained": Estimate.of(untrained.values()).mean if untrained else math.nan,
+             "pixels": math.nan if pixels is None else pixels, "pca": math.nan if pca is None else pca}
+    known = {k: v for k, v in cands.items() if not math.isnan(v)}
+    return max(known, key=known.get) if known else None
+
+
+def beats(run: PerSeed, value: float) -> tuple[Estimate, str]:
+    """Whether a run's probe beats a control's one number by at least one point: ``(D, hold / fail / inconclusive)``."""
+    d = Estimate.of(v - value for v in run.values())
+    return d, decide(d, MIN_EFFECT["top1"])
 
 
 def regime(run: PerSeed, untrained: PerSeed, pixels: float) -> dict[str, tuple[Estimate, str]]:

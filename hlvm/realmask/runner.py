@@ -1,7 +1,7 @@
 """The study's runner: the output folder, resuming, worker processes, the progress bar, and results.json.
 
 Work is a list of *items*, each committed on its own: the raw-pixel probe,
-the untrained encoder of each seed, and one training run per (grid point,
+the PCA control, the untrained encoder of each seed, and one training run per (grid point,
 seed). An item is done when its ``result.json`` exists (written atomically,
 last); a run killed mid-training continues from its checkpoint, one killed
 while being measured is measured again from its saved weights. Seeds are
@@ -14,6 +14,7 @@ Output folder::
 
     OUT/study.json                   the resolved config and data source (a resumed study must match it)
     OUT/pixels/result.json           raw-pixel probe
+    OUT/pca/result.json              PCA control (eval.pca), as wide as the encoder
     OUT/untrained-s{seed}/result.json
     OUT/runs/{run}-s{seed}/          checkpoint.pt while training; model.pt and result.json when done
     OUT/results.json                 every number (top level: probe_top1 per run, baselines)
@@ -99,6 +100,24 @@ def done(out: Path, item: Item) -> dict[str, Any] | None:
 # --- doing an item ---------------------------------------------------------------------------
 
 
+def heldout_batch(cfg: dict[str, Any], test: Any, size: int) -> Any:
+    """The run's held-out batch (``train.heldout_n`` test images, evenly spread, eval view), or None if not asked for.
+
+    Test images: training never sees them, and no choice is made on the
+    probe's numbers from this loss (it only reports how far training went).
+    """
+    from hlvm.data import eval_resize
+    from hlvm.realmask.measure import recon_subset
+    from hlvm.realmask.pretrain import HeldOut
+
+    tr = cfg["train"]
+    if not tr.get("heldout_every", 0):
+        return None
+    idx = recon_subset(test, tr["heldout_n"])
+    images = eval_resize(test.images[idx], size, crop_fraction=cfg["eval"]["crop_fraction"])
+    return HeldOut(images, tr["heldout_every"])
+
+
 def do_item(item: Item, cfg: dict[str, Any], splits: Any, out: Path, device: torch.device,
             advance: Callable[[str, float], None], should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Train (runs) and measure one item; commit its ``result.json``; return it.
@@ -124,9 +143,15 @@ def do_item(item: Item, cfg: dict[str, Any], splits: Any, out: Path, device: tor
         p = measure.pixel_probe(splits.train, splits.test, ev, size)
         advance("eval", c["eval"])
         row.update(probe_top1=p["top1"], probe_train_top1=p["train_top1"])
+    elif item.kind == "pca":
+        p = measure.pca_probe(splits.train, splits.test, ev, size, mcfg.embed_dim)
+        advance("eval", c["eval"])
+        row.update(probe_top1=p["top1"], probe_train_top1=p["train_top1"], width=p["width"],
+                   explained_variance=p["explained_variance"])
     else:
         train_s = train_cpu = 0.0
         feat_units = c["eval"] * 0.5 / n_all  # about half of an evaluation is the feature pass
+        heldout_log: list = []
         if item.kind == "untrained":
             model = init_model(mcfg, item.seed).to(device).eval()
             losses: list = []
@@ -135,7 +160,7 @@ def do_item(item: Item, cfg: dict[str, Any], splits: Any, out: Path, device: tor
             spec = RunSpec(item.name, item.mask_ratio, item.mask_unit, item.seed, tr["steps"], tr["batch_size"],
                            tr["blr"], tr["warmup"], tr["weight_decay"], tr.get("min_lr", 0.0))
             if (folder / MODEL).is_file():
-                model, losses = load_trained(folder, device)
+                model, losses, heldout_log = load_trained(folder, device)
                 advance("train", c["train"] * spec.steps)
             else:
                 from hlvm.realmask.pretrain import CHECKPOINT
@@ -143,12 +168,17 @@ def do_item(item: Item, cfg: dict[str, Any], splits: Any, out: Path, device: tor
                 if (folder / CHECKPOINT).is_file():
                     step0 = int(torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=False)["step"])
                     advance("train", c["train"] * step0)
+                held = heldout_batch(cfg, splits.test, size)
                 model, losses = train_run(spec, mcfg, splits.train, folder, device=device,
                                           ckpt_every=tr.get("ckpt_every", 200),
-                                          on_step=lambda s: advance("train", c["train"]), should_stop=should_stop)
+                                          on_step=lambda s: advance("train", c["train"]), should_stop=should_stop,
+                                          heldout=held)
+                heldout_log = held.log if held is not None else []
             train_s, train_cpu = time.time() - t0, time.process_time() - c0
             row.update(steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr,
                        final_loss=float(sum(v for _, v in losses[-2:]) / max(1, len(losses[-2:]))))
+            if heldout_log:
+                row.update(heldout_losses=heldout_log, final_heldout_loss=float(heldout_log[-1][1]))
         def on_batch(b: int) -> None:
             advance("eval", feat_units * b)
             if should_stop is not None and should_stop():
@@ -176,6 +206,7 @@ def collect(out: Path, cfg: dict[str, Any], study: dict[str, Any], extra: dict[s
     runs = [r for (k, _, _), r in finished.items() if k == "run"]
     untrained = [r for (k, _, _), r in finished.items() if k == "untrained"]
     pix = finished.get(("pixels", "pixels", None))
+    pca = finished.get(("pca", "pca", None))
     probe_top1: dict[str, dict[str, dict[str, float]]] = {}
     for r in runs:
         for pool in ("mean", "cls"):
@@ -188,6 +219,7 @@ def collect(out: Path, cfg: dict[str, Any], study: dict[str, Any], extra: dict[s
         "probe_top1": probe_top1,
         "baselines": {
             "pixels": pix["probe_top1"] if pix else None,
+            "pca": pca["probe_top1"] if pca else None,
             "untrained": {pool: {str(r["seed"]): r[f"probe_top1_{pool}"] for r in untrained} for pool in ("mean", "cls")},
         },
         "complete": len(finished) == len(todo),
@@ -196,6 +228,7 @@ def collect(out: Path, cfg: dict[str, Any], study: dict[str, Any], extra: dict[s
         "runs": [strip(r) for r in sorted(runs, key=lambda r: (r["seed"], r["run"]))],
         "untrained": [strip(r) for r in sorted(untrained, key=lambda r: r["seed"])],
         "pixels": pix,
+        "pca": pca,
         "examples": examples,
         "config": cfg,
         "data": study["data"],
@@ -259,7 +292,7 @@ def run_study(cfg: dict[str, Any], splits: Any, out: Path, *, device: torch.devi
 
     def label(item: Item) -> str:
         return f"untrained seed {item.seed}" if item.kind == "untrained" else (
-            item.name if item.kind == "pixels" else f"{item.name} seed {item.seed}")
+            item.name if item.seed is None else f"{item.name} seed {item.seed}")
 
     with bar:
         task = bar.add_task("study", total=grand)
