@@ -169,7 +169,8 @@ def figures(res: dict, out: Path) -> list[str]:
                 ax.plot(steps, np.mean([[v for _, v in log] for log in logs], axis=0), color=color, lw=1.8,
                         label=f"ratio {key[0]:g}, unit {key[1]} ({len(logs)} seeds)")
         ax.set_xlabel("training step")
-        ax.set_ylabel("held-out masked loss")
+        ax.set_ylabel("held-out masked loss (log scale)")
+        ax.set_yscale("log")  # the untrained model's loss at step 0 is many times the trained one's
         ax.set_title(f"MAE loss on {res['config']['train'].get('heldout_n')} test images, fixed masks", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -384,7 +385,9 @@ def markdown(res: dict, made: list[str]) -> str:
     # Verdicts.
     lines += ["", "## Verdicts", ""]
     if not ts:
-        lines.append("Not enough cells measured yet.")
+        lines.append("Not enough cells measured yet." if not res["complete"] else
+                     "None: this grid has too few cells for any trend (each needs two or more ratios, or units, "
+                     "measured); the probe against the controls above is this study's result.")
     for tr in ts:
         scale, unit = _scale(tr)
         lines.append(f"- **{tr.claim}**: {tr.verdict}" + (f"; {tr.note}" if tr.note else ""))
