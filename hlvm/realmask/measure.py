@@ -89,7 +89,7 @@ def pca_probe(train: TensorImages, test: TensorImages, ev: dict[str, Any], img_s
     fte = ((xte - moments.mean) @ basis).astype(np.float32)
     p = probe(ftr, train.labels, fte, test.labels, probe_config(ev))
     total = float(np.trace(moments.cov))
-    kept = float(np.einsum("ij,ik,kj->", basis, moments.cov, basis)) if total > 0 else math.nan
+    kept = float(np.einsum("ij,ik,kj->", basis, moments.cov, basis))  # variance along the basis
     return {**p, "width": int(basis.shape[1]), "explained_variance": kept / total if total > 0 else math.nan}
 
 

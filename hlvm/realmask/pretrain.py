@@ -109,11 +109,13 @@ class HeldOut:
         model.eval()
         gen = _seeded(spec.seed, 5)
         total, n = 0.0, 0
-        for i in range(0, len(self.images), self.batch):
-            x = self.images[i : i + self.batch].to(device)
-            total += float(model(x, mask_ratio=spec.mask_ratio, generator=gen).loss.float()) * len(x)
-            n += len(x)
-        model.train(was_training)
+        try:
+            for i in range(0, len(self.images), self.batch):
+                x = self.images[i : i + self.batch].to(device)
+                total += float(model(x, mask_ratio=spec.mask_ratio, generator=gen).loss.float()) * len(x)
+                n += len(x)
+        finally:  # as hlvm.train.heldout._HeldOut.loss: a failed measurement leaves the model's mode as it was
+            model.train(was_training)
         return total / n
 
 
