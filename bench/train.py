@@ -372,7 +372,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mask-ratio", type=float, default=0.75, help="MAE mask ratio of the --model step (default 0.75)")
     p.add_argument("--batch", type=int, default=256, help="images per step (and per loader batch); default 256")
     p.add_argument("--repeats", type=int, default=5, help="interleaved A/B repeats of every comparison (default 5)")
-    p.add_argument("--iters", type=int, default=2, help="steps per timed repeat (default 2)")
+    p.add_argument("--iters", type=int, default=None,
+                   help="steps per timed repeat (default 10 for the vit_tiny_synth comparisons, whose step takes "
+                        "tens of ms, else 2)")
     p.add_argument("--loop-steps", type=int, default=11, help="hlvm.train steps per repeat of the loop comparison")
     p.add_argument("--compile", action="store_true",
                    help="with --model: torch.compile both sides of the step comparison (hlvm train --compile)")
@@ -457,10 +459,10 @@ def run(args: argparse.Namespace) -> None:
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     print(f"torch {torch.__version__}, {where} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}){load}")
     if cfg is None:
-        bench_tiny(device, args.dtype, args.batch, args.mask_ratio, args.patch_size, args.repeats, args.iters)
+        bench_tiny(device, args.dtype, args.batch, args.mask_ratio, args.patch_size, args.repeats, args.iters or 10)
         if args.tiny_only:
             return
-        bench_fused(device, args.dtype, args.batch, args.repeats, args.iters)
+        bench_fused(device, args.dtype, args.batch, args.repeats, args.iters or 2)
         bench_loop(device, args.batch, args.repeats, args.loop_steps)
         if not args.skip_base:
             from hlvm.models import get_config
@@ -471,8 +473,8 @@ def run(args: argparse.Namespace) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         dataset = open_images(args, cfg, Path(tmp))  # bad --data fails before any timing
-        step_rate = bench_vs_timm(cfg, args.model, device, args.dtype, args.batch, args.mask_ratio, args.repeats, args.iters,
-                                  compile=args.compile)
+        step_rate = bench_vs_timm(cfg, args.model, device, args.dtype, args.batch, args.mask_ratio, args.repeats,
+                                  args.iters or 2, compile=args.compile)
         load_rate = bench_loader(dataset, device, args.batch, args.num_workers, args.repeats, args.loader_batches)
     slow, fast = ("data loading", "the training step") if load_rate < step_rate else ("the training step", "data loading")
     print(f"limit: {slow} ({min(load_rate, step_rate):.1f} img/s median) is slower than {fast} "
