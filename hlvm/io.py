@@ -276,8 +276,24 @@ def _git_commit() -> str | None:
         return None
 
 
+def _cpu() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo``'s first ``model name``, else ``platform.processor()``), or None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def provenance(config: Any = None, *, argv: bool = True) -> dict[str, Any]:
     """What produced a result: hlvm version, git commit (from a checkout), Python, numpy and torch, platform, time (UTC).
+
+    ``cpu`` (the model name) and, where torch is imported, ``torch_cpu_capability`` (the vector instructions its
+    CPU kernels use: ``AVX512``, ``AVX2``, ``DEFAULT``; ``ATEN_CPU_CAPABILITY`` lowers it) say why trained rows of
+    one config can differ between two machines in their last digits (README, "Determinism").
 
     ``config`` (anything JSON-serialisable) adds ``config_hash``, the SHA-256 of
     its sorted JSON (first 16 hex digits): two results of one hash ran one
@@ -298,7 +314,14 @@ def provenance(config: Any = None, *, argv: bool = True) -> dict[str, Any]:
         "numpy": numpy.__version__,
         "torch": getattr(sys.modules.get("torch"), "__version__", None),
         "platform": platform.platform(),
+        "cpu": _cpu(),
     }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            out["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        except (AttributeError, RuntimeError):  # an older or partial torch
+            pass
     if argv:
         out["argv"] = sys.argv
     if config is not None:

@@ -179,3 +179,13 @@ def test_a_second_simulate_or_train_into_a_locked_folder_is_refused(tmp_path):
     assert not run.exists()
     train(TrainConfig(model="mlp", data=str(out), steps=1, batch_size=4, warmup=1, out=str(run)), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "sim"]
+
+
+def test_provenance_names_the_cpu_and_the_vector_instructions_torch_uses():
+    code = "import json, torch; from hlvm.io import provenance; print(json.dumps(provenance(argv=False)))"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    out = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                    check=True).stdout)
+    assert out["torch_cpu_capability"] == "DEFAULT"  # lowered by the variable, as on a machine without AVX
+    assert out["cpu"] is None or isinstance(out["cpu"], str) and out["cpu"]
+    assert "argv" not in out
