@@ -895,3 +895,25 @@ def test_one_run_into_two_folders_writes_the_same_checkpoint_bytes(online_spec, 
     b = train(cfg_for(online_spec, tmp_path / "elsewhere" / "b", **kw), progress=False)
     assert (a / CHECKPOINT).read_bytes() == (b / CHECKPOINT).read_bytes()
     assert load_run(b)[1].out == str(b)
+
+
+def test_eval_loss_weights_chunks_by_images_and_restores_the_mode_even_on_failure():
+    from hlvm.train.heldout import eval_loss
+
+    model = torch.nn.Linear(1, 1).train()
+    images = torch.arange(5.0).reshape(5, 1, 1, 1)  # chunks of 2: [0, 1], [2, 3], [4]
+    seen = []
+
+    def chunk(x):
+        seen.append((model.training, torch.is_grad_enabled()))
+        return float(x.mean())
+
+    assert eval_loss(model, images, 2, chunk) == pytest.approx(2.0)  # the mean over images, not over chunks (7/3)
+    assert seen == [(False, False)] * 3 and model.training
+
+    def fails(x):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        eval_loss(model, images, 2, fails)
+    assert model.training

@@ -43,6 +43,7 @@ from torch import nn
 
 from hlvm.data import TensorImages, mae_augment
 from hlvm.errors import ConfigError
+from hlvm.train.heldout import eval_loss
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
@@ -102,21 +103,14 @@ class HeldOut:
         if self.images.ndim != 4 or len(self.images) == 0:
             raise ConfigError(f"the held-out batch must be (N, C, S, S) with N >= 1, got {tuple(self.images.shape)}")
 
-    @torch.no_grad()
     def measure(self, model: nn.Module, spec: RunSpec, device: torch.device) -> float:
         """The mean masked loss over the batch, masks drawn from ``SeedSequence([seed, 5])`` afresh each time."""
-        was_training = model.training
-        model.eval()
         gen = _seeded(spec.seed, 5)
-        total, n = 0.0, 0
-        try:
-            for i in range(0, len(self.images), self.batch):
-                x = self.images[i : i + self.batch].to(device)
-                total += float(model(x, mask_ratio=spec.mask_ratio, generator=gen).loss.float()) * len(x)
-                n += len(x)
-        finally:  # as hlvm.train.heldout._HeldOut.loss: a failed measurement leaves the model's mode as it was
-            model.train(was_training)
-        return total / n
+
+        def chunk(x: torch.Tensor) -> float:
+            return float(model(x.to(device), mask_ratio=spec.mask_ratio, generator=gen).loss.float())
+
+        return eval_loss(model, self.images, self.batch, chunk)
 
 
 class Interrupted(KeyboardInterrupt):

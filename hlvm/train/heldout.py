@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-
 from .config import TrainConfig
 from .masker import _Masker
-
 
 HELDOUT_TAG = 0x4E1D
 
@@ -36,21 +35,35 @@ class _HeldOut:
         self.masker = dataclasses.replace(masker, views=1, kind="random" if masker.kind == "complementary" else masker.kind)
         self.seed, self.batch, self.boundary_ignore = cfg.seed + HELDOUT_TAG, cfg.batch_size, cfg.boundary_ignore
 
-    @torch.no_grad()
     def loss(self, model: nn.Module) -> float:
-        was = model.training
-        model.eval()
         gen = torch.Generator().manual_seed(self.seed)
-        total, n = 0.0, 0
-        try:
-            for s in range(0, len(self.images), self.batch):
-                x, kwargs = self.masker(self.images[s : s + self.batch], gen)
-                out = model(x, **kwargs)
-                loss = out.loss
-                if self.boundary_ignore:
-                    loss = model.masked_loss(x, out.pred, out.mask, boundary_ignore=self.boundary_ignore)
-                total += float(loss) * len(x)
-                n += len(x)
-        finally:
-            model.train(was)
-        return total / n
+
+        def chunk(x: torch.Tensor) -> float:
+            x, kwargs = self.masker(x, gen)
+            out = model(x, **kwargs)
+            if self.boundary_ignore:
+                return float(model.masked_loss(x, out.pred, out.mask, boundary_ignore=self.boundary_ignore))
+            return float(out.loss)
+
+        return eval_loss(model, self.images, self.batch, chunk)
+
+
+@torch.no_grad()
+def eval_loss(model: nn.Module, images: torch.Tensor, batch: int, chunk: Callable[[torch.Tensor], float]) -> float:
+    """The image-weighted mean of ``chunk(x)`` over ``images`` in chunks of ``batch``, the model in eval mode.
+
+    Under no_grad; the model's training mode is restored afterwards, also when a chunk raises. Both held-out
+    losses use it: this module's (simulated data, the run's masker) and :class:`hlvm.realmask.pretrain.HeldOut`
+    (in-memory images, the model's own seeded masks).
+    """
+    was = model.training
+    model.eval()
+    total, n = 0.0, 0
+    try:
+        for s in range(0, len(images), batch):
+            x = images[s : s + batch]
+            total += chunk(x) * len(x)
+            n += len(x)
+    finally:
+        model.train(was)
+    return total / n
