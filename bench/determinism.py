@@ -3,7 +3,8 @@
 The same config run twice (on one machine, or on two) should give the same verdicts; floating point across
 CPUs may move the trained and untrained rows in their last digits and, through training, further. This prints,
 per encoder, how many rows are identical and the largest difference of each R^2 column, then whether the two
-reports' verdicts (``verdicts.json``: claims, Theorem 2 per cell and control, arms compared) are the same.
+reports' verdicts (``verdicts.json``: claims, Theorem 2 per cell and control, arms compared) are the same,
+and the largest difference of the numbers those verdicts rest on (every number of ``verdicts.json``).
 
     python bench/determinism.py studies/mask-sweep/results runs/mask-sweep [--json OUT.json]
 """
@@ -38,6 +39,20 @@ def _verdicts(obj, path=""):  # noqa: ANN001, ANN202 - every verdict and label o
             yield from _verdicts(v, f"{path}[{i}]")
 
 
+def _numbers(obj, path=""):  # noqa: ANN001, ANN202 - every number of a verdicts.json but its provenance, by path
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield path, float(obj)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            if "provenance" not in k:
+                yield from _numbers(v, f"{path}/{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _numbers(v, f"{path}[{i}]")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("a", type=Path)
@@ -57,14 +72,24 @@ def main() -> int:
             if x.get(col) not in (None, "") and y.get(col) not in (None, ""):
                 d = abs(float(x[col]) - float(y[col]))
                 e["max_abs_diff"][col] = max(e["max_abs_diff"].get(col, 0.0), d)
-    va = dict(_verdicts(json.loads((args.a / "verdicts.json").read_text())))
-    vb = dict(_verdicts(json.loads((args.b / "verdicts.json").read_text())))
+    ja, jb = (json.loads((f / "verdicts.json").read_text()) for f in (args.a, args.b))
+    va, vb = dict(_verdicts(ja)), dict(_verdicts(jb))
     changed = sorted(k for k in set(va) | set(vb) if va.get(k) != vb.get(k))
-    out = {"a": str(args.a), "b": str(args.b), "encoders": dict(per), "verdicts": len(va), "verdicts_changed": changed}
+    na, nb = dict(_numbers(ja)), dict(_numbers(jb))
+    diffs = sorted(((abs(na[k] - nb[k]), k) for k in set(na) & set(nb)), reverse=True)
+    summary = {"numbers": len(diffs), "identical": sum(d == 0 for d, _ in diffs),
+               "max_abs_diff": diffs[0][0] if diffs else 0.0, "largest": [[k, d] for d, k in diffs[:10]]}
+    out = {"a": str(args.a), "b": str(args.b), "encoders": dict(per), "summaries": summary, "verdicts": len(va),
+           "verdicts_changed": changed}
     for enc, e in sorted(per.items()):
         worst = max(e["max_abs_diff"].values(), default=0.0)
         print(f"{enc:18s} {e['identical']:6d} of {e['rows']:6d} rows identical; largest R^2 difference {worst:.2e}")
+    print(f"summaries (every number of the reports' verdicts.json: d, SE, R^2(CA), leak, ...): "
+          f"{summary['identical']} of {summary['numbers']} identical; largest difference {summary['max_abs_diff']:.2e}"
+          + (f" at {diffs[0][1]}" if diffs and diffs[0][0] else ""))
     print(f"verdicts: {len(va)} in each; {len(changed)} differ" + (f": {changed[:10]}" if changed else ""))
+    for k in changed[:10]:
+        print(f"  {k}: {va.get(k)!r} -> {vb.get(k)!r}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0
