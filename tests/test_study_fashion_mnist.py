@@ -433,3 +433,27 @@ def test_controls_use_the_studys_one_point_minimum():
     assert c["pixels"][1] == "explained without training"  # 0.5 points above the pixels: under one point
     r = rules.regime(run, untrained, pixels=0.853)
     assert r["untrained"][1] == "hold" and r["pixels"][1] == "fail"
+
+
+@pytest.mark.parametrize(("l4000", "expected"), [(0.49, 2000), (0.47, None)])
+def test_budget_script_applies_the_convergence_rule_to_the_two_lengths(tmp_path, capsys, l4000, expected):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fm_budget", STUDY / "budget.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    folders = {2000: tmp_path / "a", 4000: tmp_path / "b"}
+    for steps, folder in folders.items():
+        folder.mkdir()
+        loss = 0.495 if steps == 2000 else l4000  # seed 1's loss; seed 0 adds 0.01, so the means are +0.005
+        runs = [{"kind": "run", "seed": s, "final_heldout_loss": loss + 0.01 * (s == 0), "probe_top1_mean": 0.8}
+                for s in (0, 1)] + [{"kind": "untrained", "seed": 0}]
+        (folder / "results.json").write_text(json.dumps({"runs": runs}))
+    mod.FOLDERS = folders
+    assert mod.main() == 0
+    out = json.loads((folders[4000] / "budget.json").read_text())
+    assert out["budget"] == expected and out["seeds"] == [0, 1]
+    assert out["gain"] == pytest.approx(1 - (l4000 + 0.005) / 0.5)  # 0.49: 1.0 % < 2 %; 0.47: 5.0 %
+    assert ("budget 2000" if expected else "not found") in capsys.readouterr().out
+    (folders[2000] / "results.json").unlink()
+    assert mod.main() == 2
