@@ -307,16 +307,16 @@ def provenance(config: Any = None, *, argv: bool = True) -> dict[str, Any]:
 
     from hlvm import __version__
 
+    torch = sys.modules.get("torch")
     out: dict[str, Any] = {
         "hlvm_version": __version__,
         "git_commit": _git_commit(),
         "python": sys.version.split()[0],
         "numpy": numpy.__version__,
-        "torch": getattr(sys.modules.get("torch"), "__version__", None),
+        "torch": getattr(torch, "__version__", None),
         "platform": platform.platform(),
         "cpu": _cpu(),
     }
-    torch = sys.modules.get("torch")
     if torch is not None:
         try:
             out["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
